@@ -1,0 +1,1 @@
+"""WIT packages and example actors shipped with drupelet (data, no code)."""

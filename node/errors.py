@@ -1,0 +1,115 @@
+"""The node's exceptions: one root, with fields a caller can act on."""
+
+from __future__ import annotations
+
+
+class DrupeletError(Exception):
+    """Root of every error the node raises on purpose."""
+
+    code = "error"
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class ConfigError(DrupeletError, ValueError):
+    """The node config is not valid. ``key`` is the dotted path of the offending key."""
+
+    code = "bad-config"
+
+    def __init__(self, message: str, *, key: str = "", path: str = "") -> None:
+        where = f"{path}: " if path else ""
+        what = f"{key}: " if key else ""
+        super().__init__(f"{where}{what}{message}")
+        self.key = key
+        self.path = path
+
+
+class ActorError(DrupeletError):
+    def __init__(self, message: str, *, actor: str) -> None:
+        super().__init__(message)
+        self.actor = actor
+
+
+class ActorNotFound(ActorError, LookupError):
+    code = "actor-not-found"
+
+
+class ActorExists(ActorError):
+    code = "actor-exists"
+
+
+class StartRefused(ActorError):
+    """The actor cannot start: bad component, missing imports, failed instantiation."""
+
+    code = "start-refused"
+
+    def __init__(self, message: str, *, actor: str, missing: list[str] | None = None) -> None:
+        super().__init__(message, actor=actor)
+        self.missing = list(missing or [])
+
+
+class CallFailed(ActorError):
+    """One call into an actor failed; the actor keeps running."""
+
+    code = "call-failed"
+
+
+class Trapped(CallFailed):
+    """The guest trapped. ``trap`` is wasmtime's description."""
+
+    code = "trap"
+
+    def __init__(self, message: str, *, actor: str, trap: str) -> None:
+        super().__init__(message, actor=actor)
+        self.trap = trap
+
+
+class DeadlineExceeded(Trapped, TimeoutError):
+    code = "deadline-exceeded"
+
+    def __init__(self, message: str, *, actor: str, trap: str, deadline_ms: int) -> None:
+        super().__init__(message, actor=actor, trap=trap)
+        self.deadline_ms = deadline_ms
+
+
+class HandlerError(CallFailed):
+    """The actor's handler returned its error value."""
+
+    code = "handler-error"
+
+
+class Overloaded(CallFailed):
+    code = "overloaded"
+
+
+class PayloadTooLarge(CallFailed, ValueError):
+    code = "payload-too-large"
+
+    def __init__(self, message: str, *, actor: str, size: int, limit: int) -> None:
+        super().__init__(message, actor=actor)
+        self.size = size
+        self.limit = limit
+
+
+class ActorStopped(CallFailed):
+    code = "actor-stopped"
+
+
+class LinkError(DrupeletError, ValueError):
+    code = "bad-link"
+
+    def __init__(self, message: str, *, source: str = "", interface: str = "", target: str = "") -> None:
+        super().__init__(message)
+        self.source = source
+        self.interface = interface
+        self.target = target
+
+
+class ProviderNotFound(DrupeletError, LookupError):
+    code = "provider-not-found"
+
+
+class NatsUnavailable(DrupeletError, ConnectionError):
+    code = "nats-unavailable"

@@ -1,0 +1,496 @@
+"""The host API: one node's actors, providers and links.
+
+The CLI, the NATS control plane and the tests all call this class; nothing else starts
+actors or puts links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from drupelet.providers.base import Link, Message, NotLinked, Provider, ProviderContext, ProviderError
+
+from . import __version__, subjects
+from .config import ActorSpec, LinkSpec, NodeConfig
+from .errors import (ActorExists, ActorNotFound, CallFailed, DeadlineExceeded, DrupeletError, HandlerError,
+                     LinkError, NatsUnavailable, ProviderNotFound, StartRefused)
+from .links import LinkDef, LinkTable, check_target, parse_interface
+from .natsserver import EmbeddedNatsServer, NatsServerConfig
+from .runtime import NODE_SERVED, Limits, Runtime, RuntimeConfig, missing_imports, split_version
+from .supervisor import Actor, Delivery
+
+log = logging.getLogger(__name__)
+actor_log = logging.getLogger("drupelet.actor")
+
+PROVIDER_GROUP = "drupelet.providers"
+
+
+def discover_providers() -> dict[str, type[Provider]]:
+    """Provider classes registered in the ``drupelet.providers`` entry-point group."""
+    found: dict[str, type[Provider]] = {}
+    for ep in importlib.metadata.entry_points(group=PROVIDER_GROUP):
+        try:
+            cls = ep.load()
+        except Exception:
+            log.exception("provider entry point %s (%s) failed to load; skipping it", ep.name, ep.value)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Provider)):
+            log.error("provider entry point %s is not a Provider subclass; skipping it", ep.name)
+            continue
+        found[ep.name] = cls
+    return found
+
+
+class Host:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.lattice = config.lattice
+        self.limits = Limits(call_deadline_ms=config.call_deadline_ms, max_memory_bytes=config.max_memory_bytes,
+                             max_payload_bytes=config.max_payload_bytes)
+        self.links = LinkTable()
+        self.actors: dict[str, Actor] = {}
+        self.providers: dict[str, Provider] = {}
+        self.runtime: Runtime | None = None
+        self.nats: NatsClient | None = None
+        self.nats_server: EmbeddedNatsServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.started_at = 0.0
+        self._deliver_subs: dict[str, Any] = {}
+        self._actor_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.started_at = time.time()
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.runtime = await asyncio.to_thread(
+            Runtime, RuntimeConfig(cache_dir=cfg.compile_cache_dir, epoch_tick_ms=cfg.epoch_tick_ms,
+                                   compile_in_subprocess=cfg.compile_in_subprocess))
+        try:
+            await self._connect_nats()
+            await self._start_providers()
+            for spec in cfg.actors:
+                await self.start_actor(spec.name, spec.file.read_bytes() if spec.file.exists() else _missing(spec),
+                                       instances=spec.instances, config=spec.config, source=str(spec.file))
+            for link in cfg.links:
+                await self.put_link(link.source, link.interface, link.target, link.config)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("node %s is up in lattice %s: %d actor(s), %d provider(s), %d link(s)", self.name, self.lattice,
+                 len(self.actors), len(self.providers), len(self.links.all()))
+
+    async def _connect_nats(self) -> None:
+        cfg = self.config
+        url = cfg.nats_url
+        if not url:
+            self.nats_server = EmbeddedNatsServer(NatsServerConfig(
+                host=cfg.nats_embedded_host, port=cfg.nats_embedded_port, jetstream=cfg.nats_embedded_jetstream,
+                store_dir=cfg.data_dir / "nats", server_name=self.name))
+            await self.nats_server.start()
+            url = self.nats_server.url
+            log.info("embedded nats-server listening on %s", url)
+        options: dict[str, Any] = {
+            "name": f"drupelet-{self.name}",
+            "connect_timeout": cfg.nats_connect_timeout_s,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "error_cb": self._nats_error,
+            "disconnected_cb": self._nats_disconnected,
+            "reconnected_cb": self._nats_reconnected,
+        }
+        if cfg.nats_creds:
+            options["user_credentials"] = cfg.nats_creds
+        try:
+            self.nats = await nats.connect(url, allow_reconnect=True, **options)
+        except Exception as exc:
+            raise NatsUnavailable(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from exc
+
+    async def _nats_error(self, exc: Exception) -> None:
+        log.warning("NATS: %s", exc)
+
+    async def _nats_disconnected(self) -> None:
+        log.warning("NATS connection lost; reconnecting")
+
+    async def _nats_reconnected(self) -> None:
+        log.info("NATS connection restored")
+
+    async def _start_providers(self) -> None:
+        for name, cls in sorted(discover_providers().items()):
+            pconf = dict(self.config.providers.get(name, {}))
+            if pconf.pop("enabled", True) is False:
+                log.info("provider %s is disabled by config", name)
+                continue
+            provider = cls()
+            provider.name = name
+            ctx = ProviderContext(
+                node=self.name, lattice=self.lattice, loop=self._loop(), data_dir=self.config.data_dir / "providers" / name,
+                config=pconf, nats=self.nats, deliver=self._provider_deliver,
+                max_payload_bytes=self.config.max_payload_bytes,
+                call_timeout_s=self.config.call_deadline_ms / 1000.0)
+            ctx.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                await provider.start(ctx)
+            except Exception as exc:
+                raise DrupeletError(f"provider {name!r} failed to start: {exc}") from exc
+            self.providers[name] = provider
+            log.info("provider %s serves %s", name, ", ".join(provider.interfaces))
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for name in list(self.actors):
+            try:
+                await self.stop_actor(name)
+            except DrupeletError:
+                log.exception("stopping actor %s failed", name)
+        for name, provider in list(self.providers.items()):
+            try:
+                await provider.stop()
+            except Exception:
+                log.exception("stopping provider %s failed", name)
+        self.providers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.nats is not None:
+            try:
+                await self.nats.drain()
+            except Exception as exc:
+                log.debug("NATS drain at stop: %s", exc)
+                await self.nats.close()
+            self.nats = None
+        if self.nats_server is not None:
+            await self.nats_server.stop()
+            self.nats_server = None
+        if self.runtime is not None:
+            self.runtime.close()
+        log.info("node %s stopped", self.name)
+
+    async def __aenter__(self) -> Host:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            raise RuntimeError("the host is not started")
+        return self.loop
+
+    def _runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise RuntimeError("the host is not started")
+        return self.runtime
+
+    # -- actors ---------------------------------------------------------------------
+
+    async def start_actor(self, name: str, wasm: bytes, *, instances: int = 1, config: dict[str, str] | None = None,
+                          source: str = "") -> dict[str, Any]:
+        """Load ``wasm`` (through the compile cache) and start ``instances`` instances of it."""
+        from .config import NAME
+
+        if not NAME.match(name):
+            raise StartRefused(f"{name!r} is not a valid actor name: use 1-63 of A-Z a-z 0-9 _ -", actor=name)
+        if instances < 1:
+            raise StartRefused("instances must be at least 1", actor=name)
+        for k, v in (config or {}).items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise StartRefused("config keys and values must be strings", actor=name)
+        runtime = self._runtime()
+        async with self._actor_lock:
+            if name in self.actors:
+                raise ActorExists(f"actor {name!r} is already running; stop it or scale it", actor=name)
+            try:
+                loaded = await asyncio.to_thread(runtime.load, wasm)
+            except DrupeletError as exc:
+                raise StartRefused(f"actor {name!r}: {exc.message}", actor=name) from exc
+            missing = missing_imports(loaded.imports)
+            if missing:
+                raise StartRefused(f"actor {name!r} imports interfaces this node cannot serve: {', '.join(missing)}",
+                                   actor=name, missing=missing)
+            if not loaded.has_handler:
+                log.warning("actor %s exports no wasmcloud:messaging/handler; it cannot receive messages", name)
+            actor = Actor(name, loaded, runtime, self.limits, config=dict(config or {}), resolver=self._resolve,
+                          link_config=self._link_config, log_sink=self._actor_log, max_queue=self.config.max_queue,
+                          backoff_base_ms=self.config.trap_backoff_base_ms,
+                          backoff_max_ms=self.config.trap_backoff_max_ms, source=source)
+            await asyncio.to_thread(actor.scale, instances)
+            self.actors[name] = actor
+            try:
+                await self._subscribe_deliveries(actor)
+            except BaseException:
+                del self.actors[name]
+                await asyncio.to_thread(actor.stop, self.config.stop_timeout_s)
+                raise
+        log.info("actor %s started: %d instance(s) of %s (%s, %.1f ms to load)", name, instances,
+                 loaded.digest[:12], "cached" if loaded.from_cache else "compiled", loaded.load_ms)
+        return actor.describe() | {"from_cache": loaded.from_cache, "load_ms": loaded.load_ms}
+
+    async def stop_actor(self, name: str) -> None:
+        async with self._actor_lock:
+            actor = self.actors.pop(name, None)
+            if actor is None:
+                raise ActorNotFound(f"no actor named {name!r} runs on node {self.name}", actor=name)
+            sub = self._deliver_subs.pop(name, None)
+            if sub is not None:
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:
+                    log.debug("unsubscribe %s: %s", name, exc)
+            await asyncio.to_thread(actor.stop, self.config.stop_timeout_s)
+        log.info("actor %s stopped", name)
+
+    async def scale_actor(self, name: str, instances: int) -> dict[str, Any]:
+        if instances < 1:
+            raise StartRefused("instances must be at least 1; use stop to stop an actor", actor=name)
+        actor = self._actor(name)
+        await asyncio.to_thread(actor.scale, instances)
+        return actor.describe()
+
+    def _actor(self, name: str) -> Actor:
+        actor = self.actors.get(name)
+        if actor is None:
+            raise ActorNotFound(f"no actor named {name!r} runs on node {self.name}", actor=name)
+        return actor
+
+    def list_actors(self) -> list[dict[str, Any]]:
+        return [a.describe() for _, a in sorted(self.actors.items())]
+
+    # -- deliveries -----------------------------------------------------------------
+
+    async def deliver(self, actor: str, subject: str, body: bytes, reply_to: str | None = None,
+                      deadline_ms: int | None = None) -> None:
+        """Run the actor's handler on one message. Raises HandlerError, Trapped, …"""
+        target = self._actor(actor)
+        fut = target.submit(Delivery(subject, body, reply_to, deadline_ms))
+        err = await asyncio.wrap_future(fut)
+        if err is not None:
+            raise HandlerError(f"actor {actor!r} failed the message: {err}", actor=actor)
+
+    async def _provider_deliver(self, actor: str, message: Message) -> None:
+        await self.deliver(actor, message.subject, message.body, message.reply_to)
+
+    async def call(self, actor: str, subject: str, body: bytes, timeout_s: float | None = None) -> bytes:
+        """Deliver with a reply inbox and return the body the actor publishes to it."""
+        nc = self._nats()
+        timeout = timeout_s if timeout_s is not None else self.config.call_deadline_ms / 1000.0 + 1.0
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, max_msgs=1)
+        try:
+            await self.deliver(actor, subject, body, inbox)
+            try:
+                reply = await sub.next_msg(timeout=timeout)
+            except nats.errors.TimeoutError:
+                raise CallFailed(f"actor {actor!r} handled the message but sent no reply within {timeout:.1f} s",
+                                 actor=actor) from None
+            return bytes(reply.data)
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe inbox: %s", exc)
+
+    async def _subscribe_deliveries(self, actor: Actor) -> None:
+        if self.nats is None:
+            return
+        subject = subjects.deliver(self.lattice, actor.name)
+        name = actor.name
+
+        async def on_delivery(msg: Msg) -> None:
+            task = self._loop().create_task(self._handle_delivery(name, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._deliver_subs[name] = await self.nats.subscribe(subject, queue=name, cb=on_delivery)
+
+    async def _handle_delivery(self, actor: str, msg: Msg) -> None:
+        headers = msg.headers or {}
+        subject = headers.get(subjects.HEADER_SUBJECT) or msg.subject
+        try:
+            await self.deliver(actor, subject, msg.data, msg.reply or None)
+        except DrupeletError as exc:
+            log.info("delivery to actor %s failed: %s", actor, exc.message)
+            if msg.reply and self.nats is not None:
+                await self.nats.publish(msg.reply, b"", headers={
+                    subjects.HEADER_ERROR: exc.code, subjects.HEADER_MESSAGE: exc.message.replace("\n", " ")})
+
+    def _nats(self) -> NatsClient:
+        if self.nats is None or not self.nats.is_connected:
+            raise NatsUnavailable("the node is not connected to NATS")
+        return self.nats
+
+    # -- links ----------------------------------------------------------------------
+
+    def _provider(self, target: str) -> Provider:
+        node, _, pname = target.partition("/")
+        if node not in ("local", self.name):
+            raise LinkError(f"target {target!r} names node {node!r}; this node ({self.name}) links only to its own "
+                            f"providers (local/<provider> or {self.name}/<provider>)", target=target)
+        provider = self.providers.get(pname)
+        if provider is None:
+            raise ProviderNotFound(f"no provider {pname!r} on node {self.name} (have: {', '.join(sorted(self.providers))})")
+        return provider
+
+    async def put_link(self, source: str, interface: str, target: str,
+                       config: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Link ``source``'s import of ``interface`` (or of every interface of a package) to ``target``."""
+        check_target(target)
+        package, iface = parse_interface(interface)
+        for k, v in (config or {}).items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise LinkError("link config keys and values must be strings", source=source, interface=interface)
+        provider = self._provider(target)
+        served = [i for i in provider.interfaces if split_version(i)[0].startswith(package + "/")]
+        if iface is not None:
+            wanted = [f"{package}/{iface}"]
+            if wanted[0] not in provider.interfaces:
+                raise LinkError(f"provider {target!r} does not serve {wanted[0]} (it serves {', '.join(provider.interfaces)})",
+                                source=source, interface=interface, target=target)
+        else:
+            wanted = served
+            if not wanted:
+                raise LinkError(f"provider {target!r} serves no interface of {package} (it serves "
+                                f"{', '.join(provider.interfaces)})", source=source, interface=interface, target=target)
+        for name in wanted:
+            if name in NODE_SERVED:
+                raise LinkError(f"{name} is served by the node itself and takes no link", interface=name)
+        made: list[LinkDef] = []
+        for name in wanted:
+            link = LinkDef(source=source, interface=name, target=target, config=dict(config or {}))
+            previous = self.links.get(source, name)
+            if previous is not None:
+                await self._unlink(previous)
+            try:
+                await provider.link_added(link.as_link())
+            except ProviderError as exc:
+                if previous is not None:
+                    await self._relink(previous)
+                raise LinkError(f"provider {target!r} refused the link: {exc.message}", source=source,
+                                interface=name, target=target) from exc
+            self.links.put(link)
+            made.append(link)
+            log.info("link %s %s → %s", source, name, target)
+        return [link.to_json() for link in made]
+
+    async def _unlink(self, link: LinkDef) -> None:
+        provider = self.providers.get(link.provider)
+        if provider is not None:
+            try:
+                await provider.link_removed(link.as_link())
+            except ProviderError as exc:
+                log.warning("provider %s failed to release link %s %s: %s", link.provider, link.source,
+                            link.interface, exc)
+
+    async def _relink(self, link: LinkDef) -> None:
+        provider = self.providers.get(link.provider)
+        if provider is not None:
+            await provider.link_added(link.as_link())
+
+    async def del_link(self, source: str, interface: str) -> list[dict[str, Any]]:
+        package, iface = parse_interface(interface)
+        names = [f"{package}/{iface}"] if iface else [l.interface for l in self.links.for_source(source)
+                                                      if l.interface.startswith(package + "/")]
+        removed = []
+        for name in names:
+            link = self.links.delete(source, name)
+            if link is not None:
+                await self._unlink(link)
+                removed.append(link.to_json())
+        if not removed:
+            raise LinkError(f"no link for actor {source!r} and {interface}", source=source, interface=interface)
+        return removed
+
+    def list_links(self) -> list[dict[str, Any]]:
+        return [link.to_json() for link in self.links.all()]
+
+    def _resolve(self, actor: str, interface: str) -> tuple[Provider, Link]:
+        link = self.links.get(actor, interface)
+        if link is None:
+            raise NotLinked(f"actor {actor!r} has no link for {interface}; "
+                            f"put one with: drupelet link put {actor} {interface} local/<provider>")
+        provider = self.providers.get(link.provider)
+        if provider is None:
+            raise NotLinked(f"link {actor} {interface} → {link.target}: no such provider is running")
+        return provider, link.as_link()
+
+    def _link_config(self, actor: str) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for link in self.links.for_source(actor):
+            merged.update(link.config)
+        return merged
+
+    # -- logs -----------------------------------------------------------------------
+
+    def _actor_log(self, actor: str, level: str, context: str, message: str) -> None:
+        actor_log.log(_level(level), "[%s] %s%s", actor, f"{context}: " if context else "", message,
+                      extra={"actor": actor, "actor_context": context})
+        nc, loop = self.nats, self.loop
+        if nc is None or loop is None or loop.is_closed():
+            return
+        payload = json.dumps({"node": self.name, "actor": actor, "level": level, "context": context,
+                              "message": message, "time": time.time()}).encode()
+        subject = subjects.logs(self.lattice, self.name, actor)
+        try:
+            loop.call_soon_threadsafe(self._publish_soon, subject, payload)
+        except RuntimeError:
+            pass  # the loop closed between the check and the call; the line went to the local log
+
+    def _publish_soon(self, subject: str, payload: bytes) -> None:
+        if self.nats is None or not self.nats.is_connected:
+            return
+        task = self._loop().create_task(self.nats.publish(subject, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- inventory ------------------------------------------------------------------
+
+    def inventory(self) -> dict[str, Any]:
+        return {
+            "id": self.name,
+            "name": self.name,
+            "lattice": self.lattice,
+            "labels": dict(self.config.labels),
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0.0,
+            "nats": {"connected": bool(self.nats and self.nats.is_connected),
+                     "url": self.nats.connected_url.geturl() if self.nats and self.nats.connected_url else "",
+                     "embedded": self.nats_server is not None},
+            "actors": self.list_actors(),
+            "providers": [{"name": name, "interfaces": list(p.interfaces), "health": p.health().status,
+                           "health_message": p.health().message, **p.describe()}
+                          for name, p in sorted(self.providers.items())],
+            "links": self.list_links(),
+        }
+
+
+def _level(level: str) -> int:
+    from .supervisor import LEVELS
+
+    return LEVELS.get(level, logging.INFO)
+
+
+def _missing(spec: ActorSpec) -> bytes:
+    raise StartRefused(f"actor {spec.name!r}: component file {spec.file} does not exist", actor=spec.name)
+
+
+__all__ = ["Host", "discover_providers", "DeadlineExceeded", "LinkSpec", "Iterable", "Path"]

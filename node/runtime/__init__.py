@@ -1,0 +1,15 @@
+"""The runtime: the only part of drupelet that imports wasmtime.
+
+:class:`Runtime` owns the engine (epoch interruption on, one epoch ticker thread), the
+linker with every interface drupelet serves, and the on-disk compile cache.
+:class:`ActorInstance` is one instance of a component in its own store, driven by one
+worker thread.
+"""
+
+from .bindings import HANDLER_EXPORT, NODE_SERVED, SERVED_VERSIONS, ImportHost, missing_imports, split_version
+from .engine import ActorInstance, CompileError, Limits, LoadedComponent, Runtime, RuntimeConfig
+
+__all__ = [
+    "ActorInstance", "CompileError", "HANDLER_EXPORT", "ImportHost", "Limits", "LoadedComponent",
+    "NODE_SERVED", "Runtime", "RuntimeConfig", "SERVED_VERSIONS", "missing_imports", "split_version",
+]

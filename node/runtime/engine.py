@@ -1,0 +1,291 @@
+"""The engine: one wasmtime Engine per node, a compile cache, and actor instances."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import wasmtime
+from wasmtime import Store, WasiConfig
+from wasmtime.component import Component, Func, Linker
+
+from ..errors import DeadlineExceeded, DrupeletError, StartRefused, Trapped
+from . import bindings, compile as aot, values
+from .bindings import ImportHost, InstanceContext
+
+log = logging.getLogger(__name__)
+
+WASM_MAGIC = b"\x00asm"
+CORE_MODULE_LAYER = b"\x01\x00\x00\x00"
+COMPONENT_LAYER = b"\x0d\x00\x01\x00"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    cache_dir: Path
+    epoch_tick_ms: int = 10
+    compile_in_subprocess: bool = True
+    compile_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    call_deadline_ms: int = 5000
+    max_memory_bytes: int = 256 << 20
+    max_payload_bytes: int = 1 << 20
+
+
+@dataclass
+class LoadedComponent:
+    digest: str
+    component: Component
+    imports: list[str]
+    exports: list[str]
+    from_cache: bool
+    load_ms: float
+    size_bytes: int
+
+    @property
+    def has_handler(self) -> bool:
+        return bindings.HANDLER_EXPORT in self.exports
+
+
+class CompileError(DrupeletError, ValueError):
+    code = "invalid-component"
+
+
+def check_wasm_header(wasm: bytes) -> None:
+    if len(wasm) < 8 or wasm[:4] != WASM_MAGIC:
+        raise CompileError("not a WebAssembly binary (no \\0asm header)")
+    if wasm[4:8] == CORE_MODULE_LAYER:
+        raise CompileError("this is a core wasm module, not a component; "
+                           "build it as a component (componentize-py, cargo-component, "
+                           "or `wasm-tools component new`)")
+    if wasm[4:8] != COMPONENT_LAYER:
+        raise CompileError(f"unsupported component encoding version {wasm[4:8].hex()}")
+
+
+class Runtime:
+    """Owns the engine, its epoch ticker, the linker and the compile cache."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        values.install()
+        self.config = config
+        self.engine = wasmtime.Engine(aot.engine_config())
+        self.linker = Linker(self.engine)
+        bindings.define_all(self.linker)
+        self._linker_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="drupelet-epoch", daemon=True)
+        self._ticker.start()
+        self._loaded: dict[str, LoadedComponent] = {}
+        self._load_lock = threading.Lock()
+
+    @property
+    def tick_ms(self) -> int:
+        return self.config.epoch_tick_ms
+
+    def _tick(self) -> None:
+        interval = self.config.epoch_tick_ms / 1000.0
+        while not self._stop.wait(interval):
+            self.engine.increment_epoch()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker.is_alive() and self._ticker is not threading.current_thread():
+            self._ticker.join(timeout=2)
+
+    # -- loading and the compile cache -------------------------------------------------
+
+    def cache_path(self, wasm: bytes) -> Path:
+        return self.config.cache_dir / f"{aot.cache_key(wasm)}.cwasm"
+
+    def load(self, wasm: bytes) -> LoadedComponent:
+        """Compile ``wasm`` (or map it from the cache) and describe its imports and exports."""
+        check_wasm_header(wasm)
+        digest = hashlib.sha256(wasm).hexdigest()
+        with self._load_lock:
+            known = self._loaded.get(digest)
+            if known is not None:
+                return known
+            started = time.perf_counter()
+            path = self.cache_path(wasm)
+            from_cache = path.exists()
+            component = None
+            if from_cache:
+                try:
+                    component = Component.deserialize_file(self.engine, str(path))
+                except wasmtime.WasmtimeError as exc:
+                    log.warning("compile cache entry %s is unusable (%s); compiling again", path.name, exc)
+                    path.unlink(missing_ok=True)
+                    from_cache = False
+            if component is None:
+                self._compile(wasm, path)
+                component = Component.deserialize_file(self.engine, str(path))
+            ctype = component.type
+            loaded = LoadedComponent(
+                digest=digest,
+                component=component,
+                imports=sorted(ctype.imports(self.engine)),
+                exports=sorted(ctype.exports(self.engine)),
+                from_cache=from_cache,
+                load_ms=(time.perf_counter() - started) * 1000.0,
+                size_bytes=len(wasm),
+            )
+            self._loaded[digest] = loaded
+            return loaded
+
+    def forget(self, digest: str) -> None:
+        with self._load_lock:
+            self._loaded.pop(digest, None)
+
+    def _compile(self, wasm: bytes, dst: Path) -> None:
+        started = time.perf_counter()
+        if not self.config.compile_in_subprocess:
+            try:
+                aot.write_atomic(dst, aot.compile_bytes(wasm))
+            except wasmtime.WasmtimeError as exc:
+                raise CompileError(f"wasmtime refused the component: {_first_line(str(exc))}") from exc
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(prefix="src-", suffix=".wasm", dir=dst.parent, delete=False) as fh:
+                fh.write(wasm)
+                src = Path(fh.name)
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "drupelet.node.runtime.compile", str(src), str(dst)],
+                    capture_output=True, text=True, timeout=self.config.compile_timeout_s,
+                    env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                )
+            except subprocess.TimeoutExpired:
+                raise CompileError(f"compiling took longer than {self.config.compile_timeout_s:.0f} s") from None
+            finally:
+                src.unlink(missing_ok=True)
+            if proc.returncode != 0:
+                raise CompileError(f"wasmtime refused the component: {_first_line(proc.stderr)}")
+        log.info("compiled component to %s in %.1f s", dst.name, time.perf_counter() - started)
+
+    # -- instances ------------------------------------------------------------------
+
+    def instantiate(self, loaded: LoadedComponent, host: ImportHost, limits: Limits,
+                    stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> ActorInstance:
+        """Create one instance. Call from the thread that will run it."""
+        return ActorInstance(self, loaded, host, limits, stdout, stderr)
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "no reason given"
+    # wasmtime's first line is often generic; keep the most specific "Caused by" too
+    first = lines[0]
+    for i, line in enumerate(lines):
+        if line.startswith("Caused by") and i + 1 < len(lines):
+            return f"{first} ({lines[-1].lstrip('0123456789: ')})"
+    return first
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    traps: int = 0
+    last_trap: str = ""
+    started_at: float = field(default_factory=time.time)
+
+
+class ActorInstance:
+    """One instance of a component in its own Store. Not thread-safe: one thread uses it."""
+
+    def __init__(self, runtime: Runtime, loaded: LoadedComponent, host: ImportHost, limits: Limits,
+                 stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> None:
+        self.runtime = runtime
+        self.loaded = loaded
+        self.limits = limits
+        self.ctx = InstanceContext(host)
+        self.stats = CallStats()
+        self.store = Store(runtime.engine)
+        wasi = WasiConfig()
+        wasi.argv = [host.actor]
+        wasi.stdout_custom = stdout
+        wasi.stderr_custom = stderr
+        self.store.set_wasi(wasi)
+        self.store.set_limits(memory_size=limits.max_memory_bytes)
+        self.store.set_epoch_deadline(self._ticks(limits.call_deadline_ms))
+        bindings.set_current(self.ctx)
+        try:
+            with runtime._linker_lock:
+                self.instance = runtime.linker.instantiate(self.store, loaded.component)
+        except wasmtime.WasmtimeError as exc:
+            raise StartRefused(f"actor {host.actor!r} failed to instantiate: {_first_line(str(exc))}",
+                               actor=host.actor) from exc
+        finally:
+            bindings.set_current(None)
+        self._handler: Func | None = None
+        if loaded.has_handler:
+            idx = self.instance.get_export_index(self.store, bindings.HANDLER_EXPORT)
+            fidx = self.instance.get_export_index(self.store, "handle-message", idx) if idx else None
+            self._handler = self.instance.get_func(self.store, fidx) if fidx else None
+
+    def _ticks(self, deadline_ms: int) -> int:
+        return max(1, -(-deadline_ms // self.runtime.tick_ms))
+
+    def call(self, export: str, *args: object, deadline_ms: int | None = None) -> object:
+        """Call a top-level exported function by name (tests, benchmarks)."""
+        func = self.instance.get_func(self.store, export)
+        if func is None:
+            raise LookupError(f"actor {self.ctx.host.actor!r} exports no function {export!r}")
+        return self._invoke(func, args, deadline_ms)
+
+    def handle_message(self, subject: str, body: bytes, reply_to: str | None,
+                       deadline_ms: int | None = None) -> str | None:
+        """Deliver to ``wasmcloud:messaging/handler``; returns None or the handler's error string."""
+        if self._handler is None:
+            raise LookupError(f"actor {self.ctx.host.actor!r} does not export {bindings.HANDLER_EXPORT}")
+        msg = values.record(subject=subject, body=body, reply_to=reply_to)
+        result = self._invoke(self._handler, (msg,), deadline_ms)
+        return None if result is None else str(result)
+
+    def _invoke(self, func: Func, args: tuple[object, ...], deadline_ms: int | None) -> object:
+        deadline = self.limits.call_deadline_ms if deadline_ms is None else deadline_ms
+        actor = self.ctx.host.actor
+        self.store.set_epoch_deadline(self._ticks(deadline))
+        bindings.set_current(self.ctx)
+        self.stats.calls += 1
+        try:
+            result = func(self.store, *args)
+            func.post_return(self.store)
+            return result
+        except wasmtime.WasmtimeError as exc:
+            text = str(exc)
+            self.stats.traps += 1
+            self.stats.last_trap = _first_line(text)
+            if "wasm trap: interrupt" in text:
+                raise DeadlineExceeded(f"actor {actor!r} exceeded its {deadline} ms deadline",
+                                       actor=actor, trap="interrupt", deadline_ms=deadline) from exc
+            raise Trapped(f"actor {actor!r} trapped: {_trap_reason(text)}", actor=actor, trap=text) from exc
+        finally:
+            bindings.set_current(None)
+
+    def memory_bytes(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.ctx.resources.clear()
+        self.store.close()
+
+
+def _trap_reason(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("wasm trap:"):
+            return line[len("wasm trap:"):].strip()
+    return _first_line(text)

@@ -1,0 +1,295 @@
+"""Actors: named sets of instances of one component, each on its own worker thread.
+
+All instances of an actor pull from one bounded queue, so each instance handles one
+message at a time and idle instances share the load. Guest code never runs on the event
+loop: a delivery is a :class:`concurrent.futures.Future` the loop awaits.
+
+A trap fails that call only. The trapped instance is replaced; if an instance keeps
+trapping, each replacement waits longer (exponential back-off) and a log line says so.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from drupelet.providers.base import Link, NotLinked, Provider
+
+from .errors import ActorStopped, CallFailed, Overloaded, PayloadTooLarge, StartRefused, Trapped
+from .runtime import ActorInstance, Limits, LoadedComponent, Runtime
+
+log = logging.getLogger(__name__)
+
+LEVELS = {
+    "trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
+    "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL,
+}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    subject: str
+    body: bytes
+    reply_to: str | None
+    deadline_ms: int | None = None
+
+
+_STOP = object()
+
+Resolver = Callable[[str, str], tuple[Provider, Link]]
+"""(actor, interface) → (provider, link); raises NotLinked."""
+
+LogSink = Callable[[str, str, str, str], None]
+"""(actor, level, context, message) → None."""
+
+
+class ActorHost:
+    """The :class:`~drupelet.node.runtime.ImportHost` of every instance of one actor."""
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor.name
+        self.max_payload_bytes = actor.limits.max_payload_bytes
+        self._actor = actor
+
+    def log(self, level: str, context: str, message: str) -> None:
+        self._actor.log_sink(self.actor, level, context, message)
+
+    def config_get(self, key: str) -> str | None:
+        return self._actor.config_values().get(key)
+
+    def config_all(self) -> list[tuple[str, str]]:
+        return sorted(self._actor.config_values().items())
+
+    def resolve(self, interface: str) -> tuple[Provider, Link]:
+        return self._actor.resolver(self.actor, interface)
+
+
+class Actor:
+    def __init__(self, name: str, loaded: LoadedComponent, runtime: Runtime, limits: Limits, *,
+                 config: dict[str, str], resolver: Resolver, link_config: Callable[[str], dict[str, str]],
+                 log_sink: LogSink, max_queue: int, backoff_base_ms: int, backoff_max_ms: int,
+                 source: str = "") -> None:
+        self.name = name
+        self.loaded = loaded
+        self.runtime = runtime
+        self.limits = limits
+        self.config = dict(config)
+        self.resolver = resolver
+        self.link_config = link_config
+        self.log_sink = log_sink
+        self.source = source
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self.host = ActorHost(self)
+        self.backoff_base_ms = backoff_base_ms
+        self.backoff_max_ms = backoff_max_ms
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._serial = 0
+        self.started_at = time.time()
+        self.calls = 0
+        self.traps = 0
+        self.stopping = False
+
+    def config_values(self) -> dict[str, str]:
+        merged = dict(self.link_config(self.name))
+        merged.update(self.config)
+        return merged
+
+    @property
+    def instances(self) -> int:
+        with self._lock:
+            return len(self._workers)
+
+    def _stdout(self, stream: str) -> Callable[[bytes], None]:
+        buffer = bytearray()
+
+        def write(data: bytes) -> None:
+            buffer.extend(data)
+            while b"\n" in buffer:
+                line, _, rest = bytes(buffer).partition(b"\n")
+                buffer[:] = rest
+                self.log_sink(self.name, "info" if stream == "stdout" else "warn", stream,
+                              line.decode("utf-8", "replace"))
+            if len(buffer) > 4096:
+                self.log_sink(self.name, "info", stream, bytes(buffer).decode("utf-8", "replace"))
+                buffer.clear()
+
+        return write
+
+    def new_instance(self) -> ActorInstance:
+        return self.runtime.instantiate(self.loaded, self.host, self.limits, self._stdout("stdout"),
+                                        self._stdout("stderr"))
+
+    def scale(self, instances: int) -> None:
+        """Start or stop workers until ``instances`` run. Raises StartRefused if none can start."""
+        if instances < 0:
+            raise ValueError("instances must be 0 or more")
+        with self._lock:
+            current = len(self._workers)
+            to_start = instances - current
+            leaving = self._workers[instances:] if instances < current else []
+            self._workers = self._workers[:instances] if instances < current else self._workers
+        for worker in leaving:
+            worker.retire()
+        started = []
+        for _ in range(max(0, to_start)):
+            self._serial += 1
+            worker = _Worker(self, self._serial)
+            ready = worker.start_and_wait()
+            if ready is not None:
+                for w in started:
+                    w.retire()
+                raise ready
+            started.append(worker)
+        with self._lock:
+            self._workers.extend(started)
+
+    def submit(self, delivery: Delivery) -> concurrent.futures.Future[str | None]:
+        if self.stopping:
+            raise ActorStopped(f"actor {self.name!r} is stopping", actor=self.name)
+        if len(delivery.body) > self.limits.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"message of {len(delivery.body)} bytes exceeds actor {self.name!r}'s limit of "
+                f"{self.limits.max_payload_bytes} bytes", actor=self.name, size=len(delivery.body),
+                limit=self.limits.max_payload_bytes)
+        if self.instances == 0:
+            raise ActorStopped(f"actor {self.name!r} has no running instance", actor=self.name)
+        fut: concurrent.futures.Future[str | None] = concurrent.futures.Future()
+        try:
+            self.queue.put_nowait((delivery, fut))
+        except queue.Full:
+            raise Overloaded(f"actor {self.name!r} has {self.queue.qsize()} messages waiting; try again later",
+                             actor=self.name) from None
+        return fut
+
+    def stop(self, timeout_s: float) -> None:
+        """Stop taking messages, let in-flight and queued calls finish up to ``timeout_s``."""
+        self.stopping = True
+        with self._lock:
+            workers, self._workers = self._workers, []
+        for _ in workers:
+            self.queue.put(_STOP)
+        deadline = time.monotonic() + timeout_s
+        for worker in workers:
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+        late = [w for w in workers if w.thread.is_alive()]
+        if late:
+            log.warning("actor %s: %d instance(s) still busy after %.1f s; abandoning them", self.name,
+                        len(late), timeout_s)
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                item[1].set_exception(ActorStopped(f"actor {self.name!r} stopped", actor=self.name))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "digest": self.loaded.digest,
+            "source": self.source,
+            "instances": self.instances,
+            "imports": self.loaded.imports,
+            "exports": self.loaded.exports,
+            "config": self.config,
+            "calls": self.calls,
+            "traps": self.traps,
+            "queued": self.queue.qsize(),
+            "started_at": self.started_at,
+        }
+
+
+class _Worker:
+    """One instance and the thread that drives it."""
+
+    def __init__(self, actor: Actor, serial: int) -> None:
+        self.actor = actor
+        self.serial = serial
+        self.retired = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"actor-{actor.name}-{serial}", daemon=True)
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.consecutive_traps = 0
+
+    def start_and_wait(self) -> StartRefused | None:
+        self.thread.start()
+        try:
+            self._ready.result()
+        except StartRefused as exc:
+            return exc
+        return None
+
+    def retire(self) -> None:
+        self.retired.set()
+        self.actor.queue.put(_STOP)
+
+    def _run(self) -> None:
+        actor = self.actor
+        try:
+            instance = actor.new_instance()
+        except StartRefused as exc:
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        try:
+            while True:
+                item = actor.queue.get()
+                if item is _STOP:
+                    return
+                delivery, fut = item
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                try:
+                    err = instance.handle_message(delivery.subject, delivery.body, delivery.reply_to,
+                                                  delivery.deadline_ms)
+                    actor.calls += 1
+                    self.consecutive_traps = 0
+                    fut.set_result(err)
+                except Trapped as exc:
+                    actor.calls += 1
+                    actor.traps += 1
+                    fut.set_exception(exc)
+                    instance.close()
+                    replaced = self._replace(exc)
+                    if replaced is None:
+                        return
+                    instance = replaced
+                except (CallFailed, LookupError) as exc:
+                    fut.set_exception(exc)
+                except BaseException as exc:  # a host bug must not kill the worker silently
+                    log.exception("actor %s: unexpected error in a call", actor.name)
+                    fut.set_exception(exc)
+        finally:
+            try:
+                instance.close()
+            except Exception:
+                log.debug("closing instance of %s failed", actor.name, exc_info=True)
+
+    def _replace(self, exc: Trapped) -> ActorInstance | None:
+        actor = self.actor
+        self.consecutive_traps += 1
+        if self.consecutive_traps > 1:
+            delay_ms = min(actor.backoff_max_ms, actor.backoff_base_ms * 2 ** (self.consecutive_traps - 2))
+            log.warning("actor %s instance %d trapped %d times in a row (last: %s); replacing it in %d ms",
+                        actor.name, self.serial, self.consecutive_traps, exc.trap.splitlines()[0] if exc.trap else "",
+                        delay_ms)
+            if self.retired.wait(delay_ms / 1000.0) or actor.stopping:
+                return None
+        else:
+            log.info("actor %s instance %d trapped (%s); replacing it", actor.name, self.serial, exc.message)
+        while True:
+            try:
+                return actor.new_instance()
+            except StartRefused as err:
+                log.error("actor %s: cannot replace instance %d: %s", actor.name, self.serial, err)
+                if self.retired.wait(actor.backoff_max_ms / 1000.0) or actor.stopping:
+                    return None
+
+
+__all__ = ["Actor", "Delivery", "NotLinked"]

@@ -1,0 +1,213 @@
+"""The contract between the node and a capability provider.
+
+A provider serves one or more WIT interfaces on one node. The node finds providers
+through the ``drupelet.providers`` entry-point group, starts one instance per name,
+and routes an actor's import calls to it through the link table.
+
+What a provider must override:
+    ``name``         the provider's name, used in link targets (``local/<name>``).
+    ``interfaces``   the WIT interfaces it serves, as ``package:name/interface`` without
+                     a version (``wasi:keyvalue/store``).
+
+What a provider may override:
+    ``start(ctx)``   open backends; called once on the node's event loop.
+    ``stop()``       close what ``start`` opened; idempotent; called once at shutdown.
+    ``health()``     a :class:`Health` a person can read in the inventory.
+    ``link_added(link)`` / ``link_removed(link)``  react to links that target it
+                     (subscribe, grant pins, …). ``link_removed`` must release what
+                     ``link_added`` took.
+    ``describe()``   a JSON-able dict for the inventory (backends, state).
+
+Import calls reach the provider on the calling actor instance's worker thread, never on
+the event loop. A provider that needs the network uses :meth:`ProviderContext.run` to
+hop to the loop and wait with a deadline. Errors are raised as :class:`ProviderError`
+subclasses; the node maps them to the interface's error value.
+
+Providers never import the node's internals: everything they need from the node comes
+through :class:`ProviderContext`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+class ProviderError(Exception):
+    """Root of the errors a provider raises from an import call.
+
+    ``code`` names the interface-neutral kind of failure; bindings map it to the
+    interface's own error cases (``no-such-store``, ``access-denied``, ``other``…).
+    """
+
+    code = "other"
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class NotFound(ProviderError, LookupError):
+    code = "not-found"
+
+
+class Denied(ProviderError, PermissionError):
+    code = "denied"
+
+
+class Busy(ProviderError):
+    code = "busy"
+
+
+class Unavailable(ProviderError, ConnectionError):
+    """The backend (a remote node, the NATS connection, a device) cannot be reached."""
+
+    code = "unavailable"
+
+
+class Timeout(ProviderError, TimeoutError):
+    code = "timeout"
+
+
+class PayloadTooLarge(ProviderError, ValueError):
+    code = "payload-too-large"
+
+    def __init__(self, size: int, limit: int, *, provider: str | None = None) -> None:
+        super().__init__(f"payload of {size} bytes exceeds the limit of {limit} bytes",
+                         provider=provider)
+        self.size = size
+        self.limit = limit
+
+
+class BackendIOError(ProviderError, OSError):
+    code = "io"
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link as a provider sees it: which actor, which interface, what config."""
+
+    source: str
+    """The actor's name."""
+    interface: str
+    """``package:name/interface`` without a version."""
+    target: str
+    """``<node>/<provider>`` or ``local/<provider>``."""
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message on its way to an actor's ``wasmcloud:messaging/handler``."""
+
+    subject: str
+    body: bytes
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    status: Literal["ok", "degraded", "failed"] = "ok"
+    message: str = ""
+
+
+Deliver = Callable[[str, Message], Awaitable[None]]
+
+
+@dataclass
+class ProviderContext:
+    """What the node hands a provider at start."""
+
+    node: str
+    """This node's name."""
+    lattice: str
+    loop: asyncio.AbstractEventLoop
+    data_dir: Path
+    """A directory this provider owns for persistent state."""
+    config: Mapping[str, Any]
+    """The ``[providers.<name>]`` table of the node config."""
+    nats: Any = None
+    """The node's connected ``nats.aio.client.Client``, or None when running without NATS."""
+    deliver: Deliver | None = None
+    """Send a message to an actor's messaging handler (by actor name)."""
+    max_payload_bytes: int = 1 << 20
+    call_timeout_s: float = 5.0
+
+    def run(self, coro: Awaitable[T], timeout_s: float | None = None) -> T:
+        """Run ``coro`` on the node's event loop from a worker thread and wait for it.
+
+        Raises :class:`Timeout` past the deadline; the coroutine is cancelled.
+        """
+        timeout = self.call_timeout_s if timeout_s is None else timeout_s
+        if _on_loop(self.loop):
+            raise RuntimeError("ProviderContext.run called on the event loop thread")
+
+        async def _wrapped() -> T:
+            return await coro
+
+        fut = asyncio.run_coroutine_threadsafe(_wrapped(), self.loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise Timeout(f"no answer within {timeout:.3g} s") from None
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+class Provider:
+    """Base class of every capability provider. See the module docstring."""
+
+    name: str = ""
+    interfaces: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.ctx: ProviderContext | None = None
+
+    @property
+    def context(self) -> ProviderContext:
+        if self.ctx is None:
+            raise RuntimeError(f"provider {self.name!r} is not started")
+        return self.ctx
+
+    async def start(self, ctx: ProviderContext) -> None:
+        self.ctx = ctx
+
+    async def stop(self) -> None:
+        """Release everything ``start`` took. Must be idempotent."""
+
+    def health(self) -> Health:
+        return Health()
+
+    async def link_added(self, link: Link) -> None:
+        """A link targeting this provider was put. Raise ProviderError to refuse it."""
+
+    async def link_removed(self, link: Link) -> None:
+        """A link targeting this provider was deleted or its actor stopped."""
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+class NotLinked(ProviderError):
+    """The actor called an import that no link serves."""
+
+    code = "not-linked"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv in the repo, install drupelet with its test extras, then run
+# mypy (node/ and providers/, config in pyproject.toml) and pytest.
+# Extra arguments are passed to pytest, e.g. scripts/test.sh -k natsserver -x
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+# shellcheck source=scripts/_venv.sh
+source "$repo/scripts/_venv.sh"
+
+ensure_venv
+"$VENV/bin/python" -m pip install --upgrade pip
+"$VENV/bin/python" -m pip install -e '.[test]'
+
+"$VENV/bin/python" -m mypy
+"$VENV/bin/python" -m pytest -q "$@"
