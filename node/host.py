@@ -27,7 +27,7 @@ from .errors import (ActorExists, ActorNotFound, CallFailed, DeadlineExceeded, D
                      LinkError, NatsUnavailable, ProviderNotFound, StartRefused)
 from .links import LinkDef, LinkTable, check_target, parse_interface
 from .natsserver import EmbeddedNatsServer, NatsServerConfig
-from .runtime import NODE_SERVED, Limits, Runtime, RuntimeConfig, missing_imports, split_version
+from .runtime import NODE_SERVED, SERVED_VERSIONS, Limits, Runtime, RuntimeConfig, missing_imports, read_component, split_version
 from .supervisor import Actor, Delivery
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Host:
             await self._connect_nats()
             await self._start_providers()
             for spec in cfg.actors:
-                await self.start_actor(spec.name, spec.file.read_bytes() if spec.file.exists() else _missing(spec),
+                await self.start_actor(spec.name, read_component(spec.file) if spec.file.exists() else _missing(spec),
                                        instances=spec.instances, config=spec.config, source=str(spec.file))
             for link in cfg.links:
                 await self.put_link(link.source, link.interface, link.target, link.config)
@@ -126,6 +126,8 @@ class Host:
         log.warning("NATS: %s", exc)
 
     async def _nats_disconnected(self) -> None:
+        if self._stopped:
+            return
         log.warning("NATS connection lost; reconnecting")
 
     async def _nats_reconnected(self) -> None:
@@ -359,6 +361,10 @@ class Host:
         for k, v in (config or {}).items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise LinkError("link config keys and values must be strings", source=source, interface=interface)
+        node_packages = {n.split("/")[0] for n in NODE_SERVED} - {
+            n.split("/")[0] for n in SERVED_VERSIONS if n not in NODE_SERVED}
+        if f"{package}/{iface}" in NODE_SERVED or (iface is None and package in node_packages):
+            raise LinkError(f"{interface} is served by the node itself and takes no link", interface=interface)
         provider = self._provider(target)
         served = [i for i in provider.interfaces if split_version(i)[0].startswith(package + "/")]
         if iface is not None:
@@ -371,9 +377,6 @@ class Host:
             if not wanted:
                 raise LinkError(f"provider {target!r} serves no interface of {package} (it serves "
                                 f"{', '.join(provider.interfaces)})", source=source, interface=interface, target=target)
-        for name in wanted:
-            if name in NODE_SERVED:
-                raise LinkError(f"{name} is served by the node itself and takes no link", interface=name)
         made: list[LinkDef] = []
         for name in wanted:
             link = LinkDef(source=source, interface=name, target=target, config=dict(config or {}))

@@ -277,8 +277,7 @@ class _Worker:
         if self.consecutive_traps > 1:
             delay_ms = min(actor.backoff_max_ms, actor.backoff_base_ms * 2 ** (self.consecutive_traps - 2))
             log.warning("actor %s instance %d trapped %d times in a row (last: %s); replacing it in %d ms",
-                        actor.name, self.serial, self.consecutive_traps, exc.trap.splitlines()[0] if exc.trap else "",
-                        delay_ms)
+                        actor.name, self.serial, self.consecutive_traps, exc.message, delay_ms)
             if self.retired.wait(delay_ms / 1000.0) or actor.stopping:
                 return None
         else:

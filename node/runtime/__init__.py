@@ -7,9 +7,11 @@ worker thread.
 """
 
 from .bindings import HANDLER_EXPORT, NODE_SERVED, SERVED_VERSIONS, ImportHost, missing_imports, split_version
-from .engine import ActorInstance, CompileError, Limits, LoadedComponent, Runtime, RuntimeConfig
+from .engine import (ActorInstance, CompileError, Limits, LoadedComponent, Runtime, RuntimeConfig, read_component,
+                     wat_to_wasm)
 
 __all__ = [
     "ActorInstance", "CompileError", "HANDLER_EXPORT", "ImportHost", "Limits", "LoadedComponent",
-    "NODE_SERVED", "Runtime", "RuntimeConfig", "SERVED_VERSIONS", "missing_imports", "split_version",
+    "NODE_SERVED", "Runtime", "RuntimeConfig", "SERVED_VERSIONS", "missing_imports", "read_component",
+    "split_version", "wat_to_wasm",
 ]

@@ -289,3 +289,18 @@ def _trap_reason(text: str) -> str:
         if line.startswith("wasm trap:"):
             return line[len("wasm trap:"):].strip()
     return _first_line(text)
+
+
+def wat_to_wasm(text: str) -> bytes:
+    """Assemble WebAssembly text (core or component) into a binary."""
+    try:
+        return bytes(wasmtime.wat2wasm(text))
+    except wasmtime.WasmtimeError as exc:
+        raise CompileError(f"not valid WebAssembly text: {_first_line(str(exc))}") from exc
+
+
+def read_component(path: Path) -> bytes:
+    """Read a component file; ``.wat`` files are assembled first."""
+    if path.suffix == ".wat":
+        return wat_to_wasm(path.read_text("utf-8"))
+    return path.read_bytes()
