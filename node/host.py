@@ -289,6 +289,10 @@ class Host:
         if err is not None:
             raise HandlerError(f"actor {actor!r} failed the message: {err}", actor=actor)
 
+    async def invoke(self, actor: str, export: str, *args: Any, deadline_ms: int | None = None) -> Any:
+        """Call a top-level exported function of ``actor`` on one of its instances."""
+        return await asyncio.wrap_future(self._actor(actor).invoke(export, args, deadline_ms))
+
     async def _provider_deliver(self, actor: str, message: Message) -> None:
         await self.deliver(actor, message.subject, message.body, message.reply_to)
 

@@ -150,19 +150,28 @@ class Actor:
         with self._lock:
             self._workers.extend(started)
 
-    def submit(self, delivery: Delivery) -> concurrent.futures.Future[str | None]:
+    def submit(self, delivery: Delivery) -> concurrent.futures.Future[Any]:
+        """Queue a message for the actor's handler; the future's result is None or the handler's error."""
+        return self._enqueue(lambda inst: inst.handle_message(delivery.subject, delivery.body, delivery.reply_to,
+                                                              delivery.deadline_ms), len(delivery.body))
+
+    def invoke(self, export: str, args: tuple[Any, ...], deadline_ms: int | None = None) -> concurrent.futures.Future[Any]:
+        """Queue a call of a top-level exported function (tests, benchmarks)."""
+        return self._enqueue(lambda inst: inst.call(export, *args, deadline_ms=deadline_ms), 0)
+
+    def _enqueue(self, work: Callable[[ActorInstance], Any], size: int) -> concurrent.futures.Future[Any]:
         if self.stopping:
             raise ActorStopped(f"actor {self.name!r} is stopping", actor=self.name)
-        if len(delivery.body) > self.limits.max_payload_bytes:
+        if size > self.limits.max_payload_bytes:
             raise PayloadTooLarge(
-                f"message of {len(delivery.body)} bytes exceeds actor {self.name!r}'s limit of "
-                f"{self.limits.max_payload_bytes} bytes", actor=self.name, size=len(delivery.body),
+                f"message of {size} bytes exceeds actor {self.name!r}'s limit of "
+                f"{self.limits.max_payload_bytes} bytes", actor=self.name, size=size,
                 limit=self.limits.max_payload_bytes)
         if self.instances == 0:
             raise ActorStopped(f"actor {self.name!r} has no running instance", actor=self.name)
-        fut: concurrent.futures.Future[str | None] = concurrent.futures.Future()
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         try:
-            self.queue.put_nowait((delivery, fut))
+            self.queue.put_nowait((work, fut))
         except queue.Full:
             raise Overloaded(f"actor {self.name!r} has {self.queue.qsize()} messages waiting; try again later",
                              actor=self.name) from None
@@ -242,15 +251,14 @@ class _Worker:
                 item = actor.queue.get()
                 if item is _STOP:
                     return
-                delivery, fut = item
+                work, fut = item
                 if not fut.set_running_or_notify_cancel():
                     continue
                 try:
-                    err = instance.handle_message(delivery.subject, delivery.body, delivery.reply_to,
-                                                  delivery.deadline_ms)
+                    result = work(instance)
                     actor.calls += 1
                     self.consecutive_traps = 0
-                    fut.set_result(err)
+                    fut.set_result(result)
                 except Trapped as exc:
                     actor.calls += 1
                     actor.traps += 1
