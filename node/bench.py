@@ -1,0 +1,185 @@
+"""``drupelet bench``: the node measured against raw wasmtime-py, as ratios in one run.
+
+Each figure is taken in this process, against a baseline taken in the same run:
+
+- ``import_call``: a component calls ``wasi:keyvalue/store`` ``bucket.get`` n times in one
+  export call. Node: through the link table to the keyvalue provider (memory backend).
+  Baseline: the same component under a bare wasmtime-py linker whose ``get`` is a
+  trivial Python function. Per import call.
+- ``message``: a message delivered to an actor's ``wasmcloud:messaging`` handler and
+  answered (the handler's result back on the event loop), against a raw wasmtime-py call
+  of the same export of the same component.
+- ``actor_start_cached_ms``: starting an actor whose compiled code is on disk.
+- ``node_rss_mb``: a fresh node process, idle, with no actors (its embedded nats-server is
+  a separate process and not counted); ``instance_rss_mb``: what each further instance of
+  a small actor adds.
+
+The runtime is the only module that imports wasmtime: the raw baselines are taken through
+:mod:`drupelet.node.runtime.baseline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import NodeConfig
+from .host import Host
+from .runtime import baseline, read_component
+
+WAT_DIR = Path(__file__).resolve().parent.parent / "actors" / "wat"
+
+TARGETS = {
+    "import_call_ratio": 1.3,
+    "message_ratio": 3.0,
+    "actor_start_cached_ms": 30.0,
+    "node_rss_mb": 80.0,
+    "instance_rss_mb": 3.0,
+}
+
+
+def wat_path(name: str) -> Path:
+    """The shipped WAT test components (inside the installed package)."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("drupelet.actors") / "wat" / f"{name}.wat"))
+
+
+def _rss_mb(pid: int | None = None) -> float:
+    with open(f"/proc/{pid or os.getpid()}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def _best_of(samples: list[float]) -> float:
+    """Median of the runs: robust against a noisy neighbour on a small machine."""
+    return statistics.median(samples)
+
+
+async def _measure(iterations: int, workdir: Path) -> dict[str, Any]:
+    kvloop = read_component(wat_path("kvloop"))
+    noop = read_component(wat_path("noop"))
+    cfg = NodeConfig(name="bench", lattice="bench", data_dir=workdir / "data", nats_embedded_port=0,
+                     providers={"keyvalue": {"backend": "memory"}}, call_deadline_ms=60000)
+    results: dict[str, Any] = {}
+    async with Host(cfg) as host:
+        runtime = host.runtime
+        assert runtime is not None
+        # (a) import dispatch
+        await host.start_actor("kvloop", kvloop)
+        await host.put_link("kvloop", "wasi:keyvalue/store", "local/keyvalue")
+        raw_kv = await asyncio.to_thread(baseline.RawKvLoop, runtime, kvloop)
+        node_runs, raw_runs = [], []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            n = await host.invoke("kvloop", "run", iterations)
+            node_runs.append((time.perf_counter() - t0) / iterations)
+            assert n == iterations, f"kvloop answered {n} of {iterations}"
+            raw_runs.append(await asyncio.to_thread(raw_kv.per_call_s, iterations))
+        results["import_call_us"] = _best_of(node_runs) * 1e6
+        results["import_call_raw_us"] = _best_of(raw_runs) * 1e6
+        results["import_call_ratio"] = results["import_call_us"] / results["import_call_raw_us"]
+
+        # (b) message to an actor and its answer, in-process
+        await host.start_actor("noop", noop)
+        raw_msg = await asyncio.to_thread(baseline.RawHandler, runtime, noop)
+        node_runs, raw_runs = [], []
+        body = b"x" * 64
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(iterations):
+                await host.deliver("noop", "bench.msg", body)
+            node_runs.append((time.perf_counter() - t0) / iterations)
+            raw_runs.append(await asyncio.to_thread(raw_msg.per_call_s, iterations, body))
+        results["message_us"] = _best_of(node_runs) * 1e6
+        results["message_raw_us"] = _best_of(raw_runs) * 1e6
+        results["message_ratio"] = results["message_us"] / results["message_raw_us"]
+
+        # actor start from the compile cache (the on-disk artifact, not the in-memory one)
+        starts = []
+        for i in range(5):
+            await host.stop_actor("noop")
+            runtime.forget(host_digest(noop))
+            t0 = time.perf_counter()
+            info = await host.start_actor("noop", noop)
+            starts.append((time.perf_counter() - t0) * 1000.0)
+            assert info["from_cache"], "the second start did not come from the compile cache"
+        results["actor_start_cached_ms"] = _best_of(starts)
+        await asyncio.to_thread(raw_kv.close)
+        await asyncio.to_thread(raw_msg.close)
+    results.update(await asyncio.to_thread(_memory_in_child, workdir))
+    return results
+
+
+def host_digest(wasm: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(wasm).hexdigest()
+
+
+_CHILD = r"""
+import asyncio, json, sys, time
+from pathlib import Path
+from drupelet.node.config import NodeConfig
+from drupelet.node.host import Host
+from drupelet.node.runtime import read_component
+from drupelet.node.bench import wat_path, _rss_mb
+
+async def main():
+    cfg = NodeConfig(name="bench-mem", lattice="bench", data_dir=Path(sys.argv[1]), nats_embedded_port=0,
+                     providers={"keyvalue": {"backend": "memory"}})
+    async with Host(cfg) as host:
+        await asyncio.sleep(0.5)
+        idle = _rss_mb()
+        await host.start_actor("noop", read_component(wat_path("noop")), instances=1)
+        one = _rss_mb()
+        await host.scale_actor("noop", 21)
+        await asyncio.sleep(0.2)
+        many = _rss_mb()
+    print(json.dumps({"node_rss_mb": idle, "instance_rss_mb": (many - one) / 20}))
+
+asyncio.run(main())
+"""
+
+
+def _memory_in_child(workdir: Path) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(workdir / "mem")], capture_output=True, text=True,
+                          timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory measurement failed: {proc.stderr.strip().splitlines()[-1:]}")
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_bench(*, iterations: int = 2000, as_json: bool = False) -> int:
+    with tempfile.TemporaryDirectory(prefix="drupelet-bench-") as tmp:
+        results = asyncio.run(_measure(iterations, Path(tmp)))
+    results = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
+    results["targets"] = TARGETS
+    if as_json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+        return 0
+    rows = [
+        ("import call (node / raw wasmtime-py)", f"{results['import_call_us']:.1f} µs / {results['import_call_raw_us']:.1f} µs",
+         f"{results['import_call_ratio']:.2f}×", f"≤ {TARGETS['import_call_ratio']}×"),
+        ("message to actor and answer (node / raw)", f"{results['message_us']:.1f} µs / {results['message_raw_us']:.1f} µs",
+         f"{results['message_ratio']:.2f}×", f"≤ {TARGETS['message_ratio']}×"),
+        ("actor start from compile cache", f"{results['actor_start_cached_ms']:.1f} ms", "",
+         f"≤ {TARGETS['actor_start_cached_ms']:.0f} ms"),
+        ("node idle RSS", f"{results['node_rss_mb']:.1f} MB", "", f"≤ {TARGETS['node_rss_mb']:.0f} MB"),
+        ("per small actor instance", f"{results['instance_rss_mb']:.2f} MB", "", f"≤ {TARGETS['instance_rss_mb']:.0f} MB"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    return 0
