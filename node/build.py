@@ -118,6 +118,40 @@ def packaged_wit_dir() -> Path:
     return path
 
 
+def example_dir(name: str) -> Path:
+    """The directory of an example actor shipped in ``drupelet.actors``."""
+    return Path(str(importlib.resources.files("drupelet.actors") / "examples" / name))
+
+
+SOURCE_SUFFIXES = (".py", ".toml")
+
+
+def source_key(src_dir: Path, wit_dir: Path | None = None) -> str:
+    """SHA-256 over an actor's sources, every WIT file it builds against, and the
+    componentize-py version: equal keys mean a rebuild would change nothing that matters.
+
+    (componentize-py's output is not byte-reproducible, so the key is what identifies a
+    build, not the component's digest.)
+    """
+    import importlib.metadata
+
+    wit = wit_dir or packaged_wit_dir()
+    h = hashlib.sha256()
+    try:
+        tool = importlib.metadata.version("componentize-py")
+    except importlib.metadata.PackageNotFoundError:
+        tool = "unknown"
+    h.update(f"componentize-py {tool}\0".encode())
+    sources = [p for p in src_dir.rglob("*")
+               if p.is_file() and p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts]
+    wits = [p for p in wit.rglob("*.wit") if p.is_file()]
+    for label, base, files in (("src", src_dir, sources), ("wit", wit, wits)):
+        for path in sorted(files):
+            h.update(f"{label}/{path.relative_to(base).as_posix()}\0".encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def load_actor_spec(src_dir: Path) -> ActorSpec:
     """Read and validate ``src_dir/actor.toml``; defaults when the file is absent."""
     path = src_dir / ACTOR_TOML

@@ -328,6 +328,7 @@ class Host:
             task.add_done_callback(self._tasks.discard)
 
         self._deliver_subs[name] = await self.nats.subscribe(subject, queue=name, cb=on_delivery)
+        await self.nats.flush()  # the server knows the subscription before start_actor returns
 
     async def _handle_delivery(self, actor: str, msg: Msg) -> None:
         headers = msg.headers or {}

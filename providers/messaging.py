@@ -106,6 +106,7 @@ class MessagingProvider(Provider):
         for subject in subjects:
             subs.append(await nc.subscribe(subject, queue=queue, cb=self._on_message_for(link.source)))
         self._subs[(link.source, link.interface)] = subs
+        await nc.flush()  # subscribed at the server before the link is reported as put
         log.info("actor %s subscribed to %s", link.source, ", ".join(subjects))
 
     async def link_removed(self, link: Link) -> None:

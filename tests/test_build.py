@@ -11,7 +11,8 @@ from wasmtime.component import Component
 
 from drupelet.node import build
 from drupelet.node.build import BuildError, build_python_actor, generate_bindings, load_actor_spec
-from fixtures_actors import COMPONENT_HEADER, example_dir
+from drupelet.node.build import example_dir
+from fixtures_actors import COMPONENT_HEADER
 
 ACTOR_WORLD_IMPORTS = {
     "wasi:logging/logging@0.1.0-draft",
