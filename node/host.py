@@ -231,7 +231,7 @@ class Host:
                 raise StartRefused(f"actor {name!r} imports interfaces this node cannot serve: {', '.join(missing)}",
                                    actor=name, missing=missing)
             if not loaded.has_handler:
-                log.warning("actor %s exports no wasmcloud:messaging/handler; it cannot receive messages", name)
+                log.info("actor %s exports no wasmcloud:messaging/handler; it cannot receive messages", name)
             actor = Actor(name, loaded, runtime, self.limits, config=dict(config or {}), resolver=self._resolve,
                           link_config=self._link_config, log_sink=self._actor_log, max_queue=self.config.max_queue,
                           backoff_base_ms=self.config.trap_backoff_base_ms,

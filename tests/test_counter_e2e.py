@@ -55,6 +55,9 @@ async def test_counter_answers_through_nats_and_survives_a_restart(
             assert (await nc.request("demo.count", b"hi", timeout=10)).data == b"visits 4"
             assert await h.call("counter", "x", b"reset") == b"visits 0"
             assert await h.call("counter", "x", b"hi") == b"visits 1"
+        # stdout of the guest is captured into the actor's log, line by line
+        assert any(getattr(r, "actor_context", None) == "stdout" and r.getMessage().endswith(
+            "count was reset by a message on x") for r in caplog.records)
     finally:
         await nc.close()
 

@@ -58,6 +58,8 @@ class Handler(exports.Handler):
                     _fail(f"keyvalue delete {key!r}", e)
                 count = 0
                 wasi_logging.log(wasi_logging.Level.INFO, LOG_CONTEXT, f"{key} reset")
+                # plain stdout works too: the node captures it into the actor's log
+                print(f"{key} was reset by a message on {msg.subject}")
             else:
                 try:
                     count = atomics.increment(bucket, key, 1)

@@ -1,0 +1,32 @@
+"""`drupelet bench` runs and reports every figure; the figures themselves are not asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+
+def test_bench_json_reports_every_key() -> None:
+    proc = subprocess.run([sys.executable, "-m", "drupelet.node.cli", "bench", "--json", "--iterations", "50"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for key in ("import_call_ratio", "message_ratio", "import_call_us", "message_us", "import_call_raw_us",
+                "message_raw_us", "actor_start_cached_ms", "node_rss_mb", "instance_rss_mb"):
+        assert isinstance(report[key], (int, float)) and math.isfinite(report[key]), key
+        assert report[key] > 0, key
+    # ratios are the node's figure over the raw baseline taken in the same run
+    assert math.isclose(report["message_ratio"], report["message_us"] / report["message_raw_us"], rel_tol=0.01)
+    assert math.isclose(report["import_call_ratio"], report["import_call_us"] / report["import_call_raw_us"],
+                        rel_tol=0.01)
+    assert report["targets"]["import_call_ratio"] == 1.3
+
+
+def test_bench_table_for_people() -> None:
+    proc = subprocess.run([sys.executable, "-m", "drupelet.node.cli", "bench", "--iterations", "20"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "import call (node / raw wasmtime-py)" in proc.stdout
+    assert "actor start from compile cache" in proc.stdout
