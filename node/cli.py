@@ -38,7 +38,7 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     g.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
                    help="machine-readable output [env DRUPELET_JSON=1]")
     g.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
-                   help="more log output (-vv for debug)")
+                   help="more log output: -v for debug (other commands than up: -v info, -vv debug)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,10 +88,10 @@ def _env_defaults(args: argparse.Namespace) -> None:
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose >= 0 else logging.WARNING
+    level = logging.DEBUG if verbose >= 1 else logging.INFO if verbose == 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    if verbose < 2:
+    if verbose < 1:
         logging.getLogger("nats").setLevel(logging.WARNING)
 
 
@@ -198,7 +198,7 @@ def _add_demo(cfg: Any) -> None:
     src = example_dir("counter")
     out = cfg.data_dir / "demo" / f"counter-{source_key(src)[:16]}.wasm"
     if not out.exists():
-        log.info("building the counter example with componentize-py (once; about a minute) ...")
+        log.info("building the counter example with componentize-py (first run only; tens of seconds) ...")
         result = build_python_actor(src, out)
         log.info("built %s (%.1f MB) in %.0f s", out.name, result.size_bytes / 1e6, result.seconds)
     cfg.actors.append(ActorSpec(name="counter", file=out, instances=1, config={"greeting": "count"}))

@@ -42,7 +42,6 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, str]]] = {
         "lattice": (str, "default", "lattice name; subjects are drupelet.<lattice>.…"),
         "labels": (dict, {}, "labels (string → string) used to select nodes"),
         "data_dir": (str, None, "state, buckets and the compile cache; default: $STATE_DIRECTORY or ~/.local/state/drupelet"),
-        "allow_unsigned": (bool, True, "run actors that carry no signature"),
     },
     "nats": {
         "url": (str, "", "NATS server to connect to; empty: start an embedded nats-server"),
@@ -105,7 +104,6 @@ class NodeConfig:
     lattice: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
     data_dir: Path = field(default_factory=default_data_dir)
-    allow_unsigned: bool = True
     nats_url: str = ""
     nats_embedded_host: str = "127.0.0.1"
     nats_embedded_port: int = 4222
@@ -244,10 +242,12 @@ def parse(doc: dict[str, Any], *, path: str = "", base_dir: Path | None = None) 
             attr = k if section in ("node", "limits", "runtime") else f"nats_{k}"
             if k == "labels":
                 value = _string_table(value, "node.labels", path)
-            if k in ("data_dir", "cache_dir"):
+            if k in ("data_dir", "cache_dir", "creds"):
                 value = (base / Path(value).expanduser()) if value else None
                 if value is None:
                     continue
+                if k == "creds":
+                    value = str(value)
             setattr(cfg, attr, value)
     providers = doc.get("providers", {})
     if not isinstance(providers, dict) or not all(isinstance(v, dict) for v in providers.values()):
@@ -282,13 +282,28 @@ def schema_markdown() -> str:
     for section, keys in SCHEMA.items():
         lines += [f"### [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for k, (typ, default, doc) in keys.items():
-            shown = "(derived)" if default is None else repr(default).replace("'", '"')
-            lines.append(f"| `{k}` | {_type_name(typ)} | {shown} | {doc} |")
+            shown = "(derived)" if default is None else f"`{_toml(default)}`"
+            lines.append(f"| `{k}` | {_type_name(typ)} | {shown} | {_md(doc)} |")
         lines.append("")
     for title, keys in (("[[actors]]", ACTOR_KEYS), ("[[links]]", LINK_KEYS)):
         lines += [f"### {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for k, (typ, default, doc) in keys.items():
-            shown = "—" if default is None else repr(default).replace("'", '"')
-            lines.append(f"| `{k}` | {_type_name(typ)} | {shown} | {doc} |")
+            shown = "—" if default is None else f"`{_toml(default)}`"
+            lines.append(f"| `{k}` | {_type_name(typ)} | {shown} | {_md(doc)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "{}"
+    return str(value)
+
+
+def _md(text: str) -> str:
+    """Placeholders like <data_dir> and paths in backticks, so Markdown keeps them."""
+    return re.sub(r"(\S*<[^>\s]+>\S*)", r"`\1`", text)

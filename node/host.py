@@ -26,7 +26,7 @@ from .config import ActorSpec, LinkSpec, NodeConfig
 from .errors import (ActorExists, ActorNotFound, CallFailed, DeadlineExceeded, DrupeletError, HandlerError,
                      LinkError, NatsUnavailable, ProviderNotFound, StartRefused)
 from .links import LinkDef, LinkTable, check_target, parse_interface
-from .natsserver import EmbeddedNatsServer, NatsServerConfig
+from .natsserver import EmbeddedNatsServer, NatsServerConfig, NatsServerError
 from .runtime import NODE_SERVED, SERVED_VERSIONS, Limits, Runtime, RuntimeConfig, missing_imports, read_component, split_version
 from .supervisor import Actor, Delivery
 
@@ -103,7 +103,12 @@ class Host:
             self.nats_server = EmbeddedNatsServer(NatsServerConfig(
                 host=cfg.nats_embedded_host, port=cfg.nats_embedded_port, jetstream=cfg.nats_embedded_jetstream,
                 store_dir=cfg.data_dir / "nats", server_name=self.name))
-            await self.nats_server.start()
+            try:
+                await self.nats_server.start()
+            except NatsServerError as exc:
+                if exc.log_tail:
+                    log.debug("end of the nats-server log:\n%s", exc.log_tail)
+                raise NatsUnavailable(f"cannot start the embedded nats-server: {exc.summary}") from exc
             url = self.nats_server.url
             log.info("embedded nats-server listening on %s", url)
         options: dict[str, Any] = {
@@ -117,13 +122,28 @@ class Host:
         }
         if cfg.nats_creds:
             options["user_credentials"] = cfg.nats_creds
+        # With unlimited reconnects nats-py retries the first connection forever too;
+        # connect_timeout_s bounds the whole wait, not only each attempt.
+        nc = NatsClient()
+        timeout_s = cfg.nats_connect_timeout_s
         try:
-            self.nats = await nats.connect(url, allow_reconnect=True, **options)
-        except Exception as exc:
-            raise NatsUnavailable(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from exc
+            await asyncio.wait_for(nc.connect(url, allow_reconnect=True, **options), timeout=timeout_s)
+        except BaseException as exc:
+            last = nc.last_error
+            try:
+                await nc.close()
+            except Exception as close_exc:
+                log.debug("closing the failed NATS client: %s", close_exc)
+            if not isinstance(exc, Exception):
+                raise
+            cause = exc if not isinstance(exc, TimeoutError) else last
+            reason = f"{cause}" if cause is not None and str(cause) else type(cause or exc).__name__
+            within = f" within {timeout_s:g} s" if isinstance(exc, TimeoutError) else ""
+            raise NatsUnavailable(f"cannot connect to NATS at {url}{within}: {reason}") from exc
+        self.nats = nc
 
     async def _nats_error(self, exc: Exception) -> None:
-        log.warning("NATS: %s", exc)
+        log.warning("NATS: %s", exc if str(exc) else type(exc).__name__)
 
     async def _nats_disconnected(self) -> None:
         if self._stopped:
@@ -284,6 +304,9 @@ class Host:
                       deadline_ms: int | None = None) -> None:
         """Run the actor's handler on one message. Raises HandlerError, Trapped, …"""
         target = self._actor(actor)
+        if not target.loaded.has_handler:
+            raise CallFailed(f"actor {actor!r} exports no wasmcloud:messaging/handler@0.2.0 and cannot take messages",
+                             actor=actor)
         fut = target.submit(Delivery(subject, body, reply_to, deadline_ms))
         err = await asyncio.wrap_future(fut)
         if err is not None:
@@ -434,8 +457,9 @@ class Host:
     def _resolve(self, actor: str, interface: str) -> tuple[Provider, Link]:
         link = self.links.get(actor, interface)
         if link is None:
-            raise NotLinked(f"actor {actor!r} has no link for {interface}; "
-                            f"put one with: drupelet link put {actor} {interface} local/<provider>")
+            raise NotLinked(f"actor {actor!r} has no link for {interface}; add one to the node config: "
+                            f"[[links]] source = \"{actor}\", interface = \"{interface}\", "
+                            f"target = \"local/<provider>\"")
         provider = self.providers.get(link.provider)
         if provider is None:
             raise NotLinked(f"link {actor} {interface} → {link.target}: no such provider is running")

@@ -5,7 +5,6 @@ Backends (node config ``[providers.keyvalue] backend = ...``):
 | key | default | meaning |
 |---|---|---|
 | ``backend`` | ``"file"`` | ``"file"``: one JSON file per bucket under the provider's data directory, rewritten atomically on every change, so values survive a restart. ``"memory"``: lost when the node stops. |
-| ``max_value_bytes`` | node payload limit | largest value ``set`` accepts |
 
 Link config:
 
@@ -29,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .base import BackendIOError, Denied, Link, NotFound, PayloadTooLarge, Provider, ProviderContext, ProviderError
+from .base import BackendIOError, Denied, Link, NotFound, Provider, ProviderContext, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +177,16 @@ class KeyValueProvider(Provider):
         self._buckets: dict[str, Bucket] = {}
         self._lock = threading.Lock()
         self.backend = "file"
-        self.max_value_bytes = 1 << 20
 
     async def start(self, ctx: ProviderContext) -> None:
         await super().start(ctx)
+        unknown = sorted(set(ctx.config) - {"backend"})
+        if unknown:
+            raise ValueError(f"providers.keyvalue: unknown key(s) {', '.join(unknown)} (known: backend)")
         backend = ctx.config.get("backend", "file")
         if backend not in ("file", "memory"):
             raise ValueError(f"providers.keyvalue.backend must be 'file' or 'memory', not {backend!r}")
         self.backend = backend
-        self.max_value_bytes = int(ctx.config.get("max_value_bytes", ctx.max_payload_bytes))
         if backend == "file":
             log.info("keyvalue buckets are files under %s", ctx.data_dir)
         else:
@@ -212,10 +212,6 @@ class KeyValueProvider(Provider):
                     bucket = Bucket(name)
                 self._buckets[name] = bucket
             return bucket
-
-    def check_value(self, value: bytes) -> None:
-        if len(value) > self.max_value_bytes:
-            raise PayloadTooLarge(len(value), self.max_value_bytes, provider=self.name)
 
     def describe(self) -> dict[str, Any]:
         with self._lock:

@@ -20,7 +20,7 @@ import asyncio
 import logging
 from typing import Any
 
-from .base import Link, Message, PayloadTooLarge, Provider, ProviderError, Timeout, Unavailable
+from .base import Link, Message, PayloadTooLarge, Provider, ProviderContext, ProviderError, Timeout, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,11 @@ class MessagingProvider(Provider):
         return self.context.run(_request(), timeout_s + 1.0)
 
     # Links: subscriptions that deliver to the actor.
+
+    async def start(self, ctx: ProviderContext) -> None:
+        if ctx.config:
+            raise ValueError(f"providers.messaging takes no keys, got: {', '.join(sorted(ctx.config))}")
+        await super().start(ctx)
 
     async def link_added(self, link: Link) -> None:
         subjects = subjects_of(link)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv in the repo, install drupelet, and run a demo node with simulated
-# hardware and an embedded NATS server. Arguments go to `drupelet up`.
+# Create .venv in the repo, install drupelet, and run a demo node with an embedded
+# NATS server and the counter example actor. Arguments go to `drupelet up`.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
