@@ -137,20 +137,32 @@ class NodeConfig:
             if not LABEL_KEY.match(key) or not isinstance(value, str):
                 raise ConfigError(f"label {key!r}={value!r}: keys are [A-Za-z0-9_.-], values strings",
                                   key="node.labels", path=self.source)
-        positive = {
+        positive: dict[str, int | float] = {
             "limits.call_deadline_ms": self.call_deadline_ms,
             "limits.max_memory_bytes": self.max_memory_bytes,
             "limits.max_payload_bytes": self.max_payload_bytes,
             "limits.max_queue": self.max_queue,
             "runtime.epoch_tick_ms": self.epoch_tick_ms,
+            "nats.connect_timeout_s": self.nats_connect_timeout_s,
         }
-        for key, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"must be greater than 0, got {value}", key=key, path=self.source)
+        for limit_key, limit in positive.items():
+            if limit <= 0:
+                raise ConfigError(f"must be greater than 0, got {limit}", key=limit_key, path=self.source)
+        not_negative: dict[str, int | float] = {
+            "limits.stop_timeout_s": self.stop_timeout_s,
+            "limits.trap_backoff_base_ms": self.trap_backoff_base_ms,
+            "limits.trap_backoff_max_ms": self.trap_backoff_max_ms,
+        }
+        for limit_key, limit in not_negative.items():
+            if limit < 0:
+                raise ConfigError(f"must not be negative, got {limit}", key=limit_key, path=self.source)
+        if self.trap_backoff_max_ms < self.trap_backoff_base_ms:
+            raise ConfigError(f"must be at least limits.trap_backoff_base_ms ({self.trap_backoff_base_ms}), "
+                              f"got {self.trap_backoff_max_ms}", key="limits.trap_backoff_max_ms", path=self.source)
         if not 0 <= self.nats_embedded_port <= 65535:
             raise ConfigError(f"not a port number: {self.nats_embedded_port}", key="nats.embedded_port",
                               path=self.source)
-        seen = set()
+        seen: set[str] = set()
         for i, actor in enumerate(self.actors):
             if actor.name in seen:
                 raise ConfigError(f"actor {actor.name!r} is declared twice", key=f"actors[{i}].name",

@@ -146,7 +146,7 @@ class Host:
         log.warning("NATS: %s", exc if str(exc) else type(exc).__name__)
 
     async def _nats_disconnected(self) -> None:
-        if self._stopped:
+        if self._stopped or self.nats is None:  # stopping, or a first connection that failed
             return
         log.warning("NATS connection lost; reconnecting")
 

@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -65,8 +66,9 @@ _MAX_PORT: Final = 65535
 class NatsServerError(RuntimeError):
     """The embedded nats-server could not be found, started or stopped.
 
-    ``log_tail`` holds the last lines of the server's log when there is one,
-    ``returncode`` the exit status when the process has exited.
+    ``summary`` is the one-line message without the log, ``log_tail`` holds the
+    last lines of the server's log when there is one, ``returncode`` the exit
+    status when the process has exited.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class NatsServerError(RuntimeError):
         log_tail: str | None = None,
         returncode: int | None = None,
     ) -> None:
+        self.summary = message
         if log_tail:
             message = f"{message}\n--- last lines of the nats-server log ---\n{log_tail}"
         super().__init__(message)
@@ -147,6 +150,29 @@ def _free_ports(host: str, count: int) -> list[int]:
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on ``host`` that nothing listened on a moment ago."""
     return _free_ports(host, 1)[0]
+
+
+def _port_in_use_message(host: str, port: int, what: str = "port") -> str:
+    return f"{what} {port} on {host} is already in use by another process"
+
+
+def _check_port_free(host: str, port: int, what: str = "port") -> None:
+    """Raise NatsServerError if ``port`` on ``host`` cannot be listened on now.
+
+    Binds the way nats-server (Go) does, with SO_REUSEADDR, so a port held only by
+    connections in TIME_WAIT counts as free. Without this check the readiness probe
+    could mistake another process's listener for the server it is waiting for.
+    """
+    sock = socket.socket(_socket_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise NatsServerError(_port_in_use_message(host, port, what)) from exc
+        raise NatsServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    finally:
+        sock.close()
 
 
 def _conf_str(value: str | Path) -> str:
@@ -500,6 +526,9 @@ class EmbeddedNatsServer:
     async def _spawn_and_wait(self) -> None:
         binary = self._binary if self._binary is not None else nats_server_binary()
         self._resolve_ports()
+        _check_port_free(self.config.host, self.port)
+        if self._leafnode_port is not None:
+            _check_port_free(self.config.host, self._leafnode_port, "leafnode port")
         workdir = self._prepare_workdir()
         config_path = workdir / CONFIG_FILE_NAME
         log_path = workdir / LOG_FILE_NAME
@@ -535,10 +564,13 @@ class EmbeddedNatsServer:
             if proc.returncode is not None:
                 returncode = await proc.wait()
                 self._proc = None
+                tail = self.log_tail()
+                reason = (f" ({_port_in_use_message(host, port)})"
+                          if "address already in use" in tail else "")
                 raise NatsServerError(
-                    f"nats-server exited with status {returncode} while starting "
+                    f"nats-server exited with status {returncode} while starting{reason} "
                     f"(config {self.config_path})",
-                    log_tail=self.log_tail(),
+                    log_tail=tail,
                     returncode=returncode,
                 )
             remaining_s = deadline - loop.time()

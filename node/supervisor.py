@@ -137,7 +137,7 @@ class Actor:
             self._workers = self._workers[:instances] if instances < current else self._workers
         for worker in leaving:
             worker.retire()
-        started = []
+        started: list[_Worker] = []
         for _ in range(max(0, to_start)):
             self._serial += 1
             worker = _Worker(self, self._serial)

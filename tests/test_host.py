@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,9 +15,9 @@ import pytest
 from drupelet.node import subjects
 from drupelet.node.config import NodeConfig
 from drupelet.node.errors import (ActorExists, ActorNotFound, DeadlineExceeded, HandlerError, LinkError,
-                                  PayloadTooLarge, ProviderNotFound, StartRefused, Trapped)
+                                  NatsUnavailable, PayloadTooLarge, ProviderNotFound, StartRefused, Trapped)
 from drupelet.node.host import Host
-from drupelet.node.natsserver import EmbeddedNatsServer
+from drupelet.node.natsserver import EmbeddedNatsServer, free_port
 from drupelet.node.runtime import read_component
 
 WAT = Path(__file__).resolve().parent.parent / "actors" / "wat"
@@ -281,3 +282,28 @@ async def test_inventory(host: Host) -> None:
     assert inv["actors"][0]["exports"] == ["wasmcloud:messaging/handler@0.2.0"]
     assert {p["name"] for p in inv["providers"]} >= {"keyvalue", "messaging"}
     assert inv["links"][0]["target"] == "local/messaging"
+
+
+async def test_unreachable_nats_fails_start_within_the_connect_timeout(tmp_path: Path) -> None:
+    # nats-py retries a first connection forever when reconnects are unlimited; the
+    # node bounds the whole wait by nats.connect_timeout_s and cleans up.
+    url = f"nats://127.0.0.1:{free_port()}"
+    h = Host(node_config(tmp_path, url, nats_connect_timeout_s=1.0))
+    started = time.monotonic()
+    with pytest.raises(NatsUnavailable, match=f"cannot connect to NATS at {url} within 1 s: .*Connect call failed"):
+        await h.start()
+    assert time.monotonic() - started < 5.0
+    assert h.nats is None and not h.providers
+
+
+async def test_embedded_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        h = Host(node_config(tmp_path, "", nats_embedded_port=port))
+        with pytest.raises(NatsUnavailable) as excinfo:
+            await h.start()
+    assert excinfo.value.message == (f"cannot start the embedded nats-server: port {port} on 127.0.0.1 "
+                                     "is already in use by another process")
+    assert h.nats_server is None or not h.nats_server.running

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,21 @@ async def test_bad_config_raises_with_server_log(tmp_path: Path) -> None:
     assert str(tmp_path / natsserver.CONFIG_FILE_NAME) in str(err)
     assert not server.running
     await server.stop()  # still safe
+
+
+async def test_port_in_use_is_reported_not_mistaken_for_readiness(tmp_path: Path) -> None:
+    # Another process listens on the port: the readiness probe would connect to it,
+    # so the port must be checked before the server starts.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = EmbeddedNatsServer(NatsServerConfig(port=port, store_dir=tmp_path))
+        with pytest.raises(NatsServerError) as excinfo:
+            await server.start()
+    assert excinfo.value.summary == f"port {port} on 127.0.0.1 is already in use by another process"
+    assert str(excinfo.value) == excinfo.value.summary
+    assert not server.running
 
 
 async def test_context_manager_and_idempotent_stop() -> None:
