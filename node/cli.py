@@ -172,7 +172,17 @@ async def _up(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await host.start()
+    starting = asyncio.create_task(host.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.info("stop requested while starting; stopping")
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await host.stop()
+        return 0
+    stopping.cancel()
+    starting.result()  # a failed start raises here (Host.start has already cleaned up)
     try:
         url = host.nats.connected_url.geturl() if host.nats and host.nats.connected_url else "(none)"
         log.info("node %s ready; NATS %s; lattice %s. Ctrl-C stops it.", host.name, url, host.lattice)
@@ -259,7 +269,11 @@ async def _call(args: argparse.Namespace) -> int:
         pass
 
     try:
-        nc = await nats.connect(url, error_cb=_no_errors, **options)
+        # nats-py may retry a first connect that finds no server; bound the whole wait
+        nc = await asyncio.wait_for(nats.connect(url, error_cb=_no_errors, **options), 3.0)
+    except asyncio.TimeoutError:
+        raise CliError(f"cannot connect to NATS at {url}: no answer within 3 s "
+                       f"(is `drupelet up` running? set --nats or DRUPELET_NATS)") from None
     except Exception as exc:
         raise CliError(f"cannot connect to NATS at {url}: {exc or type(exc).__name__} "
                        f"(is `drupelet up` running? set --nats or DRUPELET_NATS)") from None

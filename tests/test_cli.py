@@ -227,8 +227,6 @@ def test_other_lattice_sees_no_actor(node: Node) -> None:
     assert (result.returncode, result.stderr) == (1, "drupelet: no actor 'echo' is running in lattice 'other'\n")
 
 
-@pytest.mark.xfail(strict=True, reason="cli._call: nats-py retries the first connect forever with "
-                   "max_reconnect_attempts=0 even when allow_reconnect=False; bound it (wait_for, or 1 attempt)")
 def test_no_server_is_one_line() -> None:
     port = free_port()
     try:
@@ -258,8 +256,6 @@ def test_sigterm_stops_the_node_and_its_nats_server(tmp_path: Path) -> None:
         stop_node(node)
 
 
-@pytest.mark.xfail(strict=True, reason="cli._up: SIGINT/SIGTERM only set an event that is awaited after "
-                   "host.start() returns, so a stop request during start-up waits for it to finish or fail")
 def test_sigterm_during_start_up_stops_at_once(tmp_path: Path) -> None:
     with socket.socket() as mute:  # accepts connections, never speaks NATS: start-up waits
         mute.bind(("127.0.0.1", 0))
