@@ -20,15 +20,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .base import BackendIOError, Denied, Link, NotFound, Provider, ProviderContext, ProviderError
+from .base import BackendIOError, Denied, Link, NotFound, Provider, ProviderContext, ProviderError, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -141,29 +139,6 @@ class FileBucket(Bucket):
                 else:
                     self._data[key] = value
             raise BackendIOError(f"cannot write bucket file {self.path}: {exc.strerror or exc}") from exc
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class KeyValueProvider(Provider):

@@ -67,7 +67,7 @@ async def nats_client(nats_server: EmbeddedNatsServer) -> AsyncIterator[NatsClie
 # -- leak checks (in the spirit of zigpy's verify_cleanup) ----------------------
 
 
-def _child_nats_servers(parent: int) -> set[int]:
+def child_nats_servers(parent: int) -> set[int]:
     """PIDs of live (non-zombie) children of ``parent`` whose cmdline names nats-server.
 
     Reads /proc directly (psutil is not a dependency). Processes that vanish while
@@ -103,7 +103,7 @@ def verify_cleanup() -> Iterator[None]:
     """
     threads_before = set(threading.enumerate())
     pid = os.getpid()
-    servers_before = _child_nats_servers(pid)
+    servers_before = child_nats_servers(pid)
 
     yield
 
@@ -118,7 +118,7 @@ def verify_cleanup() -> Iterator[None]:
     leaked_threads = [t for t in leaked_threads if t.is_alive()]
 
     def servers_left() -> set[int]:
-        return _child_nats_servers(pid) - servers_before
+        return child_nats_servers(pid) - servers_before
 
     while servers_left() and time.monotonic() < deadline:
         time.sleep(_POLL_S)

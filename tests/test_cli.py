@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import child_nats_servers
 
 from drupelet.node.natsserver import free_port
 
@@ -68,23 +69,6 @@ target = "local/messaging"
     return path
 
 
-def children_named(parent: int, name: bytes) -> set[int]:
-    """Live child pids of ``parent`` whose command line contains ``name`` (from /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[1]) == parent and name in cmdline:
-            found.add(int(entry.name))
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text()
@@ -113,7 +97,7 @@ class Node:
         return self.log.read_text(errors="replace")
 
     def nats_servers(self) -> set[int]:
-        return children_named(self.proc.pid, b"nats-server")
+        return child_nats_servers(self.proc.pid)
 
 
 def start_node(directory: Path) -> Node:

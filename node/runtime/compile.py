@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
-import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import wasmtime
 from wasmtime.component import Component
+
+from drupelet.providers.base import atomic_write
 
 ENGINE_FLAGS = "epoch=1;cm=1;opt=speed"
 """Part of the cache key: change it whenever :func:`engine_config` changes."""
@@ -62,20 +62,6 @@ def compile_bytes(wasm: bytes, target: str | None = None) -> bytes:
     return bytes(Component(engine, wasm).serialize())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drupelet.node.runtime.compile",
                                      description="Compile a wasm component for drupelet's engine.")
@@ -91,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         sys.stderr.write(f"cannot read {args.src}: {exc.strerror}\n")
         return 2
-    write_atomic(args.dst, data)
+    atomic_write(args.dst, data)
     return 0
 
 

@@ -18,6 +18,8 @@ import wasmtime
 from wasmtime import Store, WasiConfig
 from wasmtime.component import Component, Func, Linker
 
+from drupelet.providers.base import atomic_write
+
 from ..errors import DeadlineExceeded, DrupeletError, StartRefused, Trapped
 from . import bindings, compile as aot, values
 from .bindings import ImportHost, InstanceContext
@@ -152,7 +154,7 @@ class Runtime:
         started = time.perf_counter()
         if not self.config.compile_in_subprocess:
             try:
-                aot.write_atomic(dst, aot.compile_bytes(wasm))
+                atomic_write(dst, aot.compile_bytes(wasm))
             except wasmtime.WasmtimeError as exc:
                 raise CompileError(f"wasmtime refused the component: {_first_line(str(exc))}") from exc
         else:
