@@ -11,7 +11,7 @@ import importlib.metadata
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from drupelet.providers.base import Link, Message, NotLinked, Provider, Provider
 from . import __version__, subjects
 from .config import ActorSpec, LinkSpec, NodeConfig
 from .errors import (ActorExists, ActorNotFound, CallFailed, DeadlineExceeded, DrupeletError, HandlerError,
-                     LinkError, NatsUnavailable, ProviderNotFound, StartRefused)
+                     LinkError, NatsUnavailable, ProviderNotFound, StartRefused, Trapped)
 from .links import LinkDef, LinkTable, check_target, parse_interface
 from .natsserver import EmbeddedNatsServer, NatsServerConfig, NatsServerError
 from .runtime import NODE_SERVED, SERVED_VERSIONS, Limits, Runtime, RuntimeConfig, missing_imports, read_component, split_version
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 actor_log = logging.getLogger("drupelet.actor")
 
 PROVIDER_GROUP = "drupelet.providers"
+
+EventListener = Callable[[str, dict[str, Any]], None]
 
 
 def discover_providers() -> dict[str, type[Provider]]:
@@ -71,6 +73,40 @@ class Host:
         self._actor_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
+        self._event_listeners: list[EventListener] = []
+        self.control: Any = None
+        self.artifacts: Any = None
+
+    # -- events ---------------------------------------------------------------------
+
+    def on_event(self, listener: EventListener) -> None:
+        """Call ``listener(kind, data)`` on the event loop for every node event."""
+        self._event_listeners.append(listener)
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        for listener in list(self._event_listeners):
+            try:
+                listener(kind, data)
+            except Exception:
+                log.exception("event listener failed on %s", kind)
+
+    # -- labels ---------------------------------------------------------------------
+
+    def put_labels(self, labels: dict[str, str]) -> dict[str, str]:
+        from .config import LABEL_KEY
+
+        for key, value in labels.items():
+            if not LABEL_KEY.match(key) or not isinstance(value, str):
+                raise DrupeletError(f"label {key!r}: keys are 1-63 of A-Z a-z 0-9 _ . -, values strings")
+        self.config.labels.update(labels)
+        self.emit("labels_changed", {"labels": dict(self.config.labels)})
+        return dict(self.config.labels)
+
+    def del_labels(self, keys: list[str]) -> dict[str, str]:
+        for key in keys:
+            self.config.labels.pop(key, None)
+        self.emit("labels_changed", {"labels": dict(self.config.labels)})
+        return dict(self.config.labels)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -84,6 +120,7 @@ class Host:
                                    compile_in_subprocess=cfg.compile_in_subprocess))
         try:
             await self._connect_nats()
+            await self._start_control()
             await self._start_providers()
             for spec in cfg.actors:
                 await self.start_actor(spec.name, read_component(spec.file) if spec.file.exists() else _missing(spec),
@@ -142,6 +179,14 @@ class Host:
             raise NatsUnavailable(f"cannot connect to NATS at {url}{within}: {reason}") from exc
         self.nats = nc
 
+    async def _start_control(self) -> None:
+        from .control import ControlPlane
+
+        assert self.nats is not None
+        self.control = ControlPlane(self, self.nats, artifacts=self.artifacts,
+                                    heartbeat_interval_s=self.config.heartbeat_interval_s)
+        await self.control.start()
+
     async def _nats_error(self, exc: Exception) -> None:
         log.warning("NATS: %s", exc if str(exc) else type(exc).__name__)
 
@@ -155,24 +200,54 @@ class Host:
 
     async def _start_providers(self) -> None:
         for name, cls in sorted(discover_providers().items()):
-            pconf = dict(self.config.providers.get(name, {}))
-            if pconf.pop("enabled", True) is False:
+            if self.config.providers.get(name, {}).get("enabled", True) is False:
                 log.info("provider %s is disabled by config", name)
                 continue
-            provider = cls()
-            provider.name = name
-            ctx = ProviderContext(
-                node=self.name, lattice=self.lattice, loop=self._loop(), data_dir=self.config.data_dir / "providers" / name,
-                config=pconf, nats=self.nats, deliver=self._provider_deliver,
-                max_payload_bytes=self.config.max_payload_bytes,
-                call_timeout_s=self.config.call_deadline_ms / 1000.0)
-            ctx.data_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                await provider.start(ctx)
-            except Exception as exc:
-                raise DrupeletError(f"provider {name!r} failed to start: {exc}") from exc
-            self.providers[name] = provider
-            log.info("provider %s serves %s", name, ", ".join(provider.interfaces))
+            await self._start_provider(name, cls)
+
+    async def start_provider(self, name: str) -> dict[str, Any]:
+        """Start a provider that is installed (entry point) but not running."""
+        if name in self.providers:
+            raise DrupeletError(f"provider {name!r} is already running on node {self.name}")
+        cls = discover_providers().get(name)
+        if cls is None:
+            raise ProviderNotFound(f"no provider {name!r} is installed on node {self.name} "
+                                   f"(installed: {', '.join(sorted(discover_providers()))})")
+        await self._start_provider(name, cls)
+        for link in self.links.all():
+            if link.target_node in ("local", self.name) and link.provider == name:
+                await self._relink(link)
+        return self._describe_provider(name)
+
+    async def stop_provider(self, name: str) -> None:
+        """Stop a running provider; calls through its links fail with not-linked until it starts."""
+        provider = self.providers.pop(name, None)
+        if provider is None:
+            raise ProviderNotFound(f"no provider {name!r} runs on node {self.name}")
+        try:
+            await provider.stop()
+        finally:
+            self.emit("provider_stopped", {"provider": name})
+        log.info("provider %s stopped", name)
+
+    async def _start_provider(self, name: str, cls: type[Provider]) -> None:
+        pconf = dict(self.config.providers.get(name, {}))
+        pconf.pop("enabled", None)
+        provider = cls()
+        provider.name = name
+        ctx = ProviderContext(
+            node=self.name, lattice=self.lattice, loop=self._loop(), data_dir=self.config.data_dir / "providers" / name,
+            config=pconf, nats=self.nats, deliver=self._provider_deliver,
+            max_payload_bytes=self.config.max_payload_bytes,
+            call_timeout_s=self.config.call_deadline_ms / 1000.0)
+        ctx.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            await provider.start(ctx)
+        except Exception as exc:
+            raise DrupeletError(f"provider {name!r} failed to start: {exc}") from exc
+        self.providers[name] = provider
+        log.info("provider %s serves %s", name, ", ".join(provider.interfaces))
+        self.emit("provider_started", {"provider": name, "interfaces": list(provider.interfaces)})
 
     async def stop(self) -> None:
         if self._stopped:
@@ -189,6 +264,9 @@ class Host:
             except Exception:
                 log.exception("stopping provider %s failed", name)
         self.providers.clear()
+        if self.control is not None:
+            await self.control.close()
+            self.control = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -266,6 +344,7 @@ class Host:
                 raise
         log.info("actor %s started: %d instance(s) of %s (%s, %.1f ms to load)", name, instances,
                  loaded.digest[:12], "cached" if loaded.from_cache else "compiled", loaded.load_ms)
+        self.emit("actor_started", {"actor": name, "digest": loaded.digest, "instances": instances})
         return actor.describe() | {"from_cache": loaded.from_cache, "load_ms": loaded.load_ms}
 
     async def stop_actor(self, name: str) -> None:
@@ -281,6 +360,7 @@ class Host:
                     log.debug("unsubscribe %s: %s", name, exc)
             await asyncio.to_thread(actor.stop, self.config.stop_timeout_s)
         log.info("actor %s stopped", name)
+        self.emit("actor_stopped", {"actor": name})
 
     async def scale_actor(self, name: str, instances: int) -> dict[str, Any]:
         if instances < 1:
@@ -308,7 +388,11 @@ class Host:
             raise CallFailed(f"actor {actor!r} exports no wasmcloud:messaging/handler@0.2.0 and cannot take messages",
                              actor=actor)
         fut = target.submit(Delivery(subject, body, reply_to, deadline_ms))
-        err = await asyncio.wrap_future(fut)
+        try:
+            err = await asyncio.wrap_future(fut)
+        except Trapped as exc:
+            self.emit("actor_failed", {"actor": actor, "code": exc.code, "message": exc.message})
+            raise
         if err is not None:
             raise HandlerError(f"actor {actor!r} failed the message: {err}", actor=actor)
 
@@ -420,6 +504,7 @@ class Host:
                                 interface=name, target=target) from exc
             self.links.put(link)
             made.append(link)
+            self.emit("link_put", link.to_json())
             log.info("link %s %s → %s", source, name, target)
         return [link.to_json() for link in made]
 
@@ -447,6 +532,7 @@ class Host:
             if link is not None:
                 await self._unlink(link)
                 removed.append(link.to_json())
+                self.emit("link_deleted", link.to_json())
         if not removed:
             raise LinkError(f"no link for actor {source!r} and {interface}", source=source, interface=interface)
         return removed
@@ -496,6 +582,18 @@ class Host:
 
     # -- inventory ------------------------------------------------------------------
 
+    def _describe_provider(self, name: str) -> dict[str, Any]:
+        return _describe(name, self.providers[name])
+
+    def summary(self) -> dict[str, Any]:
+        """What a ping answers: who this node is, in a few fields."""
+        return {
+            "id": self.name, "name": self.name, "lattice": self.lattice, "labels": dict(self.config.labels),
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0.0,
+            "actors": len(self.actors), "providers": sorted(self.providers),
+        }
+
     def inventory(self) -> dict[str, Any]:
         return {
             "id": self.name,
@@ -508,11 +606,15 @@ class Host:
                      "url": self.nats.connected_url.geturl() if self.nats and self.nats.connected_url else "",
                      "embedded": self.nats_server is not None},
             "actors": self.list_actors(),
-            "providers": [{"name": name, "interfaces": list(p.interfaces), "health": p.health().status,
-                           "health_message": p.health().message, **p.describe()}
-                          for name, p in sorted(self.providers.items())],
+            "providers": [self._describe_provider(name) for name in sorted(self.providers)],
             "links": self.list_links(),
         }
+
+
+def _describe(name: str, p: Provider) -> dict[str, Any]:
+    health = p.health()
+    return {"name": name, "interfaces": list(p.interfaces), "health": health.status,
+            "health_message": health.message, **p.describe()}
 
 
 def _level(level: str) -> int:

@@ -32,3 +32,34 @@ def logs(lattice: str, node: str, actor: str) -> str:
 
 def logs_all(lattice: str) -> str:
     return f"{PREFIX}.{token(lattice, 'lattice')}.logs.>"
+
+
+CONTROL_QUEUE = "drupelet-ctl"
+"""Queue group of lattice-wide control requests: one node answers each."""
+
+
+def ping(lattice: str) -> str:
+    """Every node answers; a client collects replies for a short window."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.ctl.ping"
+
+
+def node_control(lattice: str, node: str, verb: str) -> str:
+    """A request to one node: ``verb`` is ``inventory``, ``actor.start``, …"""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.ctl.node.{token(node, 'node')}.{verb}"
+
+
+def node_control_all(lattice: str, node: str) -> str:
+    return f"{PREFIX}.{token(lattice, 'lattice')}.ctl.node.{token(node, 'node')}.>"
+
+
+def lattice_control(lattice: str, verb: str) -> str:
+    """A lattice-wide request (``link.put``, ``config.get``…), answered by one node."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.ctl.{verb}"
+
+
+def events(lattice: str, node: str, kind: str) -> str:
+    return f"{PREFIX}.{token(lattice, 'lattice')}.evt.{token(node, 'node')}.{kind}"
+
+
+def events_all(lattice: str) -> str:
+    return f"{PREFIX}.{token(lattice, 'lattice')}.evt.>"

@@ -1,0 +1,147 @@
+"""Wire payloads of the control interface: the reply envelope, request validation,
+and CloudEvents. Pure functions; docs/protocol.md describes the same fields.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, NotRequired, TypedDict
+
+from .errors import DrupeletError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+DIGEST = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
+
+EVENT_TYPE_PREFIX = "dev.drupelet."
+
+
+class BadRequest(DrupeletError, ValueError):
+    """A control request that cannot be carried out as sent. ``field`` names the culprit."""
+
+    code = "bad-request"
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+class UnknownRequest(BadRequest):
+    code = "unknown-request"
+
+
+class ErrorBody(TypedDict):
+    code: str
+    message: str
+
+
+class Reply(TypedDict):
+    """Every control reply: ``ok`` and either ``result`` or ``error``."""
+
+    ok: bool
+    result: NotRequired[Any]
+    error: NotRequired[ErrorBody]
+
+
+def ok(result: Any = None) -> bytes:
+    return json.dumps({"ok": True, "result": result}, separators=(",", ":")).encode()
+
+
+def error(code: str, message: str) -> bytes:
+    return json.dumps({"ok": False, "error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+
+
+def parse_reply(data: bytes) -> Reply:
+    try:
+        doc = json.loads(data or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"reply is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("ok"), bool):
+        raise BadRequest("reply is not a drupelet envelope (no boolean 'ok')")
+    return doc  # type: ignore[return-value]
+
+
+def parse_request(data: bytes) -> dict[str, Any]:
+    """A request body: a JSON object; an empty body is an empty object."""
+    if not data.strip():
+        return {}
+    try:
+        doc = json.loads(data)
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest(f"request body must be a JSON object, not {type(doc).__name__}")
+    return doc
+
+
+class Fields:
+    """Typed access to a request's fields, with errors that name the field."""
+
+    def __init__(self, doc: dict[str, Any], allowed: set[str]) -> None:
+        unknown = sorted(set(doc) - allowed)
+        if unknown:
+            raise BadRequest(f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+        self.doc = doc
+
+    def string(self, name: str, *, required: bool = True, pattern: re.Pattern[str] | None = None,
+               default: str | None = None) -> str:
+        value = self.doc.get(name)
+        if value is None:
+            if required:
+                raise BadRequest("is required", field=name)
+            return default or ""
+        if not isinstance(value, str):
+            raise BadRequest(f"must be a string, got {type(value).__name__}", field=name)
+        if pattern is not None and not pattern.match(value):
+            raise BadRequest(f"{value!r} is not valid", field=name)
+        return value
+
+    def integer(self, name: str, *, default: int, minimum: int = 0, maximum: int = 1 << 31) -> int:
+        value = self.doc.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadRequest(f"must be an integer, got {type(value).__name__}", field=name)
+        if not minimum <= value <= maximum:
+            raise BadRequest(f"must be between {minimum} and {maximum}, got {value}", field=name)
+        return value
+
+    def strings(self, name: str) -> dict[str, str]:
+        value = self.doc.get(name, {})
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise BadRequest("must be an object of strings", field=name)
+        return dict(value)
+
+    def string_list(self, name: str) -> list[str]:
+        value = self.doc.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BadRequest("must be a list of strings", field=name)
+        return list(value)
+
+
+class CloudEvent(TypedDict):
+    specversion: str
+    id: str
+    source: str
+    type: str
+    time: str
+    datacontenttype: str
+    data: Any
+
+
+def event(lattice: str, node: str, kind: str, data: Any) -> bytes:
+    """A CloudEvents 1.0 JSON event, type ``dev.drupelet.<kind>``."""
+    body: CloudEvent = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": f"drupelet/{lattice}/{node}",
+        "type": EVENT_TYPE_PREFIX + kind,
+        "time": datetime.fromtimestamp(time.time(), timezone.utc).isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
