@@ -41,6 +41,12 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
                    help="more log output: -v for debug (other commands than up: -v info, -vv debug)")
 
 
+def _selector(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--node", help="node name")
+    g.add_argument("--label", action="append", default=[], metavar="K=V", help="every node with these labels")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drupelet", description="A lattice node for Raspberry Pi.")
     parser.add_argument("--version", action="version", version=f"drupelet {__version__}")
@@ -60,12 +66,40 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true",
                     help="also run the counter example: build it if needed, link it, and call it every few seconds")
 
-    actor = add("actor", "build actors")
+    actor = add("actor", "build, start, stop, scale and list actors")
     actor_sub = actor.add_subparsers(dest="actor_command", metavar="ACTION", required=True)
-    build = actor_sub.add_parser("build", help="build a Python actor directory into a component")
-    _global_options(build, top=False)
+
+    def actor_add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = actor_sub.add_parser(name, help=help_text, description=help_text)
+        _global_options(p, top=False)
+        return p
+
+    build = actor_add("build", "build a Python actor directory into a component")
     build.add_argument("dir", type=Path)
     build.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    start = actor_add("start", "start an actor from a pushed artifact on a node, or on every node with the labels")
+    start.add_argument("ref", metavar="DIGEST|NAME", help="artifact digest (sha256:… or hex) or the name it was pushed with")
+    start.add_argument("--name", required=True, help="actor name")
+    start.add_argument("--instances", type=int, default=1)
+    start.add_argument("--config", action="append", default=[], metavar="K=V", help="config value (repeatable)")
+    _selector(start)
+    stop = actor_add("stop", "stop an actor")
+    stop.add_argument("name")
+    _selector(stop, required=False)
+    scale = actor_add("scale", "change how many instances of an actor run")
+    scale.add_argument("name")
+    scale.add_argument("instances", type=int)
+    _selector(scale, required=False)
+    actor_add("list", "list the actors of every node")
+
+    add("nodes", "list the nodes of the lattice")
+    inventory = add("inventory", "show a node's actors, providers and links (default: every node)")
+    inventory.add_argument("node", nargs="?")
+    logs = add("logs", "show actor logs from every node")
+    logs.add_argument("-f", "--follow", action="store_true", required=True, help="stream until interrupted")
+    logs.add_argument("--actor", help="only this actor")
+    events = add("events", "show node events (CloudEvents) from every node")
+    events.add_argument("-f", "--follow", action="store_true", required=True, help="stream until interrupted")
 
     call = add("call", "send a message to an actor's handler and print its reply")
     call.add_argument("actor")
@@ -106,8 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "up":
             return asyncio.run(_up(args))
-        if args.command == "actor":
+        if args.command == "actor" and args.actor_command == "build":
             return _actor_build(args)
+        if args.command in REMOTE_COMMANDS:
+            return asyncio.run(_remote(args))
         if args.command == "call":
             return asyncio.run(_call(args))
         if args.command == "bench":
@@ -233,6 +269,136 @@ async def _demo_loop(host: Any, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), 3.0)
         except asyncio.TimeoutError:
             pass
+
+
+# -- remote control ------------------------------------------------------------------
+
+REMOTE_COMMANDS = {"nodes", "inventory", "actor", "logs", "events"}
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"{what} {item!r}: use KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _emit(args: argparse.Namespace, data: Any, table: str) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else table)
+
+
+async def _remote(args: argparse.Namespace) -> int:
+    from .client import LatticeClient
+
+    client = await LatticeClient.connect(args.nats or DEFAULT_NATS, args.lattice or "default", creds=args.creds)
+    async with client:
+        cmd = args.command if args.command != "actor" else f"actor {args.actor_command}"
+        if cmd == "nodes":
+            nodes = await client.ping()
+            rows = [[n["name"], ",".join(f"{k}={v}" for k, v in sorted(n.get("labels", {}).items())),
+                     str(n.get("actors", "")), ",".join(n.get("providers", [])), n.get("version", ""),
+                     f"{n.get('uptime_s', 0):.0f}s"] for n in nodes]
+            _emit(args, nodes, _table(rows, ["node", "labels", "actors", "providers", "version", "uptime"]))
+            return 0
+        if cmd == "inventory":
+            names = [args.node] if args.node else [n["name"] for n in await client.ping()]
+            invs = [await client.node(name, "inventory") for name in names]
+            _emit(args, invs if not args.node else invs[0], "\n\n".join(_inventory_text(i) for i in invs))
+            return 0
+        if cmd == "actor list":
+            rows, data = [], []
+            for n in await client.ping():
+                for a in await client.node(n["name"], "actor.list"):
+                    data.append(a | {"node": n["name"]})
+                    rows.append([n["name"], a["name"], str(a["instances"]), a["digest"][:12], str(a["calls"]),
+                                 str(a["traps"])])
+            _emit(args, data, _table(rows, ["node", "actor", "instances", "digest", "calls", "traps"]))
+            return 0
+        if cmd in ("actor start", "actor stop", "actor scale"):
+            return await _actor_verb(args, client, cmd.split()[1])
+        if cmd in ("logs", "events"):
+            return await _follow(args, client)
+    raise CliError(f"unknown command {cmd!r}")
+
+
+def _inventory_text(inv: dict[str, Any]) -> str:
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(inv.get("labels", {}).items())) or "-"
+    out = [f"node {inv['name']} (lattice {inv['lattice']}, labels {labels}, drupelet {inv['version']}, "
+           f"up {inv['uptime_s']:.0f}s, NATS {'connected' if inv['nats']['connected'] else 'DISCONNECTED'})"]
+    out.append(_table([[a["name"], str(a["instances"]), a["digest"][:12], str(a["calls"]), str(a["traps"])]
+                       for a in inv["actors"]], ["actor", "instances", "digest", "calls", "traps"]))
+    out.append(_table([[p["name"], p["health"], ", ".join(p["interfaces"])] for p in inv["providers"]],
+                      ["provider", "health", "interfaces"]))
+    out.append(_table([[l["source"], l["interface"], l["target"],
+                        ",".join(f"{k}={v}" for k, v in sorted(l["config"].items()))] for l in inv["links"]],
+                      ["source", "interface", "target", "config"]))
+    return "\n\n".join(out)
+
+
+async def _actor_verb(args: argparse.Namespace, client: Any, verb: str) -> int:
+    labels = _pairs(args.label, "--label")
+    if verb == "start":
+        nodes = await client.select(args.node, labels)
+        ref = args.ref
+        payload: dict[str, Any] = {"name": args.name, "instances": args.instances,
+                                   "config": _pairs(args.config, "--config")}
+        from .protocol import DIGEST
+
+        payload["digest" if DIGEST.match(ref) else "reference"] = ref.removeprefix("sha256:")
+    else:
+        nodes = await client.select(args.node, labels) if (args.node or labels) else [
+            n["name"] for n in await client.ping() if args.name in await _actor_names(client, n["name"])]
+        if not nodes:
+            raise CliError(f"no node runs an actor named {args.name!r}")
+        payload = {"name": args.name} | ({"instances": args.instances} if verb == "scale" else {})
+    results = []
+    for node in nodes:
+        result = await client.node(node, f"actor.{verb}", payload, timeout_s=120 if verb == "start" else None)
+        results.append({"node": node, "result": result})
+        if not args.json:
+            detail = f" ({result['instances']} instance(s), {result['digest'][:12]})" if result else ""
+            print(f"{verb} {args.name} on {node}: ok{detail}")
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+async def _actor_names(client: Any, node: str) -> list[str]:
+    return [a["name"] for a in await client.node(node, "actor.list")]
+
+
+async def _follow(args: argparse.Namespace, client: Any) -> int:
+    from . import subjects
+
+    subject = subjects.logs_all(client.lattice) if args.command == "logs" else subjects.events_all(client.lattice)
+    async for msg in client.stream(subject):
+        try:
+            doc = json.loads(msg.data)
+        except ValueError:
+            continue
+        if args.command == "logs":
+            if args.actor and doc.get("actor") != args.actor:
+                continue
+            line = f"{doc.get('node')}/{doc.get('actor')} {doc.get('level', '').upper():5} " \
+                   f"{doc.get('context') + ': ' if doc.get('context') else ''}{doc.get('message')}"
+        else:
+            data = doc.get("data") or {}
+            brief = {k: v for k, v in data.items() if k in ("actor", "provider", "source", "interface", "target",
+                                                               "code", "message", "instances")}
+            line = f"{doc.get('time', '')} {doc.get('source', '')} {doc.get('type', '').removeprefix('dev.drupelet.')} " \
+                   f"{json.dumps(brief, sort_keys=True) if brief else ''}".rstrip()
+        print(json.dumps(doc) if args.json else line, flush=True)
+    return 0
 
 
 # -- actor build ---------------------------------------------------------------------

@@ -2,6 +2,8 @@
 ;; For each message with a reply-to it publishes the body back to reply-to.
 ;; A body starting with "trap" makes it trap; "spin" makes it loop forever;
 ;; "grow" makes it grow its memory until the host refuses, then trap.
+;; Every message is also logged through wasi:logging (level info, context "echo"), so
+;; bodies must be UTF-8 text (lifting other bytes as a string traps, by design of the ABI).
 (component
   (import "wasmcloud:messaging/types@0.2.0" (instance $types
     (type $msg (record (field "subject" string) (field "body" (list u8)) (field "reply-to" (option string))))
@@ -12,6 +14,12 @@
     (export "broker-message" (type $bm (eq $broker-message)))
     (type $res (result (error string)))
     (export "publish" (func (param "msg" $bm) (result $res)))
+  ))
+
+  (import "wasi:logging/logging@0.1.0-draft" (instance $logging
+    (type $level (enum "trace" "debug" "info" "warn" "error" "critical"))
+    (export "level" (type $level' (eq $level)))
+    (export "log" (func (param "level" $level') (param "context" string) (param "message" string)))
   ))
 
   (core module $mem
@@ -36,11 +44,15 @@
 
   (alias export $consumer "publish" (func $publish))
   (core func $publish_lowered (canon lower (func $publish) (memory $memory) (realloc $realloc)))
+  (alias export $logging "log" (func $log))
+  (core func $log_lowered (canon lower (func $log) (memory $memory)))
 
   (core module $echo
     (import "m" "memory" (memory 1))
     (import "m" "heap" (global $heap (mut i32)))
     (import "c" "publish" (func $publish (param i32 i32 i32 i32 i32 i32 i32 i32)))
+    (import "c" "log" (func $log (param i32 i32 i32 i32 i32)))
+    (data (i32.const 3000) "echo")
     (func $starts_with (param $p i32) (param $l i32) (param $w i32) (result i32)
       ;; body starts with the 4-byte ASCII word $w (little-endian packed)
       (if (result i32) (i32.lt_u (local.get $l) (i32.const 4))
@@ -48,6 +60,7 @@
         (else (i32.eq (i32.load align=1 (local.get $p)) (local.get $w)))))
     (func (export "handle") (param $sp i32) (param $sl i32) (param $bp i32) (param $bl i32)
                             (param $rd i32) (param $rp i32) (param $rl i32) (result i32)
+      (call $log (i32.const 2) (i32.const 3000) (i32.const 4) (local.get $bp) (local.get $bl))
       ;; "trap"
       (if (call $starts_with (local.get $bp) (local.get $bl) (i32.const 0x70617274)) (then unreachable))
       ;; "spin"
@@ -75,7 +88,7 @@
       (global.set $heap (i32.const 4096))
       (i32.const 2048))
   )
-  (core instance $c (export "publish" (func $publish_lowered)))
+  (core instance $c (export "publish" (func $publish_lowered)) (export "log" (func $log_lowered)))
   (core instance $e (instantiate $echo (with "m" (instance $m)) (with "c" (instance $c))))
 
   (type $handler-result (result (error string)))

@@ -1,0 +1,83 @@
+"""The remote-control commands against a real `drupelet up` process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from test_cli import LATTICE, Node, drupelet, env, run, start_node, stop_node
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    running = start_node(tmp_path_factory.mktemp("remote-node"))
+    try:
+        yield running
+    finally:
+        stop_node(running)
+
+
+def cli(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+    return run("--nats", node.url, "--lattice", LATTICE, *args)
+
+
+def test_nodes_table_and_json(node: Node) -> None:
+    table = cli(node, "nodes")
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["NODE", "LABELS", "ACTORS"]
+    assert row.split()[0] == "cli-node"
+    listed = json.loads(cli(node, "nodes", "--json").stdout)
+    assert [(n["id"], n["name"], n["labels"]) for n in listed] == [("cli-node", "cli-node", {})]
+
+
+def test_inventory(node: Node) -> None:
+    text = cli(node, "inventory", "cli-node")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith("node cli-node (lattice clitest")
+    assert any(line.split()[:2] == ["echo", "1"] for line in text.stdout.splitlines())
+    inv = json.loads(cli(node, "--json", "inventory", "cli-node").stdout)
+    assert inv["links"] == [{"source": "echo", "interface": "wasmcloud:messaging/consumer",
+                             "target": "local/messaging", "config": {}}]
+    missing = cli(node, "inventory", "pi-404")
+    assert (missing.returncode, missing.stderr) == (1, "drupelet: no node named 'pi-404' in lattice 'clitest'\n")
+
+
+def test_actor_scale_list_and_stop_with_events_and_logs(node: Node) -> None:
+    events = subprocess.Popen([*drupelet(), "--nats", node.url, "--lattice", LATTICE, "events", "-f"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    logs = subprocess.Popen([*drupelet(), "--nats", node.url, "--lattice", LATTICE, "logs", "-f", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        time.sleep(1.0)  # both streams are subscribed
+        assert cli(node, "call", "echo", "s", "hello logs").returncode == 0
+        scaled = cli(node, "actor", "scale", "echo", "2")
+        assert (scaled.returncode, scaled.stdout.split(":")[0]) == (0, "scale echo on cli-node"), scaled.stderr
+        listed = json.loads(cli(node, "actor", "list", "--json").stdout)
+        assert [(a["node"], a["name"], a["instances"]) for a in listed] == [("cli-node", "echo", 2)]
+        stopped = cli(node, "actor", "stop", "echo")
+        assert stopped.returncode == 0, stopped.stderr
+        assert json.loads(cli(node, "actor", "list", "--json").stdout) == []
+        again = cli(node, "actor", "stop", "echo")
+        assert (again.returncode, again.stderr) == (1, "drupelet: no node runs an actor named 'echo'\n")
+        time.sleep(0.5)
+    finally:
+        events.terminate()
+        logs.terminate()
+        ev_out, _ = events.communicate(timeout=10)
+        log_out, _ = logs.communicate(timeout=10)
+    assert any("dev.drupelet" not in line and "actor_stopped" in line and '"actor": "echo"' in line
+               for line in ev_out.splitlines()), ev_out
+    lines = [json.loads(line) for line in log_out.splitlines()]
+    assert {"node": "cli-node", "actor": "echo", "level": "info", "context": "echo",
+            "message": "hello logs"}.items() <= lines[0].items()
+
+
+def test_actor_start_without_a_node_or_label_is_refused(node: Node) -> None:
+    result = cli(node, "actor", "start", "a" * 64, "--name", "x")
+    assert result.returncode == 2 and "one of the arguments --node --label is required" in result.stderr
