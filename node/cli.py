@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     _selector(scale, required=False)
     actor_add("list", "list the actors of every node")
 
+    push = add("push", "upload a component to the lattice's artifact store and print its digest")
+    push.add_argument("file", type=Path)
+    push.add_argument("--name", help="a name to start it by (default: the file name without .wasm)")
+    push.add_argument("--domain", default=None, help="JetStream domain of the store (a leaf's hub)")
+
     add("nodes", "list the nodes of the lattice")
     inventory = add("inventory", "show a node's actors, providers and links (default: every node)")
     inventory.add_argument("node", nargs="?")
@@ -273,7 +278,7 @@ async def _demo_loop(host: Any, stop: asyncio.Event) -> None:
 
 # -- remote control ------------------------------------------------------------------
 
-REMOTE_COMMANDS = {"nodes", "inventory", "actor", "logs", "events"}
+REMOTE_COMMANDS = {"nodes", "inventory", "actor", "logs", "events", "push"}
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -328,6 +333,8 @@ async def _remote(args: argparse.Namespace) -> int:
             return await _actor_verb(args, client, cmd.split()[1])
         if cmd in ("logs", "events"):
             return await _follow(args, client)
+        if cmd == "push":
+            return await _push(args, client)
     raise CliError(f"unknown command {cmd!r}")
 
 
@@ -371,6 +378,41 @@ async def _actor_verb(args: argparse.Namespace, client: Any, verb: str) -> int:
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     return 0
+
+
+async def _push(args: argparse.Namespace, client: Any) -> int:
+    from .artifacts import ArtifactStore
+    from .runtime import read_component
+
+    try:
+        data = read_component(args.file)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    name = args.name or args.file.name.removesuffix(".wasm").removesuffix(".wat")
+    tty = sys.stderr.isatty() and not args.json
+
+    def progress(sent: int, total: int) -> None:
+        if tty:
+            width = 30
+            done = int(width * sent / total) if total else width
+            sys.stderr.write(f"\rpushing {args.file.name} [{'#' * done}{' ' * (width - done)}] "
+                             f"{sent / 1e6:.1f}/{total / 1e6:.1f} MB")
+            sys.stderr.flush()
+
+    store = ArtifactStore(client.nc, client.lattice, _user_cache() / "artifacts", domain=args.domain)
+    info = await store.put(data, name=name, progress=progress)
+    if tty:
+        sys.stderr.write("\n")
+    if args.json:
+        print(json.dumps(info.to_json(), sort_keys=True))
+    else:
+        print(f"{info.ref}  {name}  {info.size / 1e6:.1f} MB")
+    return 0
+
+
+def _user_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "drupelet"
 
 
 async def _actor_names(client: Any, node: str) -> list[str]:

@@ -50,6 +50,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, str]]] = {
         "embedded_jetstream": (bool, True, "enable JetStream on the embedded server"),
         "connect_timeout_s": (float, 5.0, "how long to wait for the first connection"),
         "creds": (str, "", "NATS credentials file for the connection"),
+        "jetstream_domain": (str, "", "JetStream domain of the lattice's shared artifacts and state (the hub's, in a leaf setup); empty: the connected server's"),
     },
     "limits": {
         "call_deadline_ms": (int, 5000, "how long one call into an actor may run (epoch deadline)"),
@@ -111,6 +112,7 @@ class NodeConfig:
     nats_embedded_jetstream: bool = True
     nats_connect_timeout_s: float = 5.0
     nats_creds: str = ""
+    nats_jetstream_domain: str = ""
     call_deadline_ms: int = 5000
     max_memory_bytes: int = 256 << 20
     max_payload_bytes: int = 1 << 20

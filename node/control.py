@@ -160,8 +160,9 @@ class ControlPlane:
     async def _artifact(self, ref: str) -> bytes:
         if self.artifacts is None:
             raise BadRequest("this node has no artifact store (JetStream is not available)")
-        data: bytes = await self.artifacts.get_ref(ref)
-        return data
+        from .artifacts import resolve_ref
+
+        return await resolve_ref(self.artifacts, ref)
 
     async def _actor_stop(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"name"})

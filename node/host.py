@@ -120,6 +120,10 @@ class Host:
                                    compile_in_subprocess=cfg.compile_in_subprocess))
         try:
             await self._connect_nats()
+            from .artifacts import ArtifactStore
+
+            self.artifacts = ArtifactStore(self.nats, self.lattice, cfg.data_dir / "artifacts",
+                                           domain=cfg.nats_jetstream_domain or None)
             await self._start_control()
             await self._start_providers()
             for spec in cfg.actors:

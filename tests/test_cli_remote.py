@@ -81,3 +81,30 @@ def test_actor_scale_list_and_stop_with_events_and_logs(node: Node) -> None:
 def test_actor_start_without_a_node_or_label_is_refused(node: Node) -> None:
     result = cli(node, "actor", "start", "a" * 64, "--name", "x")
     assert result.returncode == 2 and "one of the arguments --node --label is required" in result.stderr
+
+
+def test_push_then_start_by_digest_and_by_name(node: Node, tmp_path: Path) -> None:
+    from test_cli import ECHO_WAT
+
+    pushed = cli(node, "push", str(ECHO_WAT), "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    info = json.loads(pushed.stdout)
+    assert len(info["digest"]) == 64 and info["name"] == "echo"
+    again = cli(node, "push", str(ECHO_WAT))
+    assert again.stdout.split()[:2] == [f"sha256:{info['digest']}", "echo"]
+    by_digest = cli(node, "actor", "start", f"sha256:{info['digest']}", "--name", "echo2", "--node", "cli-node")
+    assert by_digest.returncode == 0, by_digest.stderr
+    assert by_digest.stdout.startswith("start echo2 on cli-node: ok (1 instance(s), ")
+    by_name = cli(node, "actor", "start", "echo", "--name", "echo3", "--instances", "2", "--label", "x=y")
+    assert by_name.returncode == 1 and "no node in lattice 'clitest' matches labels x=y" in by_name.stderr
+    by_name = cli(node, "--json", "actor", "start", "echo", "--name", "echo3", "--instances", "2",
+                  "--node", "cli-node")
+    assert json.loads(by_name.stdout)[0]["result"]["instances"] == 2
+    inv = json.loads(cli(node, "--json", "inventory", "cli-node").stdout)
+    assert {a["name"]: a["digest"] for a in inv["actors"]}.items() >= {"echo2": info["digest"],
+                                                                       "echo3": info["digest"]}.items()
+    unknown = cli(node, "actor", "start", "nothing-pushed", "--name", "x", "--node", "cli-node")
+    assert (unknown.returncode, unknown.stderr) == (
+        1, "drupelet: no artifact was pushed with the name 'nothing-pushed'\n")
+    for name in ("echo2", "echo3"):
+        assert cli(node, "actor", "stop", name).returncode == 0
