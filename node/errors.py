@@ -113,3 +113,29 @@ class ProviderNotFound(DrupeletError, LookupError):
 
 class NatsUnavailable(DrupeletError, ConnectionError):
     code = "nats-unavailable"
+
+
+class StateError(DrupeletError):
+    """A problem with the lattice's shared state (the KV bucket and its local copy).
+
+    ``key`` is the state key involved ("" when none), ``bucket`` the KV bucket.
+    """
+
+    code = "state-error"
+
+    def __init__(self, message: str, *, key: str = "", bucket: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+        self.bucket = bucket
+
+
+class BadStateEntry(StateError, ValueError):
+    """A state key or value is malformed (wrong key shape, missing or mistyped field)."""
+
+    code = "bad-state-entry"
+
+
+class StateUnavailable(StateError, ConnectionError):
+    """The shared state bucket cannot be reached; nothing was changed locally."""
+
+    code = "state-unavailable"
