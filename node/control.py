@@ -63,7 +63,6 @@ class ControlPlane:
                                                   cb=self._on_node_request))
         await self.nc.flush()
         self._heartbeat = asyncio.create_task(self._heartbeats())
-        self._publish_event("node_started", self.host.summary())
 
     async def close(self) -> None:
         if self._closed:
@@ -171,6 +170,8 @@ class ControlPlane:
 
     async def _actor_scale(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"name", "instances"})
+        if "instances" not in req:
+            raise BadRequest("is required", field="instances")
         return await self.host.scale_actor(f.string("name", pattern=NAME),
                                            f.integer("instances", default=1, minimum=1, maximum=1000))
 

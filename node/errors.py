@@ -13,6 +13,12 @@ class DrupeletError(Exception):
         return str(self.args[0]) if self.args else self.code
 
 
+class InvalidRequest(DrupeletError, ValueError):
+    """A request to the host that cannot be carried out as given."""
+
+    code = "bad-request"
+
+
 class ConfigError(DrupeletError, ValueError):
     """The node config is not valid. ``key`` is the dotted path of the offending key."""
 

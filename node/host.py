@@ -24,7 +24,7 @@ from drupelet.providers.base import Link, Message, NotLinked, Provider, Provider
 from . import __version__, subjects
 from .config import ActorSpec, LinkSpec, NodeConfig
 from .errors import (ActorExists, ActorNotFound, CallFailed, DeadlineExceeded, DrupeletError, HandlerError,
-                     LinkError, NatsUnavailable, ProviderNotFound, StartRefused, Trapped)
+                     InvalidRequest, LinkError, NatsUnavailable, ProviderNotFound, StartRefused, Trapped)
 from .links import LinkDef, LinkTable, check_target, parse_interface
 from .natsserver import EmbeddedNatsServer, NatsServerConfig, NatsServerError
 from .runtime import NODE_SERVED, SERVED_VERSIONS, Limits, Runtime, RuntimeConfig, missing_imports, read_component, split_version
@@ -97,7 +97,7 @@ class Host:
 
         for key, value in labels.items():
             if not LABEL_KEY.match(key) or not isinstance(value, str):
-                raise DrupeletError(f"label {key!r}: keys are 1-63 of A-Z a-z 0-9 _ . -, values strings")
+                raise InvalidRequest(f"label {key!r}: keys are 1-63 of A-Z a-z 0-9 _ . -, values strings")
         self.config.labels.update(labels)
         self.emit("labels_changed", {"labels": dict(self.config.labels)})
         return dict(self.config.labels)
@@ -136,6 +136,7 @@ class Host:
             raise
         log.info("node %s is up in lattice %s: %d actor(s), %d provider(s), %d link(s)", self.name, self.lattice,
                  len(self.actors), len(self.providers), len(self.links.all()))
+        self.emit("node_started", self.summary())
 
     async def _connect_nats(self) -> None:
         cfg = self.config

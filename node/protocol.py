@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, NotRequired, TypedDict
 
-from .errors import DrupeletError
+from .errors import DrupeletError, InvalidRequest
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -20,7 +20,7 @@ DIGEST = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
 EVENT_TYPE_PREFIX = "dev.drupelet."
 
 
-class BadRequest(DrupeletError, ValueError):
+class BadRequest(InvalidRequest):
     """A control request that cannot be carried out as sent. ``field`` names the culprit."""
 
     code = "bad-request"

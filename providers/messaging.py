@@ -115,8 +115,11 @@ class MessagingProvider(Provider):
         log.info("actor %s subscribed to %s", link.source, ", ".join(subjects))
 
     async def link_removed(self, link: Link) -> None:
-        for sub in self._subs.pop((link.source, link.interface), []):
+        subs = self._subs.pop((link.source, link.interface), [])
+        for sub in subs:
             await sub.unsubscribe()
+        if subs and self.context.nats is not None and self.context.nats.is_connected:
+            await self.context.nats.flush()  # unsubscribed at the server before the link is reported gone
 
     def _on_message_for(self, actor: str) -> Any:
         async def on_message(msg: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -117,8 +118,8 @@ class Runtime:
         digest = hashlib.sha256(wasm).hexdigest()
         with self._load_lock:
             known = self._loaded.get(digest)
-            if known is not None:
-                return known
+            if known is not None:  # already mapped in this process: as good as the cache
+                return dataclasses.replace(known, from_cache=True, load_ms=0.0)
             started = time.perf_counter()
             path = self.cache_path(wasm)
             from_cache = path.exists()
