@@ -97,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--name", help="a name to start it by (default: the file name without .wasm)")
     push.add_argument("--domain", default=None, help="JetStream domain of the store (a leaf's hub)")
 
+    link = add("link", "put, delete and list the lattice's links")
+    link_sub = link.add_subparsers(dest="link_command", metavar="ACTION", required=True)
+    lput = link_sub.add_parser("put", help="link an actor's import to a provider (every node follows)")
+    _global_options(lput, top=False)
+    lput.add_argument("source", help="actor name")
+    lput.add_argument("interface", help="an interface (wasi:keyvalue/store) or a package (wasi:keyvalue)")
+    lput.add_argument("target", help="local/<provider> or <node>/<provider>")
+    lput.add_argument("--config", action="append", default=[], metavar="K=V", help="link config (repeatable)")
+    ldel = link_sub.add_parser("del", help="delete a link (or every link of a package)")
+    _global_options(ldel, top=False)
+    ldel.add_argument("source")
+    ldel.add_argument("interface")
+    llist = link_sub.add_parser("list", help="list the lattice's links")
+    _global_options(llist, top=False)
+
     add("nodes", "list the nodes of the lattice")
     inventory = add("inventory", "show a node's actors, providers and links (default: every node)")
     inventory.add_argument("node", nargs="?")
@@ -278,7 +293,7 @@ async def _demo_loop(host: Any, stop: asyncio.Event) -> None:
 
 # -- remote control ------------------------------------------------------------------
 
-REMOTE_COMMANDS = {"nodes", "inventory", "actor", "logs", "events", "push"}
+REMOTE_COMMANDS = {"nodes", "inventory", "actor", "logs", "events", "push", "link"}
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -307,7 +322,8 @@ async def _remote(args: argparse.Namespace) -> int:
 
     client = await LatticeClient.connect(args.nats or DEFAULT_NATS, args.lattice or "default", creds=args.creds)
     async with client:
-        cmd = args.command if args.command != "actor" else f"actor {args.actor_command}"
+        cmd = {"actor": f"actor {getattr(args, 'actor_command', '')}",
+               "link": f"link {getattr(args, 'link_command', '')}"}.get(args.command, args.command)
         if cmd == "nodes":
             nodes = await client.ping()
             rows = [[n["name"], ",".join(f"{k}={v}" for k, v in sorted(n.get("labels", {}).items())),
@@ -335,6 +351,8 @@ async def _remote(args: argparse.Namespace) -> int:
             return await _follow(args, client)
         if cmd == "push":
             return await _push(args, client)
+        if cmd.startswith("link "):
+            return await _link(args, client)
     raise CliError(f"unknown command {cmd!r}")
 
 
@@ -377,6 +395,23 @@ async def _actor_verb(args: argparse.Namespace, client: Any, verb: str) -> int:
             print(f"{verb} {args.name} on {node}: ok{detail}")
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+async def _link(args: argparse.Namespace, client: Any) -> int:
+    if args.link_command == "put":
+        links = await client.lattice_request("link.put", {
+            "source": args.source, "interface": args.interface, "target": args.target,
+            "config": _pairs(args.config, "--config")})
+    elif args.link_command == "del":
+        links = await client.lattice_request("link.del", {"source": args.source, "interface": args.interface})
+    else:
+        links = await client.lattice_request("link.list")
+    rows = [[l["source"], l["interface"], l["target"], ",".join(f"{k}={v}" for k, v in sorted(l["config"].items()))]
+            for l in links]
+    verb = {"put": "put ", "del": "deleted "}.get(args.link_command, "")
+    table = _table(rows, ["source", "interface", "target", "config"])
+    _emit(args, links, (f"{verb}{len(links)} link(s)\n" if verb else "") + table)
     return 0
 
 

@@ -55,12 +55,23 @@ class ControlPlane:
             "labels.del": self._labels_del,
             "link.list": self._link_list,
         }
+        self.lattice_verbs: dict[str, Handler] = {
+            "link.put": self._lattice_link_put,
+            "link.del": self._lattice_link_del,
+            "link.list": self._lattice_link_list,
+            "config.put": self._config_put,
+            "config.get": self._config_get,
+        }
 
     async def start(self) -> None:
         self.host.on_event(self._publish_event)
         self._subs.append(await self.nc.subscribe(subjects.ping(self.lattice), cb=self._on_ping))
         self._subs.append(await self.nc.subscribe(subjects.node_control_all(self.lattice, self.node),
                                                   cb=self._on_node_request))
+        for verb, handler in self.lattice_verbs.items():
+            self._subs.append(await self.nc.subscribe(subjects.lattice_control(self.lattice, verb),
+                                                      queue=subjects.CONTROL_QUEUE,
+                                                      cb=self._lattice_callback(verb, handler)))
         await self.nc.flush()
         self._heartbeat = asyncio.create_task(self._heartbeats())
 
@@ -101,6 +112,12 @@ class ControlPlane:
         prefix = subjects.node_control(self.lattice, self.node, "")
         verb = msg.subject[len(prefix):]
         self._spawn(self._answer(msg, self.node_verbs.get(verb), verb))
+
+    def _lattice_callback(self, verb: str, handler: Handler) -> Callable[[Msg], Awaitable[None]]:
+        async def on_request(msg: Msg) -> None:
+            self._spawn(self._answer(msg, handler, verb))
+
+        return on_request
 
     async def _answer(self, msg: Msg, handler: Handler | None, verb: str) -> None:
         try:
@@ -153,8 +170,30 @@ class ControlPlane:
         instances = f.integer("instances", default=1, minimum=1, maximum=1000)
         config = f.strings("config")
         wasm = await self._artifact(digest or reference)
-        return await self.host.start_actor(name, wasm, instances=instances, config=config,
+        info = await self.host.start_actor(name, wasm, instances=instances, config=config,
                                            source=digest or reference)
+        try:
+            await self._record_actor(name)
+        except DrupeletError:
+            await self.host.stop_actor(name)
+            raise
+        return info
+
+    def _state(self) -> Any:
+        from .errors import StateUnavailable
+
+        if self.host.state is None:
+            raise StateUnavailable("this node keeps no lattice state")
+        return self.host.state
+
+    async def _record_actor(self, name: str) -> None:
+        """Write the actor's desired state, so this node restores it after a restart."""
+        from .state import actor_key
+
+        actor = self.host.actors[name]
+        await self._state().put(actor_key(self.node, name), {
+            "name": name, "digest": actor.loaded.digest, "instances": actor.instances,
+            "config": dict(actor.config), "node": self.node})
 
     async def _artifact(self, ref: str) -> bytes:
         if self.artifacts is None:
@@ -164,16 +203,27 @@ class ControlPlane:
         return await resolve_ref(self.artifacts, ref)
 
     async def _actor_stop(self, req: dict[str, Any]) -> Any:
+        from .state import actor_key
+
         f = Fields(req, {"name"})
-        await self.host.stop_actor(f.string("name", pattern=NAME))
+        name = f.string("name", pattern=NAME)
+        await self.host.stop_actor(name)
+        state = self.host.state
+        if state is not None and state.get(actor_key(self.node, name)) is not None:
+            await state.delete(actor_key(self.node, name))
         return None
 
     async def _actor_scale(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"name", "instances"})
         if "instances" not in req:
             raise BadRequest("is required", field="instances")
-        return await self.host.scale_actor(f.string("name", pattern=NAME),
-                                           f.integer("instances", default=1, minimum=1, maximum=1000))
+        name = f.string("name", pattern=NAME)
+        info = await self.host.scale_actor(name, f.integer("instances", default=1, minimum=1, maximum=1000))
+        from .state import actor_key
+
+        if self.host.state is not None and self.host.state.get(actor_key(self.node, name)) is not None:
+            await self._record_actor(name)
+        return info
 
     async def _provider_start(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"name"})
@@ -186,12 +236,74 @@ class ControlPlane:
 
     async def _labels_put(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"labels"})
-        return self.host.put_labels(f.strings("labels"))
+        return await self._record_labels(self.host.put_labels(f.strings("labels")))
 
     async def _labels_del(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"keys"})
-        return self.host.del_labels(f.string_list("keys"))
+        return await self._record_labels(self.host.del_labels(f.string_list("keys")))
+
+    async def _record_labels(self, labels: dict[str, str]) -> dict[str, str]:
+        from .state import labels_key
+
+        if self.host.state is not None:
+            await self.host.state.put(labels_key(self.node), labels)
+        return labels
 
     async def _link_list(self, req: dict[str, Any]) -> Any:
         Fields(req, set())
         return self.host.list_links()
+
+    # -- lattice requests (one node answers; every node applies through the state) -----
+
+    async def _lattice_link_put(self, req: dict[str, Any]) -> Any:
+        from .state import link_key
+
+        f = Fields(req, {"source", "interface", "target", "config"})
+        source = f.string("source", pattern=NAME)
+        target = f.string("target")
+        config = f.strings("config")
+        interfaces = self.host.link_interfaces(f.string("interface"), target)
+        state = self._state()
+        made = []
+        for interface in interfaces:
+            value = {"source": source, "interface": interface, "target": target, "config": config}
+            await state.put(link_key(source, interface), value)
+            made.append(value)
+        return made
+
+    async def _lattice_link_del(self, req: dict[str, Any]) -> Any:
+        from .links import parse_interface
+        from .state import link_key
+
+        f = Fields(req, {"source", "interface"})
+        source = f.string("source", pattern=NAME)
+        package, iface = parse_interface(f.string("interface"))
+        state = self._state()
+        gone = [link for link in state.links() if link["source"] == source and (
+            link["interface"] == f"{package}/{iface}" if iface else link["interface"].startswith(package + "/"))]
+        if not gone:
+            raise BadRequest(f"no link for actor {source!r} and {f.string('interface')}")
+        for link in gone:
+            await state.delete(link_key(source, link["interface"]))
+        return gone
+
+    async def _lattice_link_list(self, req: dict[str, Any]) -> Any:
+        Fields(req, set())
+        return self._state().links()
+
+    async def _config_put(self, req: dict[str, Any]) -> Any:
+        from .state import config_key
+
+        f = Fields(req, {"name", "values"})
+        name = f.string("name", pattern=NAME)
+        values = f.strings("values")
+        await self._state().put(config_key(name), values)
+        return values
+
+    async def _config_get(self, req: dict[str, Any]) -> Any:
+        f = Fields(req, {"name"})
+        name = f.string("name", pattern=NAME)
+        values = self._state().named_config(name)
+        if values is None:
+            raise BadRequest(f"no named config {name!r}", field="name")
+        return values

@@ -75,6 +75,7 @@ class Host:
         self._stopped = False
         self._event_listeners: list[EventListener] = []
         self.control: Any = None
+        self.state: Any = None
         self.artifacts: Any = None
 
     # -- events ---------------------------------------------------------------------
@@ -131,6 +132,7 @@ class Host:
                                        instances=spec.instances, config=spec.config, source=str(spec.file))
             for link in cfg.links:
                 await self.put_link(link.source, link.interface, link.target, link.config)
+            await self._start_state()
         except BaseException:
             await self.stop()
             raise
@@ -183,6 +185,66 @@ class Host:
             within = f" within {timeout_s:g} s" if isinstance(exc, TimeoutError) else ""
             raise NatsUnavailable(f"cannot connect to NATS at {url}{within}: {reason}") from exc
         self.nats = nc
+
+    async def _start_state(self) -> None:
+        """Restore this node's actors and the lattice's links from the disk copy, then
+        follow the shared bucket (reachable or not: it retries in the background)."""
+        from .state import LatticeState
+
+        cfg = self.config
+        self.state = LatticeState(self.lattice, self.name, cfg.data_dir / "state.json")
+        await asyncio.to_thread(self.state.load_local)
+        for key, value in self.state.items():
+            await self._apply_state(key, value)
+        self.state.on_change(self._apply_state)
+        assert self.nats is not None
+        connected = await self.state.connect(self.nats, domain=cfg.nats_jetstream_domain or None)
+        if not connected:
+            log.warning("lattice state bucket unreachable; running from the local copy and retrying")
+
+    async def _apply_state(self, key: str, value: dict[str, Any] | None) -> None:
+        """Make this node match one entry of the lattice state. Never raises."""
+        from .state import parse_key
+
+        try:
+            kind, names = parse_key(key)
+            if kind == "link":
+                source, interface = names
+                if value is None:
+                    link = self.links.get(source, interface)
+                    if link is not None:
+                        self.links.delete(source, interface)
+                        await self._unlink(link)
+                        self.emit("link_deleted", link.to_json())
+                else:
+                    await self.put_link(source, interface, value["target"], value.get("config", {}), strict=False)
+            elif kind == "actor" and names[0] == self.name:
+                await self._reconcile_actor(names[1], value)
+            elif kind == "labels" and names[0] == self.name and value is not None:
+                self.config.labels.clear()
+                self.config.labels.update(value)
+        except DrupeletError as exc:
+            log.warning("cannot apply lattice state %s: %s", key, exc.message)
+        except Exception:
+            log.exception("cannot apply lattice state %s", key)
+
+    async def _reconcile_actor(self, name: str, want: dict[str, Any] | None) -> None:
+        have = self.actors.get(name)
+        if want is None:
+            if have is not None:
+                await self.stop_actor(name)
+            return
+        if have is not None and have.loaded.digest != want["digest"]:
+            await self.stop_actor(name)
+            have = None
+        if have is None:
+            if self.artifacts is None:
+                raise DrupeletError("no artifact store")
+            wasm = await self.artifacts.get(want["digest"])
+            await self.start_actor(name, wasm, instances=want["instances"], config=want.get("config", {}),
+                                   source=want["digest"])
+        elif have.instances != want["instances"]:
+            await self.scale_actor(name, want["instances"])
 
     async def _start_control(self) -> None:
         from .control import ControlPlane
@@ -272,6 +334,9 @@ class Host:
         if self.control is not None:
             await self.control.close()
             self.control = None
+        if self.state is not None:
+            await self.state.close()
+            self.state = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -470,9 +535,50 @@ class Host:
             raise ProviderNotFound(f"no provider {pname!r} on node {self.name} (have: {', '.join(sorted(self.providers))})")
         return provider
 
+    def link_interfaces(self, interface: str, target: str) -> list[str]:
+        """The interfaces a link put for ``interface`` (one, or a whole package) covers.
+
+        For a provider on this node: what it serves. For another node's provider: every
+        interface of the package that drupelet links (the target node checks it).
+        """
+        check_target(target)
+        package, iface = parse_interface(interface)
+        node_packages = {n.split("/")[0] for n in NODE_SERVED} - {
+            n.split("/")[0] for n in SERVED_VERSIONS if n not in NODE_SERVED}
+        if f"{package}/{iface}" in NODE_SERVED or (iface is None and package in node_packages):
+            raise LinkError(f"{interface} is served by the node itself and takes no link", interface=interface)
+        node, _, pname = target.partition("/")
+        provider = self.providers.get(pname) if node in ("local", self.name) else None
+        if provider is None:
+            if iface is not None:
+                return [f"{package}/{iface}"]
+            known = [i for i in SERVED_VERSIONS if i.startswith(package + "/") and i not in NODE_SERVED]
+            if not known:
+                raise LinkError(f"no linkable interface in package {package}", interface=interface, target=target)
+            return known
+        return self._served_by(provider, package, iface, target)
+
+    def _served_by(self, provider: Provider, package: str, iface: str | None, target: str) -> list[str]:
+        if iface is not None:
+            wanted = f"{package}/{iface}"
+            if wanted not in provider.interfaces:
+                raise LinkError(f"provider {target!r} does not serve {wanted} (it serves {', '.join(provider.interfaces)})",
+                                interface=wanted, target=target)
+            return [wanted]
+        served = [i for i in provider.interfaces if i.startswith(package + "/")]
+        if not served:
+            raise LinkError(f"provider {target!r} serves no interface of {package} (it serves "
+                            f"{', '.join(provider.interfaces)})", interface=package, target=target)
+        return served
+
     async def put_link(self, source: str, interface: str, target: str,
-                       config: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        """Link ``source``'s import of ``interface`` (or of every interface of a package) to ``target``."""
+                       config: dict[str, str] | None = None, *, strict: bool = True) -> list[dict[str, Any]]:
+        """Link ``source``'s import of ``interface`` (or of every interface of a package) to ``target``.
+
+        ``strict`` (the API and the node config): the target must be a provider running
+        here. Not strict (links from the lattice state): links to other nodes' providers,
+        or to a provider this node lacks, are kept and fail at call time with not-linked.
+        """
         check_target(target)
         package, iface = parse_interface(interface)
         for k, v in (config or {}).items():
@@ -482,6 +588,8 @@ class Host:
             n.split("/")[0] for n in SERVED_VERSIONS if n not in NODE_SERVED}
         if f"{package}/{iface}" in NODE_SERVED or (iface is None and package in node_packages):
             raise LinkError(f"{interface} is served by the node itself and takes no link", interface=interface)
+        if not strict:
+            return await self._put_loose(source, self.link_interfaces(interface, target), target, config or {})
         provider = self._provider(target)
         served = [i for i in provider.interfaces if split_version(i)[0].startswith(package + "/")]
         if iface is not None:
@@ -512,6 +620,30 @@ class Host:
             self.emit("link_put", link.to_json())
             log.info("link %s %s → %s", source, name, target)
         return [link.to_json() for link in made]
+
+    async def _put_loose(self, source: str, interfaces: list[str], target: str,
+                         config: dict[str, str]) -> list[dict[str, Any]]:
+        node, _, pname = target.partition("/")
+        provider = self.providers.get(pname) if node in ("local", self.name) else None
+        made = []
+        for name in interfaces:
+            link = LinkDef(source=source, interface=name, target=target, config=dict(config))
+            previous = self.links.get(source, name)
+            if previous == link:
+                continue
+            if previous is not None:
+                await self._unlink(previous)
+            if provider is not None and name in provider.interfaces:
+                try:
+                    await provider.link_added(link.as_link())
+                except ProviderError as exc:
+                    log.warning("provider %s refused link %s %s: %s", pname, source, name, exc.message)
+                    continue
+            self.links.put(link)
+            made.append(link.to_json())
+            self.emit("link_put", link.to_json())
+            log.info("link %s %s → %s", source, name, target)
+        return made
 
     async def _unlink(self, link: LinkDef) -> None:
         provider = self.providers.get(link.provider)
@@ -551,9 +683,13 @@ class Host:
             raise NotLinked(f"actor {actor!r} has no link for {interface}; add one to the node config: "
                             f"[[links]] source = \"{actor}\", interface = \"{interface}\", "
                             f"target = \"local/<provider>\"")
+        if link.target_node not in ("local", self.name):
+            raise NotLinked(f"link {actor} {interface} → {link.target}: calls to another node's provider are "
+                            f"not supported yet; link to a provider on this node")
         provider = self.providers.get(link.provider)
         if provider is None:
-            raise NotLinked(f"link {actor} {interface} → {link.target}: no such provider is running")
+            raise NotLinked(f"link {actor} {interface} → {link.target}: no provider {link.provider!r} runs on "
+                            f"node {self.name}")
         return provider, link.as_link()
 
     def _link_config(self, actor: str) -> dict[str, str]:

@@ -1,0 +1,111 @@
+"""Links and desired actors shared through the lattice state; a node restarted with the hub
+down comes back from its disk copy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from drupelet.node.artifacts import ArtifactStore
+from drupelet.node.client import LatticeClient, LatticeError
+from drupelet.node.host import Host
+from drupelet.node.natsserver import EmbeddedNatsServer, NatsServerConfig
+
+from test_host import node_config, wat
+
+WAIT_S = 10.0
+
+
+async def wait_until(check: Callable[[], bool], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def push_echo(client: LatticeClient, tmp_path: Path, domain: str | None = None) -> str:
+    store = ArtifactStore(client.nc, "test", tmp_path / "push-cache", domain=domain)
+    return (await store.put(wat("echo"), name="echo")).digest
+
+
+async def test_links_put_once_reach_every_node(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
+    a = Host(node_config(tmp_path / "a", nats_server.url, name="pi-1"))
+    b = Host(node_config(tmp_path / "b", nats_server.url, name="laptop"))
+    await a.start()
+    await b.start()
+    client = await LatticeClient.connect(nats_server.url, "test")
+    try:
+        digest = await push_echo(client, tmp_path)
+        await client.node("pi-1", "actor.start", {"name": "echo", "digest": digest})
+        await client.node("laptop", "actor.start", {"name": "echo", "digest": digest, "instances": 2})
+        made = await client.lattice_request("link.put", {"source": "echo", "interface": "wasmcloud:messaging",
+                                                          "target": "local/messaging"})
+        assert [l["interface"] for l in made] == ["wasmcloud:messaging/consumer"]
+        for host in (a, b):
+            await wait_until(lambda h=host: h.links.get("echo", "wasmcloud:messaging/consumer") is not None,  # type: ignore[misc]
+                             f"{host.name} to apply the link")
+        # deliveries share the actor's queue group across both nodes, and each answers
+        replies = {await a.call("echo", "s", f"m{i}".encode()) for i in range(6)}
+        assert replies == {f"m{i}".encode() for i in range(6)}
+        assert a.actors["echo"].calls + b.actors["echo"].calls >= 6
+        assert await client.lattice_request("link.list") == made
+        with pytest.raises(LatticeError, match="links only|is served by the node itself"):
+            await client.lattice_request("link.put", {"source": "echo", "interface": "wasi:logging",
+                                                      "target": "local/keyvalue"})
+        await client.lattice_request("link.del", {"source": "echo", "interface": "wasmcloud:messaging"})
+        for host in (a, b):
+            await wait_until(lambda h=host: h.links.all() == [], f"{host.name} to drop the link")  # type: ignore[misc]
+        # named config is stored in the lattice too
+        await client.lattice_request("config.put", {"name": "sensors", "values": {"period_s": "5"}})
+        assert await client.lattice_request("config.get", {"name": "sensors"}) == {"period_s": "5"}
+    finally:
+        await client.close()
+        await b.stop()
+        await a.stop()
+
+
+async def test_node_restarted_with_the_hub_down_restores_actors_and_links(tmp_path: Path) -> None:
+    hub = EmbeddedNatsServer(NatsServerConfig(store_dir=tmp_path / "hub", jetstream_domain="hub",
+                                              leafnode_listen_port=0, server_name="hub"))
+    await hub.start()
+    assert hub.leafnode_url is not None
+    leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=tmp_path / "leaf", jetstream_domain="pi1",
+                                               leaf_remotes=[hub.leafnode_url], server_name="pi1"))
+    await leaf.start()
+    cfg = node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub")
+    client = await LatticeClient.connect(hub.url, "test")
+    try:
+        # the Pi node follows the leaf server; the lattice's artifacts and state live in the hub
+        async with Host(cfg) as pi:
+            await wait_until(lambda: bool(pi.state and pi.state.connected), "the node to reach the hub's state")
+            await wait_until_leaf_sees(client, "pi-1")
+            digest = await push_echo(client, tmp_path, domain="hub")
+            await client.node("pi-1", "actor.start", {"name": "echo", "digest": digest})
+            await client.lattice_request("link.put", {"source": "echo", "interface": "wasmcloud:messaging",
+                                                      "target": "local/messaging"})
+            await wait_until(lambda: pi.links.get("echo", "wasmcloud:messaging/consumer") is not None, "the link")
+            assert await pi.call("echo", "s", b"before") == b"before"
+        await client.close()
+        await hub.stop()
+        # the hub is gone: the node starts from its disk copy and its artifact cache
+        async with Host(cfg) as pi:
+            assert pi.state is not None and not pi.state.connected
+            assert pi.actors["echo"].loaded.digest == digest
+            assert pi.links.get("echo", "wasmcloud:messaging/consumer") is not None
+            assert await pi.call("echo", "s", b"hub down") == b"hub down"
+    finally:
+        await client.close()
+        await leaf.stop()
+        await hub.stop()
+
+
+async def wait_until_leaf_sees(client: LatticeClient, node: str) -> None:
+    """The leaf connection is up when the hub-side client can ping the node."""
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while not any(n["name"] == node for n in await client.ping(0.2)):
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"{node} never answered a ping through the hub")
