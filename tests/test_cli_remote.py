@@ -108,3 +108,22 @@ def test_push_then_start_by_digest_and_by_name(node: Node, tmp_path: Path) -> No
         1, "drupelet: no artifact was pushed with the name 'nothing-pushed'\n")
     for name in ("echo2", "echo3"):
         assert cli(node, "actor", "stop", name).returncode == 0
+
+
+def test_link_put_list_del(node: Node) -> None:
+    put = cli(node, "link", "put", "counter", "wasi:keyvalue", "local/keyvalue", "--config", "buckets=hits")
+    assert put.returncode == 0, put.stderr
+    assert put.stdout.splitlines()[0] == "put 3 link(s)"
+    listed = json.loads(cli(node, "--json", "link", "list").stdout)
+    assert sorted(l["interface"] for l in listed if l["source"] == "counter") == [
+        "wasi:keyvalue/atomics", "wasi:keyvalue/batch", "wasi:keyvalue/store"]
+    assert all(l["config"] == {"buckets": "hits"} for l in listed if l["source"] == "counter")
+    bad = cli(node, "link", "put", "counter", "wasi:logging/logging", "local/keyvalue")
+    assert (bad.returncode, bad.stderr) == (
+        1, "drupelet: wasi:logging/logging is served by the node itself and takes no link\n")
+    gone = cli(node, "link", "del", "counter", "wasi:keyvalue/batch")
+    assert gone.returncode == 0 and gone.stdout.splitlines()[0] == "deleted 1 link(s)"
+    assert len([l for l in json.loads(cli(node, "--json", "link", "list").stdout) if l["source"] == "counter"]) == 2
+    assert cli(node, "link", "del", "counter", "wasi:keyvalue").returncode == 0
+    again = cli(node, "link", "del", "counter", "wasi:keyvalue")
+    assert (again.returncode, again.stderr) == (1, "drupelet: no link for actor 'counter' and wasi:keyvalue\n")
