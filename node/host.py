@@ -76,6 +76,8 @@ class Host:
         self._event_listeners: list[EventListener] = []
         self.control: Any = None
         self.state: Any = None
+        self.provider_server: Any = None
+        self._remotes: dict[tuple[str, str], Any] = {}
         self.artifacts: Any = None
 
     # -- events ---------------------------------------------------------------------
@@ -253,6 +255,10 @@ class Host:
         self.control = ControlPlane(self, self.nats, artifacts=self.artifacts,
                                     heartbeat_interval_s=self.config.heartbeat_interval_s)
         await self.control.start()
+        from .remote import ProviderServer
+
+        self.provider_server = ProviderServer(self, self.nats)
+        await self.provider_server.start()
 
     async def _nats_error(self, exc: Exception) -> None:
         log.warning("NATS: %s", exc if str(exc) else type(exc).__name__)
@@ -331,6 +337,9 @@ class Host:
             except Exception:
                 log.exception("stopping provider %s failed", name)
         self.providers.clear()
+        if self.provider_server is not None:
+            await self.provider_server.close()
+            self.provider_server = None
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -684,13 +693,25 @@ class Host:
                             f"[[links]] source = \"{actor}\", interface = \"{interface}\", "
                             f"target = \"local/<provider>\"")
         if link.target_node not in ("local", self.name):
-            raise NotLinked(f"link {actor} {interface} → {link.target}: calls to another node's provider are "
-                            f"not supported yet; link to a provider on this node")
+            return self._remote_provider(link.target_node, link.provider), link.as_link()
         provider = self.providers.get(link.provider)
         if provider is None:
             raise NotLinked(f"link {actor} {interface} → {link.target}: no provider {link.provider!r} runs on "
                             f"node {self.name}")
         return provider, link.as_link()
+
+    def _remote_provider(self, node: str, provider: str) -> Provider:
+        from .remote import RemoteProvider
+
+        key = (node, provider)
+        remote = self._remotes.get(key)
+        if remote is None:
+            if self.nats is None:
+                raise NotLinked(f"provider {node}/{provider} needs a NATS connection")
+            remote = RemoteProvider(self.nats, self._loop(), self.lattice, self.name, node, provider,
+                                    self.config.remote_call_timeout_ms / 1000.0)
+            self._remotes[key] = remote
+        return remote
 
     def _link_config(self, actor: str) -> dict[str, str]:
         merged: dict[str, str] = {}

@@ -63,3 +63,8 @@ def events(lattice: str, node: str, kind: str) -> str:
 
 def events_all(lattice: str) -> str:
     return f"{PREFIX}.{token(lattice, 'lattice')}.evt.>"
+
+
+def events_of_kind(lattice: str, kind: str) -> str:
+    """One kind of event from every node."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.evt.*.{kind}"

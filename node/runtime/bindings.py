@@ -88,6 +88,17 @@ class InstanceContext:
         self.resources: dict[int, Any] = {}
         self._next_rep = 1
 
+    def release(self, rep: int) -> None:
+        """Forget a resource; a bucket with a ``close`` (a remote handle) is closed."""
+        value = self.resources.pop(rep, None)
+        close = getattr(getattr(value, "bucket", None), "close", None)
+        if callable(close):
+            close()
+
+    def release_all(self) -> None:
+        for rep in list(self.resources):
+            self.release(rep)
+
     def add_resource(self, value: Any) -> int:
         rep = self._next_rep
         self._next_rep = (rep + 1) & 0xFFFFFFFF or 1
@@ -257,7 +268,7 @@ def _kv_delete_many(store: StoreContext, bucket: ResourceAny, keys: list[str]) -
 def _kv_drop(store: StoreContext, rep: int) -> None:
     ctx: InstanceContext | None = getattr(_current, "ctx", None)
     if ctx is not None:
-        ctx.resources.pop(rep, None)
+        ctx.release(rep)
 
 
 # -- wasmcloud:messaging -------------------------------------------------------------

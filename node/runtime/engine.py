@@ -282,7 +282,7 @@ class ActorInstance:
         return 0
 
     def close(self) -> None:
-        self.ctx.resources.clear()
+        self.ctx.release_all()
         self.store.close()
 
 

@@ -1,0 +1,350 @@
+"""Capability calls across the lattice: an actor on one node, a provider on another.
+
+The calling node resolves a link whose target is ``<node>/<provider>`` to a
+:class:`RemoteProvider`: a stand-in with the provider's methods that turns each call into
+a NATS request to ``drupelet.<lattice>.prov.<node>.<provider>`` with a deadline. The
+target node's :class:`ProviderServer` checks that the lattice has that link, runs the
+call on its provider, and answers with the reply envelope. A timeout or an unreachable
+node becomes the interface's error value, never a hang or a trap.
+
+Resources (keyvalue buckets) cross as handles: ``open`` returns a number the server
+keeps; later calls name it; the handle is released when the guest drops it, when the
+actor's instance closes, when the actor stops, or when its node stops.
+
+Payloads are JSON objects; bytes travel as ``{"$b": "<base64>"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import itertools
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from drupelet.providers.base import (Busy, Denied, Link, Message, NotFound, PayloadTooLarge, ProviderError, Timeout,
+                                     Unavailable)
+
+from . import protocol, subjects
+
+log = logging.getLogger(__name__)
+
+BUCKET_METHODS = frozenset({"get", "set", "delete", "exists", "list_keys", "increment", "get_many", "set_many",
+                            "delete_many"})
+RELEASE_TIMEOUT_S = 1.0
+
+_ERRORS: dict[str, type[ProviderError]] = {
+    "not-found": NotFound, "denied": Denied, "busy": Busy, "unavailable": Unavailable, "timeout": Timeout,
+}
+
+
+def encode(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    return value
+
+
+def decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$b"} and isinstance(value["$b"], str):
+            return base64.b64decode(value["$b"], validate=True)
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+def provider_subject(lattice: str, node: str, provider: str) -> str:
+    return f"{subjects.PREFIX}.{subjects.token(lattice, 'lattice')}.prov.{subjects.token(node, 'node')}." \
+           f"{subjects.token(provider, 'provider')}"
+
+
+# -- the calling side ------------------------------------------------------------------
+
+class RemoteProvider:
+    """Another node's provider, as the bindings see it. Methods run on worker threads."""
+
+    def __init__(self, nc: NatsClient, loop: asyncio.AbstractEventLoop, lattice: str, caller: str,
+                 node: str, provider: str, timeout_s: float) -> None:
+        self.nc = nc
+        self.loop = loop
+        self.caller = caller
+        self.node = node
+        self.name = provider
+        self.subject = provider_subject(lattice, node, provider)
+        self.timeout_s = timeout_s
+
+    def call(self, link: Link, op: str, args: list[Any], handle: int | None = None,
+             timeout_s: float | None = None) -> Any:
+        timeout = timeout_s if timeout_s is not None else _link_timeout(link, self.timeout_s)
+        payload = json.dumps({"caller": self.caller, "source": link.source, "interface": link.interface,
+                              "op": op, "args": encode(args), "handle": handle}).encode()
+        fut = asyncio.run_coroutine_threadsafe(self._request(payload, timeout), self.loop)
+        try:
+            data = fut.result(timeout + 0.5)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise Timeout(f"provider {self.name} on node {self.node} did not answer within {timeout:g} s") from None
+        reply = protocol.parse_reply(data)
+        if not reply["ok"]:
+            err = reply.get("error") or {"code": "other", "message": "no reason given"}
+            cls = _ERRORS.get(err["code"], ProviderError)
+            exc = cls(err["message"], provider=self.name)
+            if cls is ProviderError:
+                exc.code = err["code"]
+            raise exc
+        return decode(reply.get("result"))
+
+    async def _request(self, payload: bytes, timeout_s: float) -> bytes:
+        if not self.nc.is_connected:
+            raise Unavailable(f"node {self.caller} is not connected to NATS; provider {self.name} on node "
+                              f"{self.node} is unreachable")
+        try:
+            msg = await self.nc.request(self.subject, payload, timeout=timeout_s)
+        except nats.errors.NoRespondersError:
+            raise Unavailable(f"provider {self.name} on node {self.node} is unreachable (no responders)") from None
+        except nats.errors.TimeoutError:
+            raise Timeout(f"provider {self.name} on node {self.node} did not answer within {timeout_s:g} s") from None
+        return bytes(msg.data)
+
+    # the provider methods the bindings call
+
+    def open(self, link: Link, identifier: str) -> RemoteBucket:
+        result = self.call(link, "open", [identifier])
+        return RemoteBucket(self, link, int(result["handle"]))
+
+    def publish(self, link: Link, message: Message) -> None:
+        self.call(link, "publish", [message.subject, message.body, message.reply_to])
+
+    def request(self, link: Link, subject: str, body: bytes, timeout_ms: int) -> Message:
+        timeout = max(timeout_ms, 1) / 1000.0 + _link_timeout(link, self.timeout_s)
+        result = self.call(link, "request", [subject, body, timeout_ms], timeout_s=timeout)
+        return Message(subject=result["subject"], body=result["body"], reply_to=result["reply_to"])
+
+
+def _link_timeout(link: Link, default_s: float) -> float:
+    raw = link.config.get("timeout_ms")
+    if raw is None:
+        return default_s
+    try:
+        return max(int(raw), 1) / 1000.0
+    except ValueError:
+        return default_s
+
+
+class RemoteBucket:
+    """A keyvalue bucket open on another node, by handle."""
+
+    def __init__(self, remote: RemoteProvider, link: Link, handle: int) -> None:
+        self.remote = remote
+        self.link = link
+        self.handle = handle
+        self.closed = False
+
+    def _call(self, op: str, *args: Any) -> Any:
+        return self.remote.call(self.link, f"bucket.{op}", list(args), self.handle)
+
+    def get(self, key: str) -> bytes | None:
+        result: bytes | None = self._call("get", key)
+        return result
+
+    def set(self, key: str, value: bytes) -> None:
+        self._call("set", key, value)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key)
+
+    def exists(self, key: str) -> bool:
+        return bool(self._call("exists", key))
+
+    def list_keys(self, cursor: int | None) -> tuple[list[str], int | None]:
+        keys, next_cursor = self._call("list_keys", cursor)
+        return list(keys), next_cursor
+
+    def increment(self, key: str, delta: int) -> int:
+        return int(self._call("increment", key, delta))
+
+    def get_many(self, keys: list[str]) -> list[tuple[str, bytes] | None]:
+        return [None if item is None else (item[0], item[1]) for item in self._call("get_many", keys)]
+
+    def set_many(self, items: list[tuple[str, bytes]]) -> None:
+        self._call("set_many", [list(i) for i in items])
+
+    def delete_many(self, keys: list[str]) -> None:
+        self._call("delete_many", keys)
+
+    def close(self) -> None:
+        """Release the handle on the provider's node (best effort: it also expires there)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.remote.call(self.link, "bucket.release", [], self.handle, timeout_s=RELEASE_TIMEOUT_S)
+        except ProviderError as exc:
+            log.debug("release of bucket handle %d on %s: %s", self.handle, self.remote.node, exc.message)
+
+
+# -- the provider side ------------------------------------------------------------------
+
+@dataclass
+class _Handle:
+    caller: str
+    source: str
+    link: Link
+    bucket: Any
+
+
+class ProviderServer:
+    """Serves this node's providers to actors on other nodes, through the lattice's links."""
+
+    def __init__(self, host: Any, nc: NatsClient) -> None:
+        self.host = host
+        self.nc = nc
+        self.lattice: str = host.lattice
+        self.node: str = host.name
+        self._handles: dict[int, _Handle] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._subs: list[Any] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        prefix = f"{subjects.PREFIX}.{self.lattice}.prov.{self.node}.*"
+        self._subs.append(await self.nc.subscribe(prefix, cb=self._on_request))
+        self._subs.append(await self.nc.subscribe(subjects.events_of_kind(self.lattice, "actor_stopped"),
+                                                  cb=self._on_actor_stopped))
+        self._subs.append(await self.nc.subscribe(subjects.events_of_kind(self.lattice, "node_stopped"),
+                                                  cb=self._on_node_stopped))
+        await self.nc.flush()
+
+    async def close(self) -> None:
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe: %s", exc)
+        self._subs.clear()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        with self._lock:
+            self._handles.clear()
+
+    @property
+    def handles(self) -> int:
+        return len(self._handles)
+
+    async def _on_request(self, msg: Msg) -> None:
+        task = asyncio.ensure_future(self._answer(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        provider_name = msg.subject.rsplit(".", 1)[-1]
+        try:
+            req = protocol.parse_request(msg.data)
+            result = await asyncio.to_thread(self._call, provider_name, req)
+            reply = protocol.ok(encode(result))
+        except ProviderError as exc:
+            reply = protocol.error(exc.code, exc.message)
+        except protocol.BadRequest as exc:
+            reply = protocol.error(exc.code, exc.message)
+        except (ValueError, TypeError, KeyError) as exc:
+            reply = protocol.error("bad-request", f"malformed provider call: {exc}")
+        if msg.reply:
+            await self.nc.publish(msg.reply, reply)
+
+    def _call(self, provider_name: str, req: dict[str, Any]) -> Any:
+        f = protocol.Fields(req, {"caller", "source", "interface", "op", "args", "handle"})
+        caller = f.string("caller", pattern=protocol.NAME)
+        source = f.string("source", pattern=protocol.NAME)
+        interface = f.string("interface")
+        op = f.string("op")
+        args = decode(req.get("args") or [])
+        if not isinstance(args, list):
+            raise protocol.BadRequest("must be a list", field="args")
+        if op.startswith("bucket."):
+            return self._bucket_call(caller, source, op.removeprefix("bucket."), args, req.get("handle"))
+        provider = self.host.providers.get(provider_name)
+        if provider is None:
+            raise Unavailable(f"no provider {provider_name!r} runs on node {self.node}")
+        link = self.host.links.get(source, interface)
+        if link is None or link.target != f"{self.node}/{provider_name}":
+            raise Denied(f"the lattice has no link from actor {source!r}'s {interface} to "
+                         f"{self.node}/{provider_name}")
+        plain = link.as_link()
+        if interface == "wasi:keyvalue/store" and op == "open":
+            bucket = provider.open(plain, str(args[0]))
+            handle = next(self._ids)
+            with self._lock:
+                self._handles[handle] = _Handle(caller, source, plain, bucket)
+            return {"handle": handle}
+        if interface == "wasmcloud:messaging/consumer" and op == "publish":
+            subject, body, reply_to = args
+            self._check_size(body)
+            provider.publish(plain, Message(subject=str(subject), body=bytes(body), reply_to=reply_to))
+            return None
+        if interface == "wasmcloud:messaging/consumer" and op == "request":
+            subject, body, timeout_ms = args
+            self._check_size(body)
+            reply = provider.request(plain, str(subject), bytes(body), int(timeout_ms))
+            return {"subject": reply.subject, "body": reply.body, "reply_to": reply.reply_to}
+        raise protocol.BadRequest(f"{interface} has no remote operation {op!r}")
+
+    def _check_size(self, body: Any) -> None:
+        limit = self.host.config.max_payload_bytes
+        if isinstance(body, bytes) and len(body) > limit:
+            raise PayloadTooLarge(len(body), limit)
+
+    def _bucket_call(self, caller: str, source: str, method: str, args: list[Any], handle: Any) -> Any:
+        if not isinstance(handle, int):
+            raise protocol.BadRequest("must be an integer", field="handle")
+        with self._lock:
+            entry = self._handles.get(handle)
+            if entry is None or entry.caller != caller or entry.source != source:
+                raise NotFound(f"bucket handle {handle} is not open for actor {source!r} of node {caller}")
+            if method == "release":
+                del self._handles[handle]
+                return None
+        if method not in BUCKET_METHODS:
+            raise protocol.BadRequest(f"buckets have no operation {method!r}")
+        if method == "set":
+            self._check_size(args[1])
+        if method in ("get_many", "set_many") and method == "set_many":
+            args = [[(str(k), bytes(v)) for k, v in args[0]]]
+        if method == "list_keys":
+            keys, cursor = entry.bucket.list_keys(args[0])
+            return [keys, cursor]
+        return getattr(entry.bucket, method)(*args)
+
+    def release(self, caller: str, source: str | None = None) -> int:
+        with self._lock:
+            gone = [h for h, e in self._handles.items()
+                    if e.caller == caller and (source is None or e.source == source)]
+            for h in gone:
+                del self._handles[h]
+        if gone:
+            log.info("released %d bucket handle(s) of %s%s", len(gone), caller, f"/{source}" if source else "")
+        return len(gone)
+
+    async def _on_actor_stopped(self, msg: Msg) -> None:
+        caller = msg.subject.split(".")[-2]
+        try:
+            actor = json.loads(msg.data)["data"]["actor"]
+        except (ValueError, KeyError, TypeError):
+            return
+        self.release(caller, actor)
+
+    async def _on_node_stopped(self, msg: Msg) -> None:
+        self.release(msg.subject.split(".")[-2])

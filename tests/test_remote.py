@@ -1,0 +1,104 @@
+"""An actor on one node calls a provider on another, through a lattice link."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from drupelet.node.client import LatticeClient
+from drupelet.node.host import Host
+from drupelet.node.natsserver import EmbeddedNatsServer
+from drupelet.providers.base import Link
+
+from test_host import node_config, wat
+from test_keyvalue import ACCESS_DENIED, OTHER, kvloop
+from test_lattice import wait_until
+
+
+@pytest.fixture
+async def lattice(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[tuple[Host, Host, LatticeClient]]:
+    laptop = Host(node_config(tmp_path / "laptop", nats_server.url, name="laptop"))
+    pi = Host(node_config(tmp_path / "pi", nats_server.url, name="pi-1", remote_call_timeout_ms=1000))
+    await laptop.start()
+    await pi.start()
+    client = await LatticeClient.connect(nats_server.url, "test")
+    try:
+        yield laptop, pi, client
+    finally:
+        await client.close()
+        await laptop.stop()
+        await pi.stop()
+
+
+async def link(client: LatticeClient, hosts: tuple[Host, ...], source: str, interface: str, target: str,
+               **config: str) -> None:
+    made = await client.lattice_request("link.put", {"source": source, "interface": interface, "target": target,
+                                                      "config": config})
+    for host in hosts:
+        for entry in made:
+            await wait_until(lambda h=host, e=entry: (h.links.get(source, e["interface"]) is not None  # type: ignore[misc]
+                                                      and h.links.get(source, e["interface"]).config == config),
+                             f"{host.name} to apply {entry['interface']}")
+
+
+async def test_keyvalue_on_another_node(lattice: tuple[Host, Host, LatticeClient]) -> None:
+    laptop, pi, client = lattice
+    await laptop.start_actor("kv", kvloop())
+    await link(client, (laptop, pi), "kv", "wasi:keyvalue", "pi-1/keyvalue")
+    assert await laptop.invoke("kv", "set", 9) == 0
+    # the value lives in the Pi's bucket, not the laptop's
+    stored = pi.providers["keyvalue"].open(Link("kv", "wasi:keyvalue/store", "pi-1/keyvalue"), "")  # type: ignore[attr-defined]
+    assert stored.get("k") == (9).to_bytes(4, "little")
+    local = laptop.providers["keyvalue"].open(Link("kv", "wasi:keyvalue/store", "local/keyvalue"), "")  # type: ignore[attr-defined]
+    assert local.get("k") is None
+    assert await laptop.invoke("kv", "run", 25) == 25
+    # every handle the guest dropped was released on the Pi
+    assert pi.provider_server.handles == 0
+    # the Pi enforces the link's grants
+    await link(client, (laptop, pi), "kv", "wasi:keyvalue/store", "pi-1/keyvalue", buckets="other")
+    assert await laptop.invoke("kv", "probe") == ACCESS_DENIED
+    assert laptop.actors["kv"].traps == 0
+
+
+async def test_unreachable_node_is_an_error_value_not_a_hang(lattice: tuple[Host, Host, LatticeClient]) -> None:
+    laptop, pi, client = lattice
+    await laptop.start_actor("kv", kvloop())
+    await link(client, (laptop, pi), "kv", "wasi:keyvalue/store", "pi-9/keyvalue")
+    started = time.monotonic()
+    assert await laptop.invoke("kv", "probe") == OTHER
+    assert time.monotonic() - started < 1.0  # no responders: fails fast
+    assert laptop.actors["kv"].traps == 0
+
+
+async def test_messaging_through_another_nodes_provider(lattice: tuple[Host, Host, LatticeClient]) -> None:
+    laptop, pi, client = lattice
+    await laptop.start_actor("echo", wat("echo"))
+    await link(client, (laptop, pi), "echo", "wasmcloud:messaging", "pi-1/messaging")
+    assert await laptop.call("echo", "s", b"via the pi") == b"via the pi"
+    stopped = await client.node("pi-1", "provider.stop", {"name": "messaging"})
+    assert stopped is None
+    with pytest.raises(Exception, match="unavailable: no provider 'messaging' runs on node pi-1"):
+        await laptop.deliver("echo", "s", b"x", reply_to="nowhere")
+
+
+async def test_a_call_without_a_lattice_link_is_denied(lattice: tuple[Host, Host, LatticeClient],
+                                                       nats_server: EmbeddedNatsServer) -> None:
+    import json
+
+    import nats
+
+    laptop, pi, client = lattice
+    nc = await nats.connect(nats_server.url)
+    try:
+        reply = await nc.request("drupelet.test.prov.pi-1.keyvalue", json.dumps({
+            "caller": "intruder", "source": "kv", "interface": "wasi:keyvalue/store", "op": "open",
+            "args": [""]}).encode(), timeout=5)
+        bad = await nc.request("drupelet.test.prov.pi-1.keyvalue", b"{not json", timeout=5)
+    finally:
+        await nc.close()
+    assert json.loads(reply.data)["error"]["code"] == "denied"
+    assert json.loads(bad.data)["error"]["code"] == "bad-request"
+    assert pi.provider_server.handles == 0
