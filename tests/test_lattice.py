@@ -4,6 +4,7 @@ down comes back from its disk copy."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,3 +110,56 @@ async def wait_until_leaf_sees(client: LatticeClient, node: str) -> None:
     while not any(n["name"] == node for n in await client.ping(0.2)):
         if asyncio.get_running_loop().time() > deadline:
             pytest.fail(f"{node} never answered a ping through the hub")
+
+
+async def test_hub_outage_local_calls_keep_working_remote_calls_fail_fast_then_resume(tmp_path: Path) -> None:
+    from test_keyvalue import OTHER, kvloop
+
+    hub = EmbeddedNatsServer(NatsServerConfig(store_dir=tmp_path / "hub", jetstream_domain="hub",
+                                              leafnode_listen_port=0, server_name="hub"))
+    await hub.start()
+    assert hub.leafnode_url is not None
+    leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=tmp_path / "leaf", jetstream_domain="pi1",
+                                               leaf_remotes=[hub.leafnode_url], server_name="pi1"))
+    await leaf.start()
+    laptop = Host(node_config(tmp_path / "laptop", hub.url, name="laptop", nats_jetstream_domain="hub"))
+    pi = Host(node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub",
+                          remote_call_timeout_ms=1000))
+    client = await LatticeClient.connect(hub.url, "test")
+    try:
+        await laptop.start()
+        await pi.start()
+        await wait_until(lambda: bool(pi.state and pi.state.connected), "the Pi node to reach the hub's state")
+        await wait_until_leaf_sees(client, "pi-1")
+        await pi.start_actor("local-kv", kvloop())
+        await pi.start_actor("hub-kv", kvloop())
+        for source, target in (("local-kv", "pi-1/keyvalue"), ("hub-kv", "laptop/keyvalue")):
+            await client.lattice_request("link.put", {"source": source, "interface": "wasi:keyvalue",
+                                                      "target": target})
+        await wait_until(lambda: len(pi.links.all()) == 6, "the Pi node to apply both links")
+        assert await pi.invoke("local-kv", "run", 20) == 20
+        assert await pi.invoke("hub-kv", "run", 20) == 20
+        await client.close()
+
+        await hub.stop()
+        for _ in range(5):
+            # the actor and the provider on the leaf side keep working
+            assert await pi.invoke("local-kv", "run", 20) == 20
+            # a call that needs the hub fails fast with the interface's error value
+            started = time.monotonic()
+            assert await pi.invoke("hub-kv", "probe") == OTHER
+            assert time.monotonic() - started < 2.0
+        assert pi.actors["hub-kv"].traps == 0
+
+        await hub.restart()
+        deadline = time.monotonic() + 20
+        while await pi.invoke("hub-kv", "probe") != 0:
+            assert time.monotonic() < deadline, "remote calls did not resume after the hub came back"
+            await asyncio.sleep(0.2)
+        assert await pi.invoke("hub-kv", "run", 20) == 20
+    finally:
+        await client.close()
+        await pi.stop()
+        await laptop.stop()
+        await leaf.stop()
+        await hub.stop()
