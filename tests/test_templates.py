@@ -1,0 +1,86 @@
+"""The shipped nats-server templates make a working hub and leaf."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import nats
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from drupelet.node.natsserver import free_port, nats_server_binary
+
+SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
+
+
+def render(name: str, **values: str) -> str:
+    text = (SYSTEMD / name).read_text()
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    assert not re.search(r"@[A-Z_]+@", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
+    return text
+
+
+def with_ports(text: str, client: int, leaf: int | None = None) -> str:
+    """Free ports, and loopback only: the tests never listen beyond this machine."""
+    text = text.replace("\nport: 4222", f'\nhost: "127.0.0.1"\nport: {client}', 1)
+    text = text.replace('host: "127.0.0.1"\nhost: "127.0.0.1"', 'host: "127.0.0.1"')
+    return text.replace("  port: 7422", f'  host: "127.0.0.1"\n  port: {leaf}') if leaf else text
+
+
+async def test_leaf_template_joins_the_hub_template(tmp_path: Path) -> None:
+    hub_port, hub_leaf_port, leaf_port = free_port(), free_port(), free_port()
+    hub_conf = with_ports(render("nats-hub.conf.in", STORE_DIR=str(tmp_path / "hub")), hub_port, hub_leaf_port)
+    leaf_text = render("nats-leaf.conf.in", NODE="pi-1", HUB_URL=f"nats-leaf://127.0.0.1:{hub_leaf_port}",
+                       CREDS="", STORE_DIR=str(tmp_path / "leaf"))
+    leaf_conf = with_ports(leaf_text.replace('      credentials: ""\n', ""), leaf_port)
+    # the templates are whole configs: run nats-server on them as they are (ports moved to free ones)
+    with server(tmp_path / "hub.conf", hub_conf), server(tmp_path / "leaf.conf", leaf_conf):
+        on_hub = await connect(hub_port)
+        on_leaf = await connect(leaf_port)
+        try:
+            sub = await on_hub.subscribe("drupelet.test.x")
+            await on_hub.flush()
+            for _ in range(100):  # the leaf connection comes up within a second or so
+                await on_leaf.publish("drupelet.test.x", b"from the pi")
+                try:
+                    msg = await sub.next_msg(timeout=0.1)
+                    break
+                except nats.errors.TimeoutError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("no message crossed from the leaf to the hub")
+            assert msg.data == b"from the pi"
+            info = await on_leaf.jetstream().account_info()
+            assert info.domain == "pi-1"
+            hub_info = await on_leaf.jetstream(domain="hub").account_info()
+            assert hub_info.domain == "hub"
+        finally:
+            await on_hub.close()
+            await on_leaf.close()
+
+
+@contextmanager
+def server(path: Path, text: str) -> Iterator[subprocess.Popen[bytes]]:
+    path.write_text(text)
+    proc = subprocess.Popen([str(nats_server_binary()), "-c", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def connect(port: int) -> nats.aio.client.Client:
+    for _ in range(100):  # bounded: the server is up within a second
+        try:
+            return await nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=1, max_reconnect_attempts=0,
+                                      allow_reconnect=False)
+        except Exception:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"nats-server on port {port} did not start")
