@@ -40,6 +40,7 @@ WAT_DIR = Path(__file__).resolve().parent.parent / "actors" / "wat"
 TARGETS = {
     "import_call_ratio": 1.3,
     "message_ratio": 3.0,
+    "remote_call_ratio": 1.5,
     "actor_start_cached_ms": 30.0,
     "node_rss_mb": 80.0,
     "instance_rss_mb": 3.0,
@@ -117,8 +118,82 @@ async def _measure(iterations: int, workdir: Path) -> dict[str, Any]:
         results["actor_start_cached_ms"] = _best_of(starts)
         await asyncio.to_thread(raw_kv.close)
         await asyncio.to_thread(raw_msg.close)
+    results.update(await _measure_remote(max(50, iterations // 4), workdir, kvloop))
     results.update(await asyncio.to_thread(_memory_in_child, workdir))
     return results
+
+
+async def _measure_remote(iterations: int, workdir: Path, kvloop: bytes) -> dict[str, Any]:
+    """An actor on a leaf-side node calling a provider on a hub-side node, against raw
+    nats-py request/reply between the same two servers."""
+    import nats
+
+    from .natsserver import EmbeddedNatsServer, NatsServerConfig
+
+    hub = EmbeddedNatsServer(NatsServerConfig(store_dir=workdir / "hub", jetstream_domain="hub",
+                                              leafnode_listen_port=0, server_name="hub"))
+    await hub.start()
+    assert hub.leafnode_url is not None
+    leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=workdir / "leaf", jetstream_domain="pi",
+                                               leaf_remotes=[hub.leafnode_url], server_name="pi"))
+    await leaf.start()
+    common = {"lattice": "bench", "providers": {"keyvalue": {"backend": "memory"}}, "call_deadline_ms": 120000,
+              "nats_jetstream_domain": "hub"}
+    hub_node = Host(NodeConfig(name="laptop", data_dir=workdir / "laptop", nats_url=hub.url, **common))  # type: ignore[arg-type]
+    leaf_node = Host(NodeConfig(name="pi", data_dir=workdir / "pi", nats_url=leaf.url, **common))  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+    try:
+        await hub_node.start()
+        await leaf_node.start()
+        for host in (hub_node, leaf_node):
+            await host.put_link("kvloop", "wasi:keyvalue/store", "laptop/keyvalue", strict=False)
+        await leaf_node.start_actor("kvloop", kvloop, instances=4)
+        # wait until the leaf connection carries the provider's subscription
+        deadline = time.monotonic() + 15
+        while await leaf_node.invoke("kvloop", "probe") != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the leaf node never reached the hub node's provider")
+            await asyncio.sleep(0.1)
+        raw_nc_hub = await nats.connect(hub.url)
+        raw_nc_leaf = await nats.connect(leaf.url)
+
+        async def echo(msg: Any) -> None:
+            await raw_nc_hub.publish(msg.reply, b'{"ok":true,"result":null}')
+
+        await raw_nc_hub.subscribe("bench.raw", cb=echo)
+        await raw_nc_hub.flush()
+        payload = b'{"caller":"pi","source":"kvloop","interface":"wasi:keyvalue/store","op":"bucket.get",' \
+                  b'"args":["k"],"handle":1}'
+        for _ in range(20):  # the raw subscription reaches the leaf
+            try:
+                await raw_nc_leaf.request("bench.raw", payload, timeout=1)
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        node_runs, raw_runs = [], []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            n = await leaf_node.invoke("kvloop", "run", iterations)
+            node_runs.append((time.perf_counter() - t0) / iterations)
+            assert n == iterations
+            t0 = time.perf_counter()
+            for _ in range(iterations):
+                await raw_nc_leaf.request("bench.raw", payload, timeout=5)
+            raw_runs.append((time.perf_counter() - t0) / iterations)
+        out["remote_call_us"] = _best_of(node_runs) * 1e6
+        out["remote_call_raw_us"] = _best_of(raw_runs) * 1e6
+        out["remote_call_ratio"] = out["remote_call_us"] / out["remote_call_raw_us"]
+        t0 = time.perf_counter()
+        done = await asyncio.gather(*(leaf_node.invoke("kvloop", "run", iterations) for _ in range(4)))
+        out["remote_calls_per_s"] = sum(done) / (time.perf_counter() - t0)
+        await raw_nc_hub.close()
+        await raw_nc_leaf.close()
+    finally:
+        await leaf_node.stop()
+        await hub_node.stop()
+        await leaf.stop()
+        await hub.stop()
+    return out
 
 
 def host_digest(wasm: bytes) -> str:
@@ -176,6 +251,10 @@ def run_bench(*, iterations: int = 2000, as_json: bool = False) -> int:
          f"{results['message_ratio']:.2f}×", f"≤ {TARGETS['message_ratio']}×"),
         ("actor start from compile cache", f"{results['actor_start_cached_ms']:.1f} ms", "",
          f"≤ {TARGETS['actor_start_cached_ms']:.0f} ms"),
+        ("actor → provider on another node (node / raw NATS)",
+         f"{results['remote_call_us']:.1f} µs / {results['remote_call_raw_us']:.1f} µs",
+         f"{results['remote_call_ratio']:.2f}×", f"≤ {TARGETS['remote_call_ratio']}×"),
+        ("remote calls per second, 4 instances", f"{results['remote_calls_per_s']:.0f}/s", "", ""),
         ("node idle RSS", f"{results['node_rss_mb']:.1f} MB", "", f"≤ {TARGETS['node_rss_mb']:.0f} MB"),
         ("per small actor instance", f"{results['instance_rss_mb']:.2f} MB", "", f"≤ {TARGETS['instance_rss_mb']:.0f} MB"),
     ]

@@ -37,6 +37,11 @@ from . import protocol, subjects
 
 log = logging.getLogger(__name__)
 
+INLINE_OPS = frozenset({"bucket.get", "bucket.exists", "bucket.list_keys", "bucket.get_many", "bucket.release"})
+"""Reads of a bucket's in-memory contents: quick and lock-guarded, so they run on the event
+loop; every other call (writes that fsync, messaging that waits on the network) runs in a
+worker thread."""
+
 BUCKET_METHODS = frozenset({"get", "set", "delete", "exists", "list_keys", "increment", "get_many", "set_many",
                             "delete_many"})
 RELEASE_TIMEOUT_S = 1.0
@@ -90,7 +95,7 @@ class RemoteProvider:
              timeout_s: float | None = None) -> Any:
         timeout = timeout_s if timeout_s is not None else _link_timeout(link, self.timeout_s)
         payload = json.dumps({"caller": self.caller, "source": link.source, "interface": link.interface,
-                              "op": op, "args": encode(args), "handle": handle}).encode()
+                              "op": op, "args": encode(args), "handle": handle}, separators=(",", ":")).encode()
         fut = asyncio.run_coroutine_threadsafe(self._request(payload, timeout), self.loop)
         try:
             data = fut.result(timeout + 0.5)
@@ -246,15 +251,27 @@ class ProviderServer:
         return len(self._handles)
 
     async def _on_request(self, msg: Msg) -> None:
-        task = asyncio.ensure_future(self._answer(msg))
+        try:
+            req = protocol.parse_request(msg.data)
+        except protocol.BadRequest as exc:
+            if msg.reply:
+                await self.nc.publish(msg.reply, protocol.error(exc.code, exc.message))
+            return
+        inline = req.get("op") in INLINE_OPS and self._bucket_is_local(req.get("handle"))
+        if inline:  # quick: answer in this callback, in order
+            await self._answer(msg, req, inline=True)
+            return
+        task = asyncio.ensure_future(self._answer(msg, req, inline=False))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, msg: Msg) -> None:
+    async def _answer(self, msg: Msg, req: dict[str, Any], *, inline: bool) -> None:
         provider_name = msg.subject.rsplit(".", 1)[-1]
         try:
-            req = protocol.parse_request(msg.data)
-            result = await asyncio.to_thread(self._call, provider_name, req)
+            if inline:
+                result = self._call(provider_name, req)
+            else:
+                result = await asyncio.to_thread(self._call, provider_name, req)
             reply = protocol.ok(encode(result))
         except ProviderError as exc:
             reply = protocol.error(exc.code, exc.message)
@@ -301,6 +318,11 @@ class ProviderServer:
             reply = provider.request(plain, str(subject), bytes(body), int(timeout_ms))
             return {"subject": reply.subject, "body": reply.body, "reply_to": reply.reply_to}
         raise protocol.BadRequest(f"{interface} has no remote operation {op!r}")
+
+    def _bucket_is_local(self, handle: Any) -> bool:
+        """True when the handle's bucket keeps its contents in this process (not a proxy)."""
+        entry = self._handles.get(handle) if isinstance(handle, int) else None
+        return entry is not None and not hasattr(entry.bucket, "remote")
 
     def _check_size(self, body: Any) -> None:
         limit = self.host.config.max_payload_bytes
