@@ -60,6 +60,7 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, str]]] = {
         "stop_timeout_s": (float, 5.0, "how long stopping an actor waits for in-flight calls"),
         "remote_call_timeout_ms": (int, 2000, "deadline of a call to a provider on another node (a link's "
                                    "timeout_ms config overrides it)"),
+        "health_check_interval_s": (float, 5.0, "how often provider health is read; a change is an event"),
         "heartbeat_interval_s": (float, 30.0, "how often the node publishes a heartbeat event with its inventory"),
         "trap_backoff_base_ms": (int, 100, "first delay before replacing an instance that keeps trapping"),
         "trap_backoff_max_ms": (int, 30000, "longest such delay"),
@@ -121,6 +122,7 @@ class NodeConfig:
     max_queue: int = 1000
     stop_timeout_s: float = 5.0
     heartbeat_interval_s: float = 30.0
+    health_check_interval_s: float = 5.0
     remote_call_timeout_ms: int = 2000
     trap_backoff_base_ms: int = 100
     trap_backoff_max_ms: int = 30000
@@ -152,6 +154,7 @@ class NodeConfig:
             "runtime.epoch_tick_ms": self.epoch_tick_ms,
             "nats.connect_timeout_s": self.nats_connect_timeout_s,
             "limits.heartbeat_interval_s": self.heartbeat_interval_s,
+            "limits.health_check_interval_s": self.health_check_interval_s,
             "limits.remote_call_timeout_ms": self.remote_call_timeout_ms,
         }
         for limit_key, limit in positive.items():

@@ -24,6 +24,7 @@ from .protocol import NAME, BadRequest, Fields, UnknownRequest
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 30.0
+HEALTH_CHECK_INTERVAL_S = 5.0
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -38,6 +39,7 @@ class ControlPlane:
         self.lattice = host.lattice
         self.node = host.name
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.health_check_interval_s = HEALTH_CHECK_INTERVAL_S
         self.artifacts = artifacts
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -146,9 +148,23 @@ class ControlPlane:
         self._spawn(self.nc.publish(subjects.events(self.lattice, self.node, kind), payload))
 
     async def _heartbeats(self) -> None:
+        """Heartbeats with the inventory, and provider health changes as they are seen."""
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + self.heartbeat_interval_s
+        health = {name: (p.health().status, p.health().message) for name, p in self.host.providers.items()}
         while True:
-            await asyncio.sleep(self.heartbeat_interval_s)
-            self._publish_event("heartbeat", self.host.inventory())
+            await asyncio.sleep(min(self.health_check_interval_s, max(0.0, next_beat - loop.time())))
+            for name, provider in list(self.host.providers.items()):
+                now = provider.health()
+                before = health.get(name)
+                health[name] = (now.status, now.message)
+                if before is not None and before != health[name]:
+                    self._publish_event("provider_health_changed", {
+                        "provider": name, "health": now.status, "message": now.message,
+                        "previous": before[0]})
+            if loop.time() >= next_beat:
+                self._publish_event("heartbeat", self.host.inventory())
+                next_beat = loop.time() + self.heartbeat_interval_s
 
     # -- node requests --------------------------------------------------------------
 

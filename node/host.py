@@ -254,6 +254,7 @@ class Host:
         assert self.nats is not None
         self.control = ControlPlane(self, self.nats, artifacts=self.artifacts,
                                     heartbeat_interval_s=self.config.heartbeat_interval_s)
+        self.control.health_check_interval_s = self.config.health_check_interval_s
         await self.control.start()
         from .remote import ProviderServer
 
@@ -336,6 +337,7 @@ class Host:
                 await provider.stop()
             except Exception:
                 log.exception("stopping provider %s failed", name)
+            self.emit("provider_stopped", {"provider": name})
         self.providers.clear()
         if self.provider_server is not None:
             await self.provider_server.close()
@@ -480,7 +482,12 @@ class Host:
         return await asyncio.wrap_future(self._actor(actor).invoke(export, args, deadline_ms))
 
     async def _provider_deliver(self, actor: str, message: Message) -> None:
-        await self.deliver(actor, message.subject, message.body, message.reply_to)
+        """Provider events reach the actor where it runs: here, or through its queue group."""
+        if actor in self.actors or self.nats is None:
+            await self.deliver(actor, message.subject, message.body, message.reply_to)
+            return
+        await self.nats.publish(subjects.deliver(self.lattice, actor), message.body,
+                                reply=message.reply_to or "", headers={subjects.HEADER_SUBJECT: message.subject})
 
     async def call(self, actor: str, subject: str, body: bytes, timeout_s: float | None = None) -> bytes:
         """Deliver with a reply inbox and return the body the actor publishes to it."""

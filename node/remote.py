@@ -45,6 +45,8 @@ worker thread."""
 BUCKET_METHODS = frozenset({"get", "set", "delete", "exists", "list_keys", "increment", "get_many", "set_many",
                             "delete_many"})
 RELEASE_TIMEOUT_S = 1.0
+SWEEP_INTERVAL_S = 30.0
+"""How often a provider's node checks that the callers holding handles still answer pings."""
 
 _ERRORS: dict[str, type[ProviderError]] = {
     "not-found": NotFound, "denied": Denied, "busy": Busy, "unavailable": Unavailable, "timeout": Timeout,
@@ -224,8 +226,11 @@ class ProviderServer:
         self._lock = threading.Lock()
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.sweep_interval_s = SWEEP_INTERVAL_S
 
     async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
         prefix = f"{subjects.PREFIX}.{self.lattice}.prov.{self.node}.*"
         self._subs.append(await self.nc.subscribe(prefix, cb=self._on_request))
         self._subs.append(await self.nc.subscribe(subjects.events_of_kind(self.lattice, "actor_stopped"),
@@ -235,6 +240,9 @@ class ProviderServer:
         await self.nc.flush()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         for sub in self._subs:
             try:
                 await sub.unsubscribe()
@@ -359,6 +367,24 @@ class ProviderServer:
         if gone:
             log.info("released %d bucket handle(s) of %s%s", len(gone), caller, f"/{source}" if source else "")
         return len(gone)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweeping bucket handles failed")
+
+    async def sweep(self, window_s: float = 0.5) -> int:
+        """Release the handles of caller nodes that no longer answer a ping."""
+        callers = {e.caller for e in list(self._handles.values())}
+        if not callers or not self.nc.is_connected:
+            return 0
+        from .client import LatticeClient
+
+        alive = {n["name"] for n in await LatticeClient(self.nc, self.lattice).ping(window_s)}
+        return sum(self.release(caller) for caller in callers - alive)
 
     async def _on_actor_stopped(self, msg: Msg) -> None:
         caller = msg.subject.split(".")[-2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +22,8 @@ from test_lattice import wait_until
 @pytest.fixture
 async def lattice(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[tuple[Host, Host, LatticeClient]]:
     laptop = Host(node_config(tmp_path / "laptop", nats_server.url, name="laptop"))
-    pi = Host(node_config(tmp_path / "pi", nats_server.url, name="pi-1", remote_call_timeout_ms=1000))
+    pi = Host(node_config(tmp_path / "pi", nats_server.url, name="pi-1", remote_call_timeout_ms=1000,
+                          health_check_interval_s=0.05))
     await laptop.start()
     await pi.start()
     client = await LatticeClient.connect(nats_server.url, "test")
@@ -102,3 +104,73 @@ async def test_a_call_without_a_lattice_link_is_denied(lattice: tuple[Host, Host
     assert json.loads(reply.data)["error"]["code"] == "denied"
     assert json.loads(bad.data)["error"]["code"] == "bad-request"
     assert pi.provider_server.handles == 0
+
+
+async def test_provider_events_reach_an_actor_on_another_node(lattice: tuple[Host, Host, LatticeClient],
+                                                              nats_server: EmbeddedNatsServer) -> None:
+    import nats
+
+    laptop, pi, client = lattice
+    await laptop.start_actor("echo", wat("echo"))
+    # the Pi's messaging provider subscribes; the actor runs only on the laptop
+    await link(client, (laptop, pi), "echo", "wasmcloud:messaging", "pi-1/messaging", subscriptions="demo.remote")
+    nc = await nats.connect(nats_server.url)
+    try:
+        reply = await nc.request("demo.remote", b"from a sensor", timeout=5)
+    finally:
+        await nc.close()
+    assert reply.data == b"from a sensor"
+    await wait_until(lambda: laptop.actors["echo"].calls == 1, "the laptop's instance to count the call")
+    assert "echo" not in pi.actors
+
+
+async def test_handles_of_a_vanished_node_are_swept(lattice: tuple[Host, Host, LatticeClient],
+                                                   nats_server: EmbeddedNatsServer) -> None:
+    import json
+
+    import nats
+
+    laptop, pi, client = lattice
+    await pi.put_link("kv", "wasi:keyvalue/store", "pi-1/keyvalue")
+    nc = await nats.connect(nats_server.url)
+    try:
+        for caller in ("laptop", "ghost"):  # "ghost" opened a bucket, then its node died without a word
+            reply = await nc.request("drupelet.test.prov.pi-1.keyvalue", json.dumps({
+                "caller": caller, "source": "kv", "interface": "wasi:keyvalue/store", "op": "open",
+                "args": [""]}).encode(), timeout=5)
+            assert json.loads(reply.data)["ok"] is True
+    finally:
+        await nc.close()
+    assert pi.provider_server.handles == 2
+    assert await pi.provider_server.sweep() == 1  # the laptop answers pings; the ghost does not
+    assert pi.provider_server.handles == 1
+    # a node that stops says so, and its handles go at once
+    await laptop.stop()
+    await wait_until(lambda: pi.provider_server.handles == 0, "the laptop's handle to be released")
+
+
+async def test_provider_health_changes_are_events(lattice: tuple[Host, Host, LatticeClient],
+                                                  nats_server: EmbeddedNatsServer) -> None:
+    import json
+
+    import nats
+
+    from drupelet.providers.base import Health
+
+    laptop, pi, client = lattice
+    seen: list[dict[str, object]] = []
+    nc = await nats.connect(nats_server.url)
+
+    async def on_event(msg: nats.aio.msg.Msg) -> None:
+        seen.append(json.loads(msg.data))
+
+    try:
+        await nc.subscribe("drupelet.test.evt.pi-1.provider_health_changed", cb=on_event)
+        await nc.flush()
+        await asyncio.sleep(0.2)  # a few readings of the healthy provider
+        pi.providers["keyvalue"].health = lambda: Health("degraded", "disk almost full")  # type: ignore[method-assign]
+        await wait_until(lambda: bool(seen), "a provider_health_changed event")
+    finally:
+        await nc.close()
+    assert seen[0]["data"] == {"provider": "keyvalue", "health": "degraded", "message": "disk almost full",
+                               "previous": "ok"}
