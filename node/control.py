@@ -223,10 +223,12 @@ class ControlPlane:
 
         f = Fields(req, {"name"})
         name = f.string("name", pattern=NAME)
-        await self.host.stop_actor(name)
+        self.host._actor(name)  # not running here: actor-not-found, nothing written
         state = self.host.state
+        # the record goes first: if the state cannot be written, the actor keeps running
         if state is not None and state.get(actor_key(self.node, name)) is not None:
             await state.delete(actor_key(self.node, name))
+        await self.host.stop_actor(name)
         return None
 
     async def _actor_scale(self, req: dict[str, Any]) -> Any:
@@ -234,12 +236,20 @@ class ControlPlane:
         if "instances" not in req:
             raise BadRequest("is required", field="instances")
         name = f.string("name", pattern=NAME)
-        info = await self.host.scale_actor(name, f.integer("instances", default=1, minimum=1, maximum=1000))
+        instances = f.integer("instances", default=1, minimum=1, maximum=1000)
         from .state import actor_key
 
-        if self.host.state is not None and self.host.state.get(actor_key(self.node, name)) is not None:
-            await self._record_actor(name)
-        return info
+        state = self.host.state
+        recorded = state.get(actor_key(self.node, name)) if state is not None else None
+        before = self.host._actor(name).instances
+        if recorded is not None:  # the record goes first, as for stop
+            await state.put(actor_key(self.node, name), recorded | {"instances": instances})
+        try:
+            return await self.host.scale_actor(name, instances)
+        except DrupeletError:
+            if recorded is not None:
+                await state.put(actor_key(self.node, name), recorded | {"instances": before})
+            raise
 
     async def _provider_start(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"name"})
@@ -252,18 +262,23 @@ class ControlPlane:
 
     async def _labels_put(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"labels"})
-        return await self._record_labels(self.host.put_labels(f.strings("labels")))
+        labels = f.strings("labels")
+        self.host.check_labels(labels)
+        await self._record_labels({**self.host.config.labels, **labels})
+        return self.host.put_labels(labels)
 
     async def _labels_del(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"keys"})
-        return await self._record_labels(self.host.del_labels(f.string_list("keys")))
+        keys = f.string_list("keys")
+        await self._record_labels({k: v for k, v in self.host.config.labels.items() if k not in keys})
+        return self.host.del_labels(keys)
 
-    async def _record_labels(self, labels: dict[str, str]) -> dict[str, str]:
+    async def _record_labels(self, labels: dict[str, str]) -> None:
+        """Record the labels before changing them: a failed write changes nothing."""
         from .state import labels_key
 
         if self.host.state is not None:
             await self.host.state.put(labels_key(self.node), labels)
-        return labels
 
     async def _link_list(self, req: dict[str, Any]) -> Any:
         Fields(req, set())
@@ -280,11 +295,24 @@ class ControlPlane:
         config = f.strings("config")
         interfaces = self.host.link_interfaces(f.string("interface"), target)
         state = self._state()
-        made = []
-        for interface in interfaces:
-            value = {"source": source, "interface": interface, "target": target, "config": config}
-            await state.put(link_key(source, interface), value)
-            made.append(value)
+        made: list[dict[str, Any]] = []
+        previous = {i: state.get(link_key(source, i)) for i in interfaces}
+        try:
+            for interface in interfaces:
+                value = {"source": source, "interface": interface, "target": target, "config": config}
+                await state.put(link_key(source, interface), value)
+                made.append(value)
+        except DrupeletError:
+            # a package is put whole or not at all: undo what was written (best effort)
+            for value in made:
+                interface_name = str(value["interface"])
+                key = link_key(source, interface_name)
+                old = previous[interface_name]
+                try:
+                    await (state.put(key, old) if old is not None else state.delete(key))
+                except DrupeletError:
+                    log.warning("could not undo link %s after a failed link.put", key)
+            raise
         return made
 
     async def _lattice_link_del(self, req: dict[str, Any]) -> Any:

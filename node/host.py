@@ -7,6 +7,7 @@ actors or puts links.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -37,6 +38,9 @@ PROVIDER_GROUP = "drupelet.providers"
 
 EventListener = Callable[[str, dict[str, Any]], None]
 
+RECONCILE_INTERVAL_S = 15.0
+"""How often desired actors that failed to start (say, an artifact not yet reachable) are tried again."""
+
 
 def discover_providers() -> dict[str, type[Provider]]:
     """Provider classes registered in the ``drupelet.providers`` entry-point group."""
@@ -56,7 +60,8 @@ def discover_providers() -> dict[str, type[Provider]]:
 
 class Host:
     def __init__(self, config: NodeConfig) -> None:
-        self.config = config
+        # the host changes its labels at run time; the caller's config stays as given
+        self.config = dataclasses.replace(config, labels=dict(config.labels))
         self.name = config.name
         self.lattice = config.lattice
         self.limits = Limits(call_deadline_ms=config.call_deadline_ms, max_memory_bytes=config.max_memory_bytes,
@@ -77,6 +82,9 @@ class Host:
         self.control: Any = None
         self.state: Any = None
         self.provider_server: Any = None
+        self._boot_labels = dict(config.labels)
+        self.reconcile_interval_s = RECONCILE_INTERVAL_S
+        self._restoring = False
         self._remotes: dict[tuple[str, str], Any] = {}
         self.artifacts: Any = None
 
@@ -95,12 +103,16 @@ class Host:
 
     # -- labels ---------------------------------------------------------------------
 
-    def put_labels(self, labels: dict[str, str]) -> dict[str, str]:
+    @staticmethod
+    def check_labels(labels: dict[str, str]) -> None:
         from .config import LABEL_KEY
 
         for key, value in labels.items():
             if not LABEL_KEY.match(key) or not isinstance(value, str):
                 raise InvalidRequest(f"label {key!r}: keys are 1-63 of A-Z a-z 0-9 _ . -, values strings")
+
+    def put_labels(self, labels: dict[str, str]) -> dict[str, str]:
+        self.check_labels(labels)
         self.config.labels.update(labels)
         self.emit("labels_changed", {"labels": dict(self.config.labels)})
         return dict(self.config.labels)
@@ -196,9 +208,16 @@ class Host:
         cfg = self.config
         self.state = LatticeState(self.lattice, self.name, cfg.data_dir / "state.json")
         await asyncio.to_thread(self.state.load_local)
-        for key, value in self.state.items():
-            await self._apply_state(key, value)
+        self._restoring = True
+        try:
+            for key, value in self.state.items():
+                await self._apply_state(key, value)
+        finally:
+            self._restoring = False
         self.state.on_change(self._apply_state)
+        task = self._loop().create_task(self._reconcile_forever())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         assert self.nats is not None
         connected = await self.state.connect(self.nats, domain=cfg.nats_jetstream_domain or None)
         if not connected:
@@ -223,12 +242,27 @@ class Host:
             elif kind == "actor" and names[0] == self.name:
                 await self._reconcile_actor(names[1], value)
             elif kind == "labels" and names[0] == self.name and value is not None:
-                self.config.labels.clear()
-                self.config.labels.update(value)
+                merged = {**value, **self._boot_labels} if self._restoring else dict(value)
+                if merged != self.config.labels:
+                    self.config.labels.clear()
+                    self.config.labels.update(merged)
+                    self.emit("labels_changed", {"labels": dict(merged)})
         except DrupeletError as exc:
             log.warning("cannot apply lattice state %s: %s", key, exc.message)
         except Exception:
             log.exception("cannot apply lattice state %s", key)
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval_s)
+            if self.state is None:
+                return
+            for want in self.state.actors_for(self.name):
+                if want["name"] not in self.actors:
+                    try:
+                        await self._reconcile_actor(want["name"], dict(want))
+                    except DrupeletError as exc:
+                        log.info("desired actor %s still cannot start: %s", want["name"], exc.message)
 
     async def _reconcile_actor(self, name: str, want: dict[str, Any] | None) -> None:
         have = self.actors.get(name)
@@ -245,8 +279,11 @@ class Host:
             wasm = await self.artifacts.get(want["digest"])
             await self.start_actor(name, wasm, instances=want["instances"], config=want.get("config", {}),
                                    source=want["digest"])
-        elif have.instances != want["instances"]:
-            await self.scale_actor(name, want["instances"])
+        else:
+            if have.config != want.get("config", {}):
+                have.config = dict(want.get("config", {}))  # read on every wasi:config call
+            if have.instances != want["instances"] and want["instances"] > 0:
+                await self.scale_actor(name, want["instances"])
 
     async def _start_control(self) -> None:
         from .control import ControlPlane

@@ -163,3 +163,60 @@ async def test_hub_outage_local_calls_keep_working_remote_calls_fail_fast_then_r
         await laptop.stop()
         await leaf.stop()
         await hub.stop()
+
+
+async def test_recorded_state_follows_the_rules(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
+    from drupelet.node.state import actor_key
+
+    cfg = node_config(tmp_path / "pi", nats_server.url, name="pi-1", labels={"room": "lab"})
+    client = await LatticeClient.connect(nats_server.url, "test")
+    try:
+        async with Host(cfg) as pi:
+            await client.node("pi-1", "labels.put", {"labels": {"room": "garage", "shelf": "top"}})
+            digest = await push_echo(client, tmp_path)
+            await client.node("pi-1", "actor.start", {"name": "echo", "digest": digest, "config": {"a": "1"}})
+            # a config change in the state applies to the running actor, without a restart
+            assert pi.state is not None
+            want = pi.state.get(actor_key("pi-1", "echo"))
+            await pi.state.put(actor_key("pi-1", "echo"), want | {"config": {"a": "2"}})
+            await wait_until(lambda: pi.actors["echo"].config == {"a": "2"}, "the new config")
+            # a desired actor whose artifact is missing is tried again until it starts
+            pi.reconcile_interval_s = 0.1
+            missing = "ab" * 32
+            await pi.state.put(actor_key("pi-1", "later"), {"name": "later", "digest": missing, "instances": 1,
+                                                            "config": {}, "node": "pi-1"})
+            await asyncio.sleep(0.3)
+            assert "later" not in pi.actors
+            noop_store = ArtifactStore(client.nc, "test", tmp_path / "c2")
+            from test_host import wat as wat_bytes
+            real = (await noop_store.put(wat_bytes("noop"), name="noop")).digest
+            await pi.state.put(actor_key("pi-1", "later"), {"name": "later", "digest": real, "instances": 1,
+                                                            "config": {}, "node": "pi-1"})
+            await wait_until(lambda: "later" in pi.actors, "the desired actor to start")
+        # at the next start the node config's labels win over recorded ones; others stay
+        async with Host(cfg) as pi:
+            assert pi.config.labels == {"room": "lab", "shelf": "top"}
+            assert set(pi.actors) == {"echo", "later"}
+    finally:
+        await client.close()
+
+
+async def test_a_failed_state_write_changes_nothing(tmp_path: Path) -> None:
+    no_jetstream = EmbeddedNatsServer(NatsServerConfig(jetstream=False))
+    await no_jetstream.start()
+    try:
+        async with Host(node_config(tmp_path, no_jetstream.url, name="pi-1", labels={"room": "lab"})) as pi:
+            client = await LatticeClient.connect(no_jetstream.url, "test")
+            try:
+                with pytest.raises(LatticeError) as info:
+                    await client.node("pi-1", "labels.put", {"labels": {"room": "garage"}})
+                assert info.value.code == "state-unavailable"
+                assert pi.config.labels == {"room": "lab"}
+                with pytest.raises(LatticeError, match="state"):
+                    await client.lattice_request("link.put", {"source": "a", "interface": "wasi:keyvalue",
+                                                              "target": "local/keyvalue"})
+                assert pi.links.all() == []
+            finally:
+                await client.close()
+    finally:
+        await no_jetstream.stop()
