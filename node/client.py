@@ -149,6 +149,11 @@ class LatticeClient:
         sub = await self.nc.subscribe(subject, cb=on_msg)
         try:
             while True:
-                yield await queue.get()
+                try:
+                    yield await asyncio.wait_for(queue.get(), 1.0)
+                except asyncio.TimeoutError:
+                    if self.nc.is_closed or not self.nc.is_connected:
+                        raise LatticeError("the connection to NATS was lost", code="unreachable") from None
         finally:
-            await sub.unsubscribe()
+            if not self.nc.is_closed:
+                await sub.unsubscribe()

@@ -127,3 +127,21 @@ def test_link_put_list_del(node: Node) -> None:
     assert cli(node, "link", "del", "counter", "wasi:keyvalue").returncode == 0
     again = cli(node, "link", "del", "counter", "wasi:keyvalue")
     assert (again.returncode, again.stderr) == (1, "drupelet: no link for actor 'counter' and wasi:keyvalue\n")
+
+
+def test_events_follow_ends_with_one_line_when_the_server_goes(tmp_path: Path) -> None:
+    from test_cli import start_node
+
+    node = start_node(tmp_path / "short-lived")
+    follower = subprocess.Popen([*drupelet(), "--nats", node.url, "--lattice", LATTICE, "events", "-f"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        time.sleep(1.0)
+        stop_node(node)  # the node and its embedded nats-server go away
+        _, err = follower.communicate(timeout=15)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    assert follower.returncode == 1
+    assert err.splitlines()[-1] == "drupelet: the connection to NATS was lost"
