@@ -89,6 +89,8 @@ HEADER_DIGEST: Final = "Drupelet-Digest"
 HEADER_NAME: Final = "Drupelet-Name"
 
 _WASM_MAGIC: Final = b"\0asm"
+REF_PREFIX: Final = "ref:"
+"""Objects named ``ref:<name>`` hold the hex digest a pushed name points at."""
 _HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 _ISO_FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -546,7 +548,30 @@ class ArtifactStore:
                 stored = readback
                 log.info("stored artifact %s (%d bytes) in bucket %s", format_digest(digest), size, self.bucket)
             await self._write_cache(digest, data)
+        if name:
+            await self.set_ref(name, digest)
         return _info_from_object(stored)
+
+    async def set_ref(self, name: str, digest: str) -> None:
+        """Point the name ``name`` at ``digest`` (the last push of a name wins)."""
+        doing = f"name artifact {format_digest(digest)} {name!r}"
+        obs = await self._bucket(doing, create=True, digest=digest)
+        assert obs is not None
+        await self._transfer(doing, digest, obs.put(REF_PREFIX + name, digest.encode("ascii")))
+
+    async def ref(self, name: str) -> str | None:
+        """The digest the name ``name`` points at, or None."""
+        doing = f"look up the artifact named {name!r}"
+        obs = await self._bucket(doing, create=False)
+        if obs is None:
+            return None
+        with self._nats_errors(doing):
+            try:
+                result = await obs.get(REF_PREFIX + name)
+            except nats.js.errors.NotFoundError:
+                return None
+        text = (result.data or b"").decode("ascii", "replace").strip()
+        return text if _HEX_DIGEST.match(text) else None
 
     def _progress_reporter(
         self, total: int, progress: Callable[[int, int], None] | None
@@ -680,8 +705,8 @@ async def resolve_ref(store: ArtifactStore, ref: str) -> bytes:
     try:
         digest = parse_digest(ref)
     except InvalidDigest:
-        named = [info for info in await store.list() if info.name == ref]
-        if not named:
+        found = await store.ref(ref)
+        if found is None:
             raise ArtifactNotFound(f"no artifact was pushed with the name {ref!r}", digest="") from None
-        digest = named[-1].digest
+        digest = found
     return await store.get(digest)

@@ -127,7 +127,9 @@ async def test_put_is_idempotent(nats_client: NatsClient, tmp_path: Path, echo: 
     listed = await artifacts.list()
     assert [(a.digest, a.name) for a in listed] == [(first.digest, "echo2")]
     info = await nats_client.jetstream().stream_info("OBJ_drupelet-test-artifacts")
-    assert info.state.messages == 2  # one chunk and one meta message: nothing was uploaded twice
+    # one chunk and one meta message for the artifact (nothing was uploaded twice), and the
+    # same for each of the two names that point at it
+    assert info.state.messages == 2 + 2 * 2
 
 
 async def test_progress_reports_acknowledged_bytes(nats_client: NatsClient, tmp_path: Path) -> None:
@@ -292,3 +294,21 @@ async def test_jetstream_domain(tmp_path: Path, echo: bytes) -> None:
                 await ArtifactStore(nc, LATTICE, tmp_path / "c", domain="elsewhere").get(digest)
         finally:
             await nc.close()
+
+
+async def test_a_name_points_at_its_last_push_even_for_bytes_already_stored(nats_client: NatsClient,
+                                                                           tmp_path: Path) -> None:
+    from drupelet.node.artifacts import resolve_ref
+
+    store = ArtifactStore(nats_client, "test", tmp_path / "cache")
+    echo = read_component(WAT / "echo.wat")
+    noop = read_component(WAT / "noop.wat")
+    await store.put(echo, name="x")
+    await store.put(noop, name="x")
+    assert await resolve_ref(store, "x") == noop
+    await store.put(echo, name="x")  # already stored: only the name moves
+    assert await resolve_ref(store, "x") == echo
+    await store.put(echo, name="also-echo")
+    assert await resolve_ref(store, "also-echo") == echo and await resolve_ref(store, "x") == echo
+    # the names are objects of their own, not artifacts
+    assert {i.digest for i in await store.list()} == {hashlib.sha256(echo).hexdigest(), hashlib.sha256(noop).hexdigest()}
