@@ -237,6 +237,9 @@ class Host:
                         self.links.delete(source, interface)
                         await self._unlink(link)
                         self.emit("link_deleted", link.to_json())
+                    own = self._config_link(source, interface)
+                    if own is not None:  # the node config's own link comes back
+                        await self.put_link(own.source, interface, own.target, own.config)
                 else:
                     await self.put_link(source, interface, value["target"], value.get("config", {}), strict=False)
             elif kind == "actor" and names[0] == self.name:
@@ -251,6 +254,18 @@ class Host:
             log.warning("cannot apply lattice state %s: %s", key, exc.message)
         except Exception:
             log.exception("cannot apply lattice state %s", key)
+
+    def _config_link(self, source: str, interface: str) -> LinkSpec | None:
+        """The node config's ``[[links]]`` entry covering ``source``'s ``interface``, if any."""
+        for spec in self.config.links:
+            if spec.source != source:
+                continue
+            try:
+                if interface in self.link_interfaces(spec.interface, spec.target):
+                    return spec
+            except DrupeletError:
+                continue
+        return None
 
     async def _reconcile_forever(self) -> None:
         while True:

@@ -220,3 +220,26 @@ async def test_a_failed_state_write_changes_nothing(tmp_path: Path) -> None:
                 await client.close()
     finally:
         await no_jetstream.stop()
+
+
+async def test_deleting_a_lattice_link_gives_back_the_node_configs_own(tmp_path: Path,
+                                                                    nats_server: EmbeddedNatsServer) -> None:
+    from drupelet.node.config import LinkSpec
+
+    cfg = node_config(tmp_path, nats_server.url, name="pi-1",
+                      links=[LinkSpec(source="kv", interface="wasi:keyvalue", target="local/keyvalue",
+                                      config={"buckets": "mine"})])
+    client = await LatticeClient.connect(nats_server.url, "test")
+    try:
+        async with Host(cfg) as pi:
+            assert pi.links.get("kv", "wasi:keyvalue/store").config == {"buckets": "mine"}  # type: ignore[union-attr]
+            await client.lattice_request("link.put", {"source": "kv", "interface": "wasi:keyvalue/store",
+                                                      "target": "local/keyvalue", "config": {"buckets": "shared"}})
+            await wait_until(lambda: pi.links.get("kv", "wasi:keyvalue/store").config == {"buckets": "shared"},  # type: ignore[union-attr]
+                             "the lattice link to replace the config's")
+            await client.lattice_request("link.del", {"source": "kv", "interface": "wasi:keyvalue/store"})
+            await wait_until(lambda: (pi.links.get("kv", "wasi:keyvalue/store") is not None and
+                                      pi.links.get("kv", "wasi:keyvalue/store").config == {"buckets": "mine"}),  # type: ignore[union-attr]
+                             "the config's link to come back")
+    finally:
+        await client.close()
