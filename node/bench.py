@@ -128,15 +128,9 @@ async def _measure_remote(iterations: int, workdir: Path, kvloop: bytes) -> dict
     nats-py request/reply between the same two servers."""
     import nats
 
-    from .natsserver import EmbeddedNatsServer, NatsServerConfig
+    from .natsserver import start_hub_and_leaf
 
-    hub = EmbeddedNatsServer(NatsServerConfig(store_dir=workdir / "hub", jetstream_domain="hub",
-                                              leafnode_listen_port=0, server_name="hub"))
-    await hub.start()
-    assert hub.leafnode_url is not None
-    leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=workdir / "leaf", jetstream_domain="pi",
-                                               leaf_remotes=[hub.leafnode_url], server_name="pi"))
-    await leaf.start()
+    hub, leaf = await start_hub_and_leaf(workdir, "pi")
     common = {"lattice": "bench", "providers": {"keyvalue": {"backend": "memory"}}, "call_deadline_ms": 120000,
               "nats_jetstream_domain": "hub"}
     hub_node = Host(NodeConfig(name="laptop", data_dir=workdir / "laptop", nats_url=hub.url, **common))  # type: ignore[arg-type]

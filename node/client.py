@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from . import protocol, subjects
 from .errors import DrupeletError
 
 PING_WINDOW_S = 0.5
+
+log = logging.getLogger(__name__)
 
 
 class LatticeError(DrupeletError):
@@ -157,3 +160,13 @@ class LatticeClient:
         finally:
             if not self.nc.is_closed:
                 await sub.unsubscribe()
+
+
+async def unsubscribe_all(subs: list[Any]) -> None:
+    """Unsubscribe each of ``subs`` (a closed connection is fine) and empty the list."""
+    for sub in subs:
+        try:
+            await sub.unsubscribe()
+        except Exception as exc:
+            log.debug("unsubscribe: %s", exc)
+    subs.clear()

@@ -17,6 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from . import protocol, subjects
+from .client import unsubscribe_all
 from .errors import DrupeletError
 from .host import Host
 from .protocol import NAME, BadRequest, Fields, UnknownRequest
@@ -90,12 +91,7 @@ class ControlPlane:
                                       protocol.event(self.lattice, self.node, "node_stopped", {"node": self.node}))
             except Exception as exc:
                 log.debug("node_stopped event not sent: %s", exc)
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribe: %s", exc)
-        self._subs.clear()
+        await unsubscribe_all(self._subs)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

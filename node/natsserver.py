@@ -636,3 +636,20 @@ async def _port_accepts(host: str, port: int, *, timeout_s: float) -> bool:
     except OSError as exc:
         logger.debug("closing readiness probe to %s:%s: %s", host, port, exc)
     return True
+
+
+async def start_hub_and_leaf(directory: Path, leaf_domain: str) -> tuple[EmbeddedNatsServer, EmbeddedNatsServer]:
+    """A hub (JetStream domain ``hub``, accepting leaf connections) and a leaf of it with its
+    own domain, both on free loopback ports, their files under ``directory``."""
+    hub = EmbeddedNatsServer(NatsServerConfig(store_dir=directory / "hub", jetstream_domain="hub",
+                                              leafnode_listen_port=0, server_name="hub"))
+    await hub.start()
+    assert hub.leafnode_url is not None
+    leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=directory / "leaf", jetstream_domain=leaf_domain,
+                                               leaf_remotes=[hub.leafnode_url], server_name=leaf_domain))
+    try:
+        await leaf.start()
+    except BaseException:
+        await hub.stop()
+        raise
+    return hub, leaf

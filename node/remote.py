@@ -34,6 +34,7 @@ from drupelet.providers.base import (Busy, Denied, Link, Message, NotFound, Payl
                                      Unavailable)
 
 from . import protocol, subjects
+from .client import unsubscribe_all
 
 log = logging.getLogger(__name__)
 
@@ -243,12 +244,7 @@ class ProviderServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:
-                log.debug("unsubscribe: %s", exc)
-        self._subs.clear()
+        await unsubscribe_all(self._subs)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         with self._lock:

@@ -13,7 +13,7 @@ import pytest
 from drupelet.node.artifacts import ArtifactStore
 from drupelet.node.client import LatticeClient, LatticeError
 from drupelet.node.host import Host
-from drupelet.node.natsserver import EmbeddedNatsServer, NatsServerConfig
+from drupelet.node.natsserver import EmbeddedNatsServer, NatsServerConfig, start_hub_and_leaf
 
 from test_host import node_config, wat
 
@@ -70,13 +70,7 @@ async def test_links_put_once_reach_every_node(tmp_path: Path, nats_server: Embe
 
 
 async def test_node_restarted_with_the_hub_down_restores_actors_and_links(tmp_path: Path) -> None:
-    hub = EmbeddedNatsServer(NatsServerConfig(store_dir=tmp_path / "hub", jetstream_domain="hub",
-                                              leafnode_listen_port=0, server_name="hub"))
-    await hub.start()
-    assert hub.leafnode_url is not None
-    leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=tmp_path / "leaf", jetstream_domain="pi1",
-                                               leaf_remotes=[hub.leafnode_url], server_name="pi1"))
-    await leaf.start()
+    hub, leaf = await start_hub_and_leaf(tmp_path, "pi1")
     cfg = node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub")
     client = await LatticeClient.connect(hub.url, "test")
     try:
@@ -115,13 +109,7 @@ async def wait_until_leaf_sees(client: LatticeClient, node: str) -> None:
 async def test_hub_outage_local_calls_keep_working_remote_calls_fail_fast_then_resume(tmp_path: Path) -> None:
     from test_keyvalue import OTHER, kvloop
 
-    hub = EmbeddedNatsServer(NatsServerConfig(store_dir=tmp_path / "hub", jetstream_domain="hub",
-                                              leafnode_listen_port=0, server_name="hub"))
-    await hub.start()
-    assert hub.leafnode_url is not None
-    leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=tmp_path / "leaf", jetstream_domain="pi1",
-                                               leaf_remotes=[hub.leafnode_url], server_name="pi1"))
-    await leaf.start()
+    hub, leaf = await start_hub_and_leaf(tmp_path, "pi1")
     laptop = Host(node_config(tmp_path / "laptop", hub.url, name="laptop", nats_jetstream_domain="hub"))
     pi = Host(node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub",
                           remote_call_timeout_ms=1000))
