@@ -60,8 +60,7 @@ class LatticeClient:
         return cls(nc, lattice, timeout_s=timeout_s)
 
     async def close(self) -> None:
-        if not self.nc.is_closed:
-            await self.nc.close()
+        await close_quietly(self.nc)
 
     async def __aenter__(self) -> LatticeClient:
         return self
@@ -160,6 +159,20 @@ class LatticeClient:
         finally:
             if not self.nc.is_closed:
                 await sub.unsubscribe()
+
+
+async def close_quietly(nc: Any) -> None:
+    """Close a NATS connection whose server may already be gone.
+
+    nats-py flushes on close; with the socket reset that flush raises, though the
+    client is closed all the same. Stopping must not fail for that.
+    """
+    if nc.is_closed:
+        return
+    try:
+        await nc.close()
+    except Exception as exc:
+        log.debug("closing the NATS connection: %s", exc)
 
 
 async def unsubscribe_all(subs: list[Any]) -> None:

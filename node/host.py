@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from drupelet.providers.base import Link, Message, NotLinked, Provider, ProviderContext, ProviderError
 
 from . import __version__, subjects
+from .client import close_quietly
 from .config import ActorSpec, LinkSpec, NodeConfig
 from .errors import (ActorExists, ActorNotFound, CallFailed, DeadlineExceeded, DrupeletError, HandlerError,
                      InvalidRequest, LinkError, NatsUnavailable, ProviderNotFound, StartRefused, Trapped)
@@ -188,10 +189,7 @@ class Host:
             await asyncio.wait_for(nc.connect(url, allow_reconnect=True, **options), timeout=timeout_s)
         except BaseException as exc:
             last = nc.last_error
-            try:
-                await nc.close()
-            except Exception as close_exc:
-                log.debug("closing the failed NATS client: %s", close_exc)
+            await close_quietly(nc)
             if not isinstance(exc, Exception):
                 raise
             cause = exc if not isinstance(exc, TimeoutError) else last
@@ -409,7 +407,7 @@ class Host:
                 await self.nats.drain()
             except Exception as exc:
                 log.debug("NATS drain at stop: %s", exc)
-                await self.nats.close()
+                await close_quietly(self.nats)
             self.nats = None
         if self.nats_server is not None:
             await self.nats_server.stop()

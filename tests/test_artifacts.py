@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import api
 
+from drupelet.node.client import close_quietly
 from drupelet.node.artifacts import (ArtifactError, ArtifactInfo, ArtifactNotFound, ArtifactStore,
                                      ArtifactStoreUnavailable, ArtifactTooLarge, DigestMismatch, InvalidDigest,
                                      bucket_name, parse_digest)
@@ -215,11 +215,8 @@ async def test_cache_serves_with_the_server_down(nats_server: EmbeddedNatsServer
         with pytest.raises(ArtifactStoreUnavailable):
             await offline.list()
     finally:
-        if not nc.is_closed:
-            await nc.close()
-        # nats-py flushes the timed-out request onto the dead socket when closing.
-        with contextlib.suppress(ConnectionResetError):
-            await reconnecting.close()
+        await close_quietly(nc)
+        await close_quietly(reconnecting)
 
 
 async def test_jetstream_disabled_is_a_clear_error(tmp_path: Path, echo: bytes) -> None:

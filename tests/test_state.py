@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
+from drupelet.node.client import close_quietly
 from drupelet.node.errors import BadStateEntry, StateUnavailable
 from drupelet.node.natsserver import EmbeddedNatsServer, NatsServerConfig
 from drupelet.node.state import (LatticeState, actor_key, bucket_name, check_value, config_key, decode_interface,
@@ -94,7 +95,7 @@ class Lattice:
         for state in self.states:
             await state.close()
         for nc in self.clients:
-            await nc.close()
+            await close_quietly(nc)  # some tests stop the servers first
 
 
 @pytest_asyncio.fixture
