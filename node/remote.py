@@ -31,7 +31,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from drupelet.providers.base import (Busy, Denied, Link, Message, NotFound, PayloadTooLarge, ProviderError, Timeout,
-                                     Unavailable)
+                                     Unavailable, invoke_method)
 
 from . import protocol, subjects
 from .client import unsubscribe_all
@@ -81,12 +81,92 @@ def provider_subject(lattice: str, node: str, provider: str) -> str:
 
 # -- the calling side ------------------------------------------------------------------
 
+def step(coro: Any) -> None:
+    """Run a coroutine that normally completes without waiting (nats-py's ``publish``
+    only buffers the message and kicks its flusher) right here, on the loop, without a
+    task; should it wait after all, a task finishes it. An error raised before it waits
+    is raised here."""
+    try:
+        waiting = coro.send(None)
+    except StopIteration:
+        return
+
+    async def finish(waiting: Any) -> None:
+        while True:
+            try:
+                await (waiting if waiting is not None else asyncio.sleep(0))
+            except BaseException:
+                pass  # the coroutine sees the outcome when it resumes below
+            try:
+                waiting = coro.send(None)
+            except StopIteration:
+                return
+
+    def done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.info("remote call: %s", task.exception())
+
+    asyncio.ensure_future(finish(waiting)).add_done_callback(done)
+
+
+class ReplyInbox:
+    """One subscription that takes the replies to every remote call of a node.
+
+    A call publishes its request with a reply subject under this inbox and registers a
+    thread-safe future the calling worker waits on; the reply (or the server's
+    no-responders status) settles it. Compared with ``nc.request`` per call this saves
+    a task, a timer and a loop iteration on the hot path.
+    """
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.prefix = ""
+        self._ids = itertools.count(1)
+        self._pending: dict[str, concurrent.futures.Future[bytes]] = {}
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        self.prefix = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(f"{self.prefix}.*", cb=self._on_reply)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await unsubscribe_all([self._sub])
+            self._sub = None
+        for answer in list(self._pending.values()):
+            answer.cancel()
+        self._pending.clear()
+
+    def send(self, subject: str, payload: bytes, answer: concurrent.futures.Future[bytes]) -> str:
+        """On the loop: publish ``payload`` with a fresh reply subject; returns its token."""
+        token = str(next(self._ids))
+        self._pending[token] = answer
+        try:
+            step(self.nc.publish(subject, payload, reply=f"{self.prefix}.{token}"))
+        except Exception as exc:
+            del self._pending[token]
+            answer.set_exception(Unavailable(f"cannot send to {subject}: {exc or type(exc).__name__}"))
+        return token
+
+    def forget(self, token: str) -> None:
+        self._pending.pop(token, None)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        answer = self._pending.pop(msg.subject.rpartition(".")[2], None)
+        if answer is None or answer.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            answer.set_exception(nats.errors.NoRespondersError())
+        else:
+            answer.set_result(bytes(msg.data))
+
 class RemoteProvider:
     """Another node's provider, as the bindings see it. Methods run on worker threads."""
 
     def __init__(self, nc: NatsClient, loop: asyncio.AbstractEventLoop, lattice: str, caller: str,
-                 node: str, provider: str, timeout_s: float) -> None:
+                 node: str, provider: str, timeout_s: float, inbox: ReplyInbox) -> None:
         self.nc = nc
+        self.inbox = inbox
         self.loop = loop
         self.caller = caller
         self.node = node
@@ -99,12 +179,18 @@ class RemoteProvider:
         timeout = timeout_s if timeout_s is not None else _link_timeout(link, self.timeout_s)
         payload = json.dumps({"caller": self.caller, "source": link.source, "interface": link.interface,
                               "op": op, "args": encode(args), "handle": handle}, separators=(",", ":")).encode()
-        fut = asyncio.run_coroutine_threadsafe(self._request(payload, timeout), self.loop)
+        answer: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+        token: list[str] = []
+        self.loop.call_soon_threadsafe(self._send, payload, answer, token)
         try:
-            data = fut.result(timeout + 0.5)
+            data = answer.result(timeout)
         except concurrent.futures.TimeoutError:
-            fut.cancel()
+            answer.cancel()
+            if token:
+                self.loop.call_soon_threadsafe(self.inbox.forget, token[0])
             raise Timeout(f"provider {self.name} on node {self.node} did not answer within {timeout:g} s") from None
+        except nats.errors.NoRespondersError:
+            raise Unavailable(f"provider {self.name} on node {self.node} is unreachable (no responders)") from None
         reply = protocol.parse_reply(data)
         if not reply["ok"]:
             err = reply.get("error") or {"code": "other", "message": "no reason given"}
@@ -115,19 +201,27 @@ class RemoteProvider:
             raise exc
         return decode(reply.get("result"))
 
-    async def _request(self, payload: bytes, timeout_s: float) -> bytes:
+    def _send(self, payload: bytes, answer: concurrent.futures.Future[bytes], token: list[str]) -> None:
+        """On the loop: send the request; its reply settles ``answer``, which a worker waits on.
+
+        A plain callback, not ``run_coroutine_threadsafe``: this is the hot path of every
+        remote call."""
+        if answer.cancelled():
+            return
         if not self.nc.is_connected:
-            raise Unavailable(f"node {self.caller} is not connected to NATS; provider {self.name} on node "
-                              f"{self.node} is unreachable")
-        try:
-            msg = await self.nc.request(self.subject, payload, timeout=timeout_s)
-        except nats.errors.NoRespondersError:
-            raise Unavailable(f"provider {self.name} on node {self.node} is unreachable (no responders)") from None
-        except nats.errors.TimeoutError:
-            raise Timeout(f"provider {self.name} on node {self.node} did not answer within {timeout_s:g} s") from None
-        return bytes(msg.data)
+            answer.set_exception(Unavailable(f"node {self.caller} is not connected to NATS; provider "
+                                             f"{self.name} on node {self.node} is unreachable"))
+            return
+        token.append(self.inbox.send(self.subject, payload, answer))
 
     # the provider methods the bindings call
+
+    def invoke(self, link: Link, op: str, args: list[Any]) -> Any:
+        """Any operation the provider lists in ``operations``; the provider's node checks."""
+        result = self.call(link, op, args)
+        if isinstance(result, dict) and isinstance(result.get("$h"), int):
+            return RemoteResource(self, link, result["$h"], frozenset(result.get("methods") or ()))
+        return result
 
     def open(self, link: Link, identifier: str) -> RemoteBucket:
         result = self.call(link, "open", [identifier])
@@ -204,6 +298,34 @@ class RemoteBucket:
             log.debug("release of bucket handle %d on %s: %s", self.handle, self.remote.node, exc.message)
 
 
+class RemoteResource:
+    """A resource (an I2C bus) held on another node, by handle; its methods are forwarded."""
+
+    def __init__(self, remote: RemoteProvider, link: Link, handle: int, methods: frozenset[str]) -> None:
+        self.remote = remote
+        self.link = link
+        self.handle = handle
+        self.methods = methods
+        self.closed = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.__dict__.get("methods", frozenset()):
+            raise AttributeError(name)
+
+        def forward(*args: Any) -> Any:
+            return self.remote.call(self.link, f"handle.{name}", list(args), self.handle)
+        return forward
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.remote.call(self.link, "handle.release", [], self.handle, timeout_s=RELEASE_TIMEOUT_S)
+        except ProviderError as exc:
+            log.debug("release of handle %d on %s: %s", self.handle, self.remote.node, exc.message)
+
+
 # -- the provider side ------------------------------------------------------------------
 
 @dataclass
@@ -211,7 +333,16 @@ class _Handle:
     caller: str
     source: str
     link: Link
-    bucket: Any
+    obj: Any
+    """A keyvalue bucket, or a resource whose class lists its ``methods``."""
+
+    def close(self) -> None:
+        close = getattr(self.obj, "close", None)
+        if callable(close):
+            try:
+                close()
+            except ProviderError as exc:
+                log.debug("closing a handle of %s/%s: %s", self.caller, self.source, exc.message)
 
 
 class ProviderServer:
@@ -248,7 +379,10 @@ class ProviderServer:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         with self._lock:
+            closing = list(self._handles.values())
             self._handles.clear()
+        for entry in closing:
+            entry.close()
 
     @property
     def handles(self) -> int:
@@ -261,21 +395,52 @@ class ProviderServer:
             if msg.reply:
                 await self.nc.publish(msg.reply, protocol.error(exc.code, exc.message))
             return
-        inline = req.get("op") in INLINE_OPS and self._bucket_is_local(req.get("handle"))
-        if inline:  # quick: answer in this callback, in order
-            await self._answer(msg, req, inline=True)
+        entry = self._inline_entry(req)
+        if entry is not None:  # quick: answer in this callback, in order
+            try:
+                reply = protocol.ok(encode(self._inline(entry, req)))
+            except ProviderError as exc:
+                reply = protocol.error(exc.code, exc.message)
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                reply = protocol.error("bad-request", f"malformed provider call: {exc}")
+            if msg.reply:
+                await self.nc.publish(msg.reply, reply)
             return
-        task = asyncio.ensure_future(self._answer(msg, req, inline=False))
+        task = asyncio.ensure_future(self._answer(msg, req))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, msg: Msg, req: dict[str, Any], *, inline: bool) -> None:
+    def _inline_entry(self, req: dict[str, Any]) -> _Handle | None:
+        """The handle of a quick read of a local bucket, whose caller and source match the
+        ones it was opened by (those were validated then); None for anything else."""
+        if req.get("op") not in INLINE_OPS:
+            return None
+        handle = req.get("handle")
+        entry = self._handles.get(handle) if type(handle) is int else None
+        if entry is None or hasattr(entry.obj, "remote") or entry.caller != req.get("caller") \
+                or entry.source != req.get("source"):
+            return None
+        return entry
+
+    def _inline(self, entry: _Handle, req: dict[str, Any]) -> Any:
+        op = str(req["op"]).removeprefix("bucket.")
+        args = decode(req.get("args") or [])
+        if not isinstance(args, list):
+            raise protocol.BadRequest("must be a list", field="args")
+        if op == "release":
+            with self._lock:
+                self._handles.pop(req["handle"], None)
+            entry.close()
+            return None
+        if op == "list_keys":
+            keys, cursor = entry.obj.list_keys(*args)
+            return [keys, cursor]
+        return getattr(entry.obj, op)(*args)
+
+    async def _answer(self, msg: Msg, req: dict[str, Any]) -> None:
         provider_name = msg.subject.rsplit(".", 1)[-1]
         try:
-            if inline:
-                result = self._call(provider_name, req)
-            else:
-                result = await asyncio.to_thread(self._call, provider_name, req)
+            result = await asyncio.to_thread(self._call, provider_name, req)
             reply = protocol.ok(encode(result))
         except ProviderError as exc:
             reply = protocol.error(exc.code, exc.message)
@@ -297,6 +462,8 @@ class ProviderServer:
             raise protocol.BadRequest("must be a list", field="args")
         if op.startswith("bucket."):
             return self._bucket_call(caller, source, op.removeprefix("bucket."), args, req.get("handle"))
+        if op.startswith("handle."):
+            return self._handle_call(caller, source, op.removeprefix("handle."), args, req.get("handle"))
         provider = self.host.providers.get(provider_name)
         if provider is None:
             raise Unavailable(f"no provider {provider_name!r} runs on node {self.node}")
@@ -307,10 +474,7 @@ class ProviderServer:
         plain = link.as_link()
         if interface == "wasi:keyvalue/store" and op == "open":
             bucket = provider.open(plain, str(args[0]))
-            handle = next(self._ids)
-            with self._lock:
-                self._handles[handle] = _Handle(caller, source, plain, bucket)
-            return {"handle": handle}
+            return {"handle": self._keep(_Handle(caller, source, plain, bucket))}
         if interface == "wasmcloud:messaging/consumer" and op == "publish":
             subject, body, reply_to = args
             self._check_size(body)
@@ -321,17 +485,41 @@ class ProviderServer:
             self._check_size(body)
             reply = provider.request(plain, str(subject), bytes(body), int(timeout_ms))
             return {"subject": reply.subject, "body": reply.body, "reply_to": reply.reply_to}
+        if op in provider.operations.get(interface, frozenset()):
+            self._check_size(*args)
+            result = provider.invoke(plain, op, args)
+            methods = getattr(result, "methods", None)
+            if isinstance(methods, frozenset):
+                return {"$h": self._keep(_Handle(caller, source, plain, result)), "methods": sorted(methods)}
+            return result
         raise protocol.BadRequest(f"{interface} has no remote operation {op!r}")
 
-    def _bucket_is_local(self, handle: Any) -> bool:
-        """True when the handle's bucket keeps its contents in this process (not a proxy)."""
-        entry = self._handles.get(handle) if isinstance(handle, int) else None
-        return entry is not None and not hasattr(entry.bucket, "remote")
+    def _keep(self, entry: _Handle) -> int:
+        handle = next(self._ids)
+        with self._lock:
+            self._handles[handle] = entry
+        return handle
 
-    def _check_size(self, body: Any) -> None:
+    def _handle_call(self, caller: str, source: str, method: str, args: list[Any], handle: Any) -> Any:
+        if not isinstance(handle, int):
+            raise protocol.BadRequest("must be an integer", field="handle")
+        with self._lock:
+            entry = self._handles.get(handle)
+            if entry is None or entry.caller != caller or entry.source != source:
+                raise NotFound(f"handle {handle} is not open for actor {source!r} of node {caller}")
+            if method == "release":
+                del self._handles[handle]
+        if method == "release":
+            entry.close()
+            return None
+        self._check_size(*args)
+        return invoke_method(entry.obj, method, args)
+
+    def _check_size(self, *values: Any) -> None:
         limit = self.host.config.max_payload_bytes
-        if isinstance(body, bytes) and len(body) > limit:
-            raise PayloadTooLarge(len(body), limit)
+        size = sum(len(v) for v in values if isinstance(v, bytes))
+        if size > limit:
+            raise PayloadTooLarge(size, limit)
 
     def _bucket_call(self, caller: str, source: str, method: str, args: list[Any], handle: Any) -> Any:
         if not isinstance(handle, int):
@@ -350,16 +538,17 @@ class ProviderServer:
         if method in ("get_many", "set_many") and method == "set_many":
             args = [[(str(k), bytes(v)) for k, v in args[0]]]
         if method == "list_keys":
-            keys, cursor = entry.bucket.list_keys(args[0])
+            keys, cursor = entry.obj.list_keys(args[0])
             return [keys, cursor]
-        return getattr(entry.bucket, method)(*args)
+        return getattr(entry.obj, method)(*args)
 
     def release(self, caller: str, source: str | None = None) -> int:
         with self._lock:
             gone = [h for h, e in self._handles.items()
                     if e.caller == caller and (source is None or e.source == source)]
-            for h in gone:
-                del self._handles[h]
+            closing = [self._handles.pop(h) for h in gone]
+        for entry in closing:
+            entry.close()
         if gone:
             log.info("released %d bucket handle(s) of %s%s", len(gone), caller, f"/{source}" if source else "")
         return len(gone)

@@ -13,9 +13,15 @@ import ctypes
 from dataclasses import dataclass
 from typing import Any
 
+from collections.abc import Callable
+
+from wasmtime import StoreContext, WasmtimeError
 from wasmtime import _ffi as ffi
-from wasmtime.component import Record
-from wasmtime.component._types import ResultType
+from wasmtime.component import LinkerInstance, Record
+from wasmtime.component._enter import catch_exceptions
+from wasmtime.component._linker import FUNCTIONS
+from wasmtime.component._linker import func_finalize as _func_finalize
+from wasmtime.component._types import FuncType, ResultType
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +51,11 @@ def _convert_to_c(self: ResultType, store: Any, val: Any, ptr: Any) -> None:
         _original_convert(self, store, val, ptr)
         return
     is_ok = isinstance(val, Ok)
-    ty = self.ok if is_ok else self.err
+    cases = getattr(self, "_drupelet_cases", None)
+    if cases is None:  # types are immutable: read a result's cases once, keep them on it
+        cases = (self.ok, self.err)
+        setattr(self, "_drupelet_cases", cases)
+    ty = cases[0] if is_ok else cases[1]
     payload = None
     if ty is not None:
         raw = ffi.wasmtime_component_val_t()
@@ -61,3 +71,48 @@ def install() -> None:
     if not _installed:
         ResultType.convert_to_c = _convert_to_c  # type: ignore[method-assign]
         _installed = True
+
+
+# -- host functions with their types read once ------------------------------------------
+
+_TYPES: dict[int, tuple[list[Any], Any]] = {}
+"""Per host function (by its slab index): its parameter types and its result type."""
+
+
+def _types_of(idx: int, ty_raw: Any, store: Any) -> tuple[list[Any], Any]:
+    cached = _TYPES.get(idx)
+    if cached is None:
+        with FuncType._from_ptr(ty_raw, owner=store) as fty:
+            cached = ([ty for _, ty in fty.params], fty.result)
+        _TYPES[idx] = cached
+    return cached
+
+
+@ffi.wasmtime_component_func_callback_t  # type: ignore[untyped-decorator]
+def _func_impl(idx: Any, context: Any, ty_raw: Any, args: Any, nargs: int, results: Any, nresults: int) -> Any:
+    def run(store: StoreContext) -> None:
+        key = idx or 0
+        params, result_ty = _types_of(key, ty_raw, store)
+        pyargs = [ty.convert_from_c(args[i]) for i, ty in enumerate(params)]
+        result = FUNCTIONS.get(key)(store, *pyargs)
+        if result_ty is not None:
+            result_ty.convert_to_c(store, result, results)
+    return catch_exceptions(context, run)
+
+
+def add_func(inst: LinkerInstance, name: str, func: Callable[..., Any]) -> None:
+    """``inst.add_func`` with the function's WIT types read on its first call and kept.
+
+    wasmtime-py's own trampoline asks the C API for the parameter and result types on
+    every call and builds Python type objects from them; for the node's short import
+    calls that is most of the cost. A host function's types never change (the linker
+    checks every importing component against the same WIT signature), so they are read
+    once. Arguments and results are converted exactly as wasmtime-py does.
+    """
+    inst._assert_not_locked()
+    name_bytes = name.encode("utf-8")
+    idx = FUNCTIONS.allocate(func)
+    err = ffi.wasmtime_component_linker_instance_add_func(inst.ptr(), ctypes.create_string_buffer(name_bytes),
+                                                          len(name_bytes), _func_impl, idx, _func_finalize)
+    if err:
+        raise WasmtimeError._from_ptr(err)
