@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--label", action="append", default=[], metavar="K=V", help="add a label (repeatable)")
     up.add_argument("--data-dir", type=Path, metavar="DIR", help="state directory")
     up.add_argument("--demo", action="store_true",
-                    help="also run the counter example: build it if needed, link it, and call it every few seconds")
+                    help="run the hardware demo instead: this node plus a simulated Pi node (pi-1) on a leaf "
+                         "server, the thermometer actor here driving the Pi's sensor, OLED and LED")
 
     actor = add("actor", "build, start, stop, scale and list actors")
     actor_sub = actor.add_subparsers(dest="actor_command", metavar="ACTION", required=True)
@@ -120,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--actor", help="only this actor")
     events = add("events", "show node events (CloudEvents) from every node")
     events.add_argument("-f", "--follow", action="store_true", required=True, help="stream until interrupted")
+
+    display = add("display", "the displays of nodes")
+    display_sub = display.add_subparsers(dest="display_command", metavar="ACTION", required=True)
+    snap = display_sub.add_parser("snapshot", help="save what a node's display shows as a PNG")
+    _global_options(snap, top=False)
+    snap.add_argument("node")
+    snap.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    snap.add_argument("--provider", default="display", help="the display provider's name")
+
+    gpio = add("gpio", "the GPIO pins of nodes")
+    gpio_sub = gpio.add_subparsers(dest="gpio_command", metavar="ACTION", required=True)
+    gsim = gpio_sub.add_parser("simulate", help="drive a simulated input pin high or low (a button press is low)")
+    _global_options(gsim, top=False)
+    gsim.add_argument("node")
+    gsim.add_argument("pin", type=int)
+    gsim.add_argument("level", choices=["high", "low"])
 
     call = add("call", "send a message to an actor's handler and print its reply")
     call.add_argument("actor")
@@ -220,80 +238,47 @@ async def _up(args: argparse.Namespace) -> int:
     from .host import Host
 
     cfg = _load_config(args)
-    demo_task: asyncio.Task[None] | None = None
-    if args.demo:
-        _add_demo(cfg)
-    host = Host(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    starting = asyncio.create_task(host.start())
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():
-        log.info("stop requested while starting; stopping")
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
-        await host.stop()
+    if args.demo:
+        from . import demo
+
+        return await demo.run(cfg, stop)
+    host = Host(cfg)
+    if not await _until_stopped(host.start(), stop, on_cancel=host.stop):
         return 0
-    stopping.cancel()
-    starting.result()  # a failed start raises here (Host.start has already cleaned up)
     try:
         url = host.nats.connected_url.geturl() if host.nats and host.nats.connected_url else "(none)"
         log.info("node %s ready; NATS %s; lattice %s. Ctrl-C stops it.", host.name, url, host.lattice)
-        if args.demo:
-            demo_task = asyncio.create_task(_demo_loop(host, stop))
         await stop.wait()
     finally:
-        if demo_task is not None:
-            demo_task.cancel()
-            await asyncio.gather(demo_task, return_exceptions=True)
         await host.stop()
     return 0
 
 
-DEMO_SUBJECT = "demo.counter"
-
-
-def _add_demo(cfg: Any) -> None:
-    """Add the counter example (built on first use) and its links to ``cfg``."""
-    from .build import build_python_actor, example_dir, source_key
-    from .config import ActorSpec, LinkSpec
-
-    src = example_dir("counter")
-    out = cfg.data_dir / "demo" / f"counter-{source_key(src)[:16]}.wasm"
-    if not out.exists():
-        log.info("building the counter example with componentize-py (first run only; tens of seconds) ...")
-        result = build_python_actor(src, out)
-        log.info("built %s (%.1f MB) in %.0f s", out.name, result.size_bytes / 1e6, result.seconds)
-    cfg.actors.append(ActorSpec(name="counter", file=out, instances=1, config={"greeting": "count"}))
-    cfg.links.append(LinkSpec(source="counter", interface="wasi:keyvalue", target="local/keyvalue"))
-    cfg.links.append(LinkSpec(source="counter", interface="wasmcloud:messaging", target="local/messaging",
-                              config={"subscriptions": DEMO_SUBJECT}))
-
-
-async def _demo_loop(host: Any, stop: asyncio.Event) -> None:
-    from .errors import DrupeletError
-
-    url = host.nats.connected_url.geturl() if host.nats and host.nats.connected_url else DEFAULT_NATS
-    log.info("demo: calling the counter every 3 s; from another shell try:  drupelet --nats %s call counter %s hi",
-             url, DEMO_SUBJECT)
-    while not stop.is_set():
-        try:
-            reply = await host.call("counter", DEMO_SUBJECT, b"tick")
-            log.info("demo: counter replied %r", reply.decode("utf-8", "replace"))
-        except DrupeletError as exc:
-            log.warning("demo: %s", exc.message)
-        try:
-            await asyncio.wait_for(stop.wait(), 3.0)
-        except asyncio.TimeoutError:
-            pass
+async def _until_stopped(work: Any, stop: asyncio.Event, on_cancel: Any = None) -> bool:
+    """Run ``work`` unless ``stop`` is set first (SIGTERM while starting): then cancel it,
+    run ``on_cancel`` and return False. A failure of ``work`` raises here."""
+    running = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not running.done():
+        log.info("stop requested while starting; stopping")
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        if on_cancel is not None:
+            await on_cancel()
+        return False
+    stopping.cancel()
+    running.result()
+    return True
 
 
 # -- remote control ------------------------------------------------------------------
 
-REMOTE_COMMANDS = {"nodes", "inventory", "actor", "logs", "events", "push", "link"}
+REMOTE_COMMANDS = {"nodes", "inventory", "actor", "logs", "events", "push", "link", "display", "gpio"}
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -353,6 +338,18 @@ async def _remote(args: argparse.Namespace) -> int:
             return await _push(args, client)
         if cmd.startswith("link "):
             return await _link(args, client)
+        if cmd == "display":
+            result = await client.node(args.node, "display.snapshot", {"provider": args.provider})
+            png = base64.b64decode(result["png"])
+            args.output.write_bytes(png)
+            _emit(args, {"node": args.node, "file": str(args.output), "bytes": len(png)},
+                  f"wrote {args.output} ({len(png)} bytes) from node {args.node}'s display")
+            return 0
+        if cmd == "gpio":
+            await client.node(args.node, "gpio.simulate", {"pin": args.pin, "level": args.level == "high"})
+            _emit(args, {"node": args.node, "pin": args.pin, "level": args.level},
+                  f"node {args.node}: simulated pin {args.pin} is {args.level}")
+            return 0
     raise CliError(f"unknown command {cmd!r}")
 
 

@@ -9,6 +9,7 @@ heartbeat carrying the inventory.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -57,6 +58,8 @@ class ControlPlane:
             "labels.put": self._labels_put,
             "labels.del": self._labels_del,
             "link.list": self._link_list,
+            "display.snapshot": self._display_snapshot,
+            "gpio.simulate": self._gpio_simulate,
         }
         self.lattice_verbs: dict[str, Handler] = {
             "link.put": self._lattice_link_put,
@@ -254,6 +257,22 @@ class ControlPlane:
     async def _provider_stop(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"name"})
         await self.host.stop_provider(f.string("name", pattern=NAME))
+        return None
+
+    async def _display_snapshot(self, req: dict[str, Any]) -> Any:
+        f = Fields(req, {"provider"})
+        png = await self.host.display_snapshot(f.string("provider", required=False, pattern=NAME) or "display")
+        return {"format": "png", "png": base64.b64encode(png).decode("ascii")}
+
+    async def _gpio_simulate(self, req: dict[str, Any]) -> Any:
+        f = Fields(req, {"provider", "pin", "level"})
+        level = req.get("level")
+        if not isinstance(level, bool):
+            raise BadRequest("must be true (high) or false (low)", field="level")
+        if "pin" not in req:
+            raise BadRequest("is required", field="pin")
+        pin = f.integer("pin", default=0, minimum=0, maximum=63)
+        await self.host.gpio_simulate(pin, level, f.string("provider", required=False, pattern=NAME) or "gpio")
         return None
 
     async def _labels_put(self, req: dict[str, Any]) -> Any:

@@ -145,3 +145,12 @@ class StateUnavailable(StateError, ConnectionError):
     """The shared state bucket cannot be reached; nothing was changed locally."""
 
     code = "state-unavailable"
+
+
+class HardwareError(DrupeletError):
+    """A hardware request (snapshot, simulated input) a provider refused; ``code`` is the
+    provider's (``denied``, ``io``…)."""
+
+    def __init__(self, message: str, *, code: str = "hardware") -> None:
+        super().__init__(message)
+        self.code = code

@@ -25,7 +25,7 @@ from drupelet.providers.base import Link, Message, NotLinked, Provider, Provider
 from . import __version__, subjects
 from .client import close_quietly
 from .config import ActorSpec, LinkSpec, NodeConfig
-from .errors import (ActorExists, ActorNotFound, CallFailed, DeadlineExceeded, DrupeletError, HandlerError,
+from .errors import (HardwareError, ActorExists, ActorNotFound, CallFailed, DeadlineExceeded, DrupeletError, HandlerError,
                      InvalidRequest, LinkError, NatsUnavailable, ProviderNotFound, StartRefused, Trapped)
 from .links import LinkDef, LinkTable, check_target, parse_interface
 from .natsserver import EmbeddedNatsServer, NatsServerConfig, NatsServerError
@@ -38,6 +38,9 @@ actor_log = logging.getLogger("drupelet.actor")
 PROVIDER_GROUP = "drupelet.providers"
 
 EventListener = Callable[[str, dict[str, Any]], None]
+
+HARDWARE_PROVIDERS = ("gpio", "i2c", "display")
+"""Providers whose ``describe()`` is the node's hardware in the inventory."""
 
 RECONCILE_INTERVAL_S = 15.0
 """How often desired actors that failed to start (say, an artifact not yet reachable) are tried again."""
@@ -87,6 +90,7 @@ class Host:
         self.reconcile_interval_s = RECONCILE_INTERVAL_S
         self._restoring = False
         self._remotes: dict[tuple[str, str], Any] = {}
+        self.reply_inbox: Any = None
         self.artifacts: Any = None
 
     # -- events ---------------------------------------------------------------------
@@ -306,10 +310,12 @@ class Host:
                                     heartbeat_interval_s=self.config.heartbeat_interval_s)
         self.control.health_check_interval_s = self.config.health_check_interval_s
         await self.control.start()
-        from .remote import ProviderServer
+        from .remote import ProviderServer, ReplyInbox
 
         self.provider_server = ProviderServer(self, self.nats)
         await self.provider_server.start()
+        self.reply_inbox = ReplyInbox(self.nats)
+        await self.reply_inbox.start()
 
     async def _nats_error(self, exc: Exception) -> None:
         log.warning("NATS: %s", exc if str(exc) else type(exc).__name__)
@@ -363,7 +369,7 @@ class Host:
             node=self.name, lattice=self.lattice, loop=self._loop(), data_dir=self.config.data_dir / "providers" / name,
             config=pconf, nats=self.nats, deliver=self._provider_deliver,
             max_payload_bytes=self.config.max_payload_bytes,
-            call_timeout_s=self.config.call_deadline_ms / 1000.0)
+            call_timeout_s=self.config.call_deadline_ms / 1000.0, runs_here=lambda actor: actor in self.actors)
         ctx.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             await provider.start(ctx)
@@ -392,6 +398,9 @@ class Host:
         if self.provider_server is not None:
             await self.provider_server.close()
             self.provider_server = None
+        if self.reply_inbox is not None:
+            await self.reply_inbox.close()
+            self.reply_inbox = None
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -763,10 +772,10 @@ class Host:
         key = (node, provider)
         remote = self._remotes.get(key)
         if remote is None:
-            if self.nats is None:
+            if self.nats is None or self.reply_inbox is None:
                 raise NotLinked(f"provider {node}/{provider} needs a NATS connection")
             remote = RemoteProvider(self.nats, self._loop(), self.lattice, self.name, node, provider,
-                                    self.config.remote_call_timeout_ms / 1000.0)
+                                    self.config.remote_call_timeout_ms / 1000.0, inbox=self.reply_inbox)
             self._remotes[key] = remote
         return remote
 
@@ -827,7 +836,41 @@ class Host:
             "actors": self.list_actors(),
             "providers": [self._describe_provider(name) for name in sorted(self.providers)],
             "links": self.list_links(),
+            "hardware": self.hardware(),
         }
+
+    # -- hardware -------------------------------------------------------------------
+
+    def hardware(self) -> dict[str, Any]:
+        """Pins with their owners, I2C buses with the devices a scan found, displays."""
+        return {name: self.providers[name].describe() for name in HARDWARE_PROVIDERS if name in self.providers}
+
+    def _hardware_method(self, provider: str, method: str) -> Callable[..., Any]:
+        p = self.providers.get(provider)
+        if p is None:
+            raise ProviderNotFound(f"no provider {provider!r} runs on node {self.name} "
+                                   f"(running: {', '.join(sorted(self.providers)) or 'none'})")
+        func: Callable[..., Any] | None = getattr(p, method, None)
+        if not callable(func):
+            raise ProviderNotFound(f"provider {provider!r} on node {self.name} has no {method}")
+        return func
+
+    async def display_snapshot(self, provider: str = "display") -> bytes:
+        """A PNG of what the display shows (its last flushed frame), real or simulated."""
+        snapshot = self._hardware_method(provider, "snapshot")
+        try:
+            png: bytes = await asyncio.to_thread(snapshot)
+        except ProviderError as exc:
+            raise HardwareError(f"display snapshot on node {self.name}: {exc.message}", code=exc.code) from exc
+        return png
+
+    async def gpio_simulate(self, pin: int, level: bool, provider: str = "gpio") -> None:
+        """Drive a simulated input pin (a button press); refused on real GPIO."""
+        simulate = self._hardware_method(provider, "simulate")
+        try:
+            await asyncio.to_thread(simulate, pin, level)
+        except ProviderError as exc:
+            raise HardwareError(f"gpio simulate pin {pin} on node {self.name}: {exc.message}", code=exc.code) from exc
 
 
 def _describe(name: str, p: Provider) -> dict[str, Any]:

@@ -17,6 +17,12 @@ What a provider may override:
                      (subscribe, grant pins, …). ``link_removed`` must release what
                      ``link_added`` took.
     ``describe()``   a JSON-able dict for the inventory (backends, state).
+    ``operations``   per interface, the names of the methods an import call may reach,
+                     each called as ``method(link, *args)`` with plain JSON-able values
+                     (``bytes`` allowed). The node forwards calls from other nodes only to
+                     these. A method may return a resource object (a bus, a bucket); its
+                     class lists the methods callable on it in ``methods`` and may define
+                     ``close()``, called when the guest drops the handle.
 
 Import calls reach the provider on the calling actor instance's worker thread, never on
 the event loop. A provider that needs the network uses :meth:`ProviderContext.run` to
@@ -147,6 +153,8 @@ class ProviderContext:
     """Send a message to an actor's messaging handler (by actor name)."""
     max_payload_bytes: int = 1 << 20
     call_timeout_s: float = 5.0
+    runs_here: Callable[[str], bool] = lambda actor: True
+    """Whether an actor (by name) has instances on this node."""
 
     def run(self, coro: Awaitable[T], timeout_s: float | None = None) -> T:
         """Run ``coro`` on the node's event loop from a worker thread and wait for it.
@@ -180,6 +188,7 @@ class Provider:
 
     name: str = ""
     interfaces: tuple[str, ...] = ()
+    operations: Mapping[str, frozenset[str]] = {}
 
     def __init__(self) -> None:
         self.ctx: ProviderContext | None = None
@@ -207,6 +216,20 @@ class Provider:
 
     def describe(self) -> dict[str, Any]:
         return {}
+
+    def invoke(self, link: Link, op: str, args: list[Any]) -> Any:
+        """Run operation ``op`` of ``link.interface`` with ``args``: the one way in for
+        import calls, local or forwarded from another node."""
+        if op not in self.operations.get(link.interface, frozenset()):
+            raise ProviderError(f"provider {self.name!r} has no operation {op!r} in {link.interface}")
+        return getattr(self, op)(link, *args)
+
+
+def invoke_method(resource: Any, method: str, args: list[Any]) -> Any:
+    """Call ``method`` on a resource a provider returned, if its class lists it."""
+    if method not in getattr(resource, "methods", frozenset()):
+        raise ProviderError(f"{type(resource).__name__} has no operation {method!r}")
+    return getattr(resource, method)(*args)
 
 
 class NotLinked(ProviderError):

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 from wasmtime import StoreContext
 from wasmtime.component import LinkerInstance, Linker, ResourceAny, ResourceHost, ResourceType, Variant
 
-from drupelet.providers.base import Link, Message, NotFound, Denied, ProviderError, Provider
+from drupelet.providers.base import (Busy, Denied, Link, Message, NotFound, NotLinked, Provider, ProviderError,
+                                     invoke_method)
 
-from .values import Err, Ok, record
+from .values import Err, Ok, add_func, record
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ KV_BATCH = "wasi:keyvalue/batch"
 MSG_TYPES = "wasmcloud:messaging/types"
 MSG_CONSUMER = "wasmcloud:messaging/consumer"
 MSG_HANDLER = "wasmcloud:messaging/handler"
+GPIO = "drupelet:hardware/gpio"
+DISPLAY = "drupelet:hardware/display"
+I2C_BUS = "drupelet:hardware/i2c-bus"
+HW_TYPES = "drupelet:hardware/types"
+I2C = "wasi:i2c/i2c"
 
 SERVED_VERSIONS: dict[str, tuple[str, ...]] = {
     LOGGING: ("0.1.0-draft",),
@@ -41,11 +47,17 @@ SERVED_VERSIONS: dict[str, tuple[str, ...]] = {
     KV_BATCH: ("0.2.0-draft",),
     MSG_TYPES: ("0.2.0",),
     MSG_CONSUMER: ("0.2.0",),
+    HW_TYPES: ("0.1.0",),
+    GPIO: ("0.1.0",),
+    DISPLAY: ("0.1.0",),
+    I2C_BUS: ("0.1.0",),
+    I2C: ("0.2.0-draft",),
 }
 """Every versioned import this module defines, besides WASI preview 2 itself."""
 
-NODE_SERVED = frozenset({LOGGING, CONFIG, MSG_TYPES})
-"""Interfaces the node serves itself; they need no link."""
+NODE_SERVED = frozenset({LOGGING, CONFIG, MSG_TYPES, HW_TYPES, I2C})
+"""Interfaces the node serves itself; they need no link (``wasi:i2c/i2c`` is reached
+through a bus that ``drupelet:hardware/i2c-bus`` opened)."""
 
 HANDLER_EXPORT = f"{MSG_HANDLER}@0.2.0"
 
@@ -54,6 +66,7 @@ WASI_P2_PACKAGES = ("wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/",
 preopens, sockets with no addresses allowed, no environment."""
 
 BUCKET_TYPE = 1
+I2C_TYPE = 2
 
 
 class ImportHost(Protocol):
@@ -74,10 +87,12 @@ class ImportHost(Protocol):
 
 
 @dataclass
-class _BucketHandle:
+class _Handle:
+    """A resource the guest holds: a bucket, a bus; local or a proxy to another node."""
+
     provider: Provider
     link: Link
-    bucket: Any
+    obj: Any
 
 
 class InstanceContext:
@@ -89,11 +104,14 @@ class InstanceContext:
         self._next_rep = 1
 
     def release(self, rep: int) -> None:
-        """Forget a resource; a bucket with a ``close`` (a remote handle) is closed."""
+        """Forget a resource and close it if it can be (a bus, a handle on another node)."""
         value = self.resources.pop(rep, None)
-        close = getattr(getattr(value, "bucket", None), "close", None)
+        close = getattr(getattr(value, "obj", None), "close", None)
         if callable(close):
-            close()
+            try:
+                close()
+            except ProviderError as exc:
+                log.debug("closing a resource of actor %s: %s", self.host.actor, exc.message)
 
     def release_all(self) -> None:
         for rep in list(self.resources):
@@ -194,11 +212,11 @@ def _config_get_all(store: StoreContext) -> Ok | Err:
 
 # -- wasi:keyvalue -------------------------------------------------------------------
 
-def _bucket(store: StoreContext, ctx: InstanceContext, handle: ResourceAny) -> _BucketHandle:
+def _resource(store: StoreContext, ctx: InstanceContext, handle: ResourceAny, what: str) -> _Handle:
     rep = handle.to_host(store).rep
     value = ctx.resources.get(rep)
-    if not isinstance(value, _BucketHandle):
-        raise ProviderError(f"bucket handle {rep} is not open")
+    if not isinstance(value, _Handle):
+        raise ProviderError(f"{what} handle {rep} is not open")
     return value
 
 
@@ -210,7 +228,7 @@ def _kv_open(store: StoreContext, identifier: str) -> Ok | Err:
         bucket = open_bucket(link, identifier)
     except ProviderError as exc:
         return Err(kv_error(exc))
-    rep = ctx.add_resource(_BucketHandle(provider, link, bucket))
+    rep = ctx.add_resource(_Handle(provider, link, bucket))
     return Ok(ResourceHost.own(rep, BUCKET_TYPE))
 
 
@@ -219,7 +237,7 @@ def _kv_call(store: StoreContext, handle: ResourceAny, op: Callable[[Any], Any],
     try:
         if size:
             _check_payload(ctx.host, size)
-        return Ok(op(_bucket(store, ctx, handle).bucket))
+        return Ok(op(_resource(store, ctx, handle, "bucket").obj))
     except ProviderError as exc:
         return Err(kv_error(exc))
 
@@ -265,7 +283,7 @@ def _kv_delete_many(store: StoreContext, bucket: ResourceAny, keys: list[str]) -
     return _kv_call(store, bucket, lambda b: b.delete_many(keys))
 
 
-def _kv_drop(store: StoreContext, rep: int) -> None:
+def _drop(store: StoreContext, rep: int) -> None:
     ctx: InstanceContext | None = getattr(_current, "ctx", None)
     if ctx is not None:
         ctx.release(rep)
@@ -298,15 +316,130 @@ def _msg_request(store: StoreContext, subject: str, body: bytes, timeout_ms: int
     return Ok(record(subject=reply.subject, body=reply.body, reply_to=reply.reply_to))
 
 
+# -- drupelet:hardware ---------------------------------------------------------------
+
+def hw_error(exc: ProviderError) -> Variant:
+    if isinstance(exc, Denied | NotLinked):
+        return Variant("denied", exc.message)
+    if isinstance(exc, Busy):
+        return Variant("busy", exc.message)
+    if isinstance(exc, NotFound):
+        return Variant("not-found", exc.message)
+    return Variant("io", exc.message if exc.code in ("io", "other") else f"{exc.code}: {exc.message}")
+
+
+def _hw(interface: str, op: str, *args: Any, size: int = 0) -> Ok | Err:
+    """Run ``op`` on the provider linked for ``interface``; errors become ``types.error``."""
+    ctx = current()
+    try:
+        if size:
+            _check_payload(ctx.host, size)
+        provider, link = ctx.host.resolve(interface)
+        return Ok(provider.invoke(link, op, list(args)))
+    except ProviderError as exc:
+        return Err(hw_error(exc))
+
+
+def _gpio(op: str) -> Callable[..., Ok | Err]:
+    def call(store: StoreContext, *args: Any) -> Ok | Err:
+        return _hw(GPIO, op, *args)
+    return call
+
+
+def _display_info(store: StoreContext) -> Ok | Err:
+    result = _hw(DISPLAY, "info")
+    if isinstance(result, Ok):
+        info = result.value
+        return Ok(record(width=int(info["width"]), height=int(info["height"]), mode=str(info["mode"]),
+                         driver=str(info["driver"])))
+    return result
+
+
+def _display(op: str) -> Callable[..., Ok | Err]:
+    def call(store: StoreContext, *args: Any) -> Ok | Err:
+        return _hw(DISPLAY, op, *args)
+    return call
+
+
+def _display_image(store: StoreContext, x: int, y: int, fmt: str, data: bytes, width: int, height: int) -> Ok | Err:
+    return _hw(DISPLAY, "image", x, y, fmt, bytes(data), width, height, size=len(data))
+
+
+def _i2c_open(store: StoreContext, name: str) -> Ok | Err:
+    ctx = current()
+    try:
+        provider, link = ctx.host.resolve(I2C_BUS)
+        bus = provider.invoke(link, "open", [name])
+    except ProviderError as exc:
+        return Err(hw_error(exc))
+    return Ok(ResourceHost.own(ctx.add_resource(_Handle(provider, link, bus)), I2C_TYPE))
+
+
+def _i2c_buses(store: StoreContext) -> list[str]:
+    ctx = current()
+    try:
+        provider, link = ctx.host.resolve(I2C_BUS)
+        return [str(name) for name in provider.invoke(link, "buses", [])]
+    except ProviderError as exc:
+        ctx.host.log("warn", I2C_BUS, f"buses: {exc.message}")
+        return []
+
+
+def i2c_error(exc: ProviderError) -> Variant:
+    """A provider error as ``wasi:i2c``'s ``error-code``: ``i2c:<kind>[:<source>]`` codes
+    keep their case; anything else is ``other`` (its message goes to the actor's log)."""
+    kind, _, source = exc.code.removeprefix("i2c:").partition(":") if exc.code.startswith("i2c:") else ("", "", "")
+    if kind == "no-acknowledge":
+        return Variant(kind, source if source in ("address", "data") else "unknown")
+    if kind in ("bus", "arbitration-loss", "overrun"):
+        return Variant(kind)
+    return Variant("other")
+
+
+def _i2c(method: str, size_arg: int | None = None) -> Callable[..., Ok | Err]:
+    def call(store: StoreContext, this: ResourceAny, *args: Any) -> Ok | Err:
+        ctx = current()
+        try:
+            args = tuple(bytes(a) if isinstance(a, (bytes, bytearray, list)) and i == size_arg else a
+                         for i, a in enumerate(args))
+            if size_arg is not None:
+                _check_payload(ctx.host, len(args[size_arg]))
+            handle = _resource(store, ctx, this, "i2c bus")
+            return Ok(invoke_method(handle.obj, method, list(args)))
+        except ProviderError as exc:
+            ctx.host.log("warn", I2C, f"{method}: {exc.message}")
+            return Err(i2c_error(exc))
+    return call
+
+
+def _i2c_transaction(store: StoreContext, this: ResourceAny, address: int, operations: list[Any]) -> Ok | Err:
+    ops: list[list[Any]] = []
+    size = 0
+    for op in operations:
+        if op.tag == "write":
+            ops.append(["write", bytes(op.payload)])
+            size += len(op.payload)
+        else:
+            ops.append(["read", int(op.payload)])
+    ctx = current()
+    try:
+        _check_payload(ctx.host, size)
+        handle = _resource(store, ctx, this, "i2c bus")
+        return Ok([bytes(b) for b in invoke_method(handle.obj, "transaction", [address, ops])])
+    except ProviderError as exc:
+        ctx.host.log("warn", I2C, f"transaction: {exc.message}")
+        return Err(i2c_error(exc))
+
+
 # -- the linker ----------------------------------------------------------------------
 
 def _define(root: LinkerInstance, name: str, funcs: dict[str, Callable[..., Any]],
             resources: dict[str, int] | None = None) -> None:
     with root.add_instance(name) as inst:
         for res_name, type_id in (resources or {}).items():
-            inst.add_resource(res_name, ResourceType.host(type_id), _kv_drop)
+            inst.add_resource(res_name, ResourceType.host(type_id), _drop)
         for func_name, func in funcs.items():
-            inst.add_func(func_name, func)
+            add_func(inst, func_name, func)
 
 
 def define_all(linker: Linker) -> None:
@@ -336,3 +469,21 @@ def define_all(linker: Linker) -> None:
             _define(root, f"{MSG_TYPES}@{version}", {})
         for version in SERVED_VERSIONS[MSG_CONSUMER]:
             _define(root, f"{MSG_CONSUMER}@{version}", {"publish": _msg_publish, "request": _msg_request})
+        for version in SERVED_VERSIONS[HW_TYPES]:
+            _define(root, f"{HW_TYPES}@{version}", {})
+        for version in SERVED_VERSIONS[GPIO]:
+            _define(root, f"{GPIO}@{version}", {
+                name: _gpio(name.replace("-", "_"))
+                for name in ("configure-input", "configure-output", "read", "write", "toggle", "set-pwm")})
+        for version in SERVED_VERSIONS[DISPLAY]:
+            funcs = {name: _display(name) for name in ("clear", "text", "line", "rectangle", "flush", "contrast", "power")}
+            _define(root, f"{DISPLAY}@{version}", {**funcs, "info": _display_info, "image": _display_image})
+        for version in SERVED_VERSIONS[I2C]:
+            _define(root, f"{I2C}@{version}", {
+                "[method]i2c.transaction": _i2c_transaction,
+                "[method]i2c.read": _i2c("read"),
+                "[method]i2c.write": _i2c("write", size_arg=1),
+                "[method]i2c.write-read": _i2c("write_read", size_arg=1),
+            }, {"i2c": I2C_TYPE})
+        for version in SERVED_VERSIONS[I2C_BUS]:
+            _define(root, f"{I2C_BUS}@{version}", {"open": _i2c_open, "buses": _i2c_buses})
