@@ -500,7 +500,23 @@ class Host:
                     log.debug("unsubscribe %s: %s", name, exc)
             await asyncio.to_thread(actor.stop, self.config.stop_timeout_s)
         log.info("actor %s stopped", name)
+        await self.actor_stopped(name, self.name)
         self.emit("actor_stopped", {"actor": name})
+
+    async def actor_stopped(self, actor: str, node: str) -> None:
+        """``actor`` stopped on ``node``: providers here that ask for it release what the
+        actor held through its links (outputs to their safe state, the display blanked)."""
+        for link in self.links.for_source(actor):
+            if link.target_node != self.name and not (link.target_node == "local" and node == self.name):
+                continue
+            provider = self.providers.get(link.provider)
+            if provider is None or not provider.relink_when_actor_stops:
+                continue
+            try:
+                await provider.link_removed(link.as_link())
+                await provider.link_added(link.as_link())
+            except ProviderError as exc:
+                log.warning("provider %s: releasing what actor %s held: %s", link.provider, actor, exc.message)
 
     async def scale_actor(self, name: str, instances: int) -> dict[str, Any]:
         if instances < 1:

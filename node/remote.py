@@ -578,6 +578,8 @@ class ProviderServer:
         except (ValueError, KeyError, TypeError):
             return
         self.release(caller, actor)
+        if caller != self.node:  # this node's own stops are handled where they happen
+            await self.host.actor_stopped(actor, caller)
 
     async def _on_node_stopped(self, msg: Msg) -> None:
         self.release(msg.subject.split(".")[-2])

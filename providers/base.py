@@ -17,6 +17,11 @@ What a provider may override:
                      (subscribe, grant pins, …). ``link_removed`` must release what
                      ``link_added`` took.
     ``describe()``   a JSON-able dict for the inventory (backends, state).
+    ``relink_when_actor_stops``  True: when a linked actor stops (on this node for a
+                     ``local/`` link; on any node for a link that names this node), the
+                     node calls ``link_removed`` then ``link_added``, so what the actor held
+                     (pins, the display) is released to its safe state while its link stays
+                     ready for the next start.
     ``operations``   per interface, the names of the methods an import call may reach,
                      each called as ``method(link, *args)`` with plain JSON-able values
                      (``bytes`` allowed). The node forwards calls from other nodes only to
@@ -189,6 +194,7 @@ class Provider:
     name: str = ""
     interfaces: tuple[str, ...] = ()
     operations: Mapping[str, frozenset[str]] = {}
+    relink_when_actor_stops: bool = False
 
     def __init__(self) -> None:
         self.ctx: ProviderContext | None = None

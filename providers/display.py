@@ -449,6 +449,7 @@ class DisplayProvider(Provider):
 
     name = "display"
     interfaces = (INTERFACE,)
+    relink_when_actor_stops = True
     operations = {INTERFACE: frozenset({"info", "clear", "text", "line", "rectangle", "image", "flush",
                                         "contrast", "power"})}
 

@@ -425,6 +425,7 @@ class GpioProvider(Provider):
 
     name = "gpio"
     interfaces = (INTERFACE,)
+    relink_when_actor_stops = True
     operations = {INTERFACE: frozenset({"configure_input", "configure_output", "read", "write", "toggle",
                                         "set_pwm"})}
 
