@@ -10,6 +10,13 @@ Each figure is taken in this process, against a baseline taken in the same run:
   answered (the handler's result back on the event loop), against a raw wasmtime-py call
   of the same export of the same component.
 - ``actor_start_cached_ms``: starting an actor whose compiled code is on disk.
+- ``remote_call``: an actor on a leaf-side node calls ``bucket.get`` of the keyvalue
+  provider of a hub-side node, against raw nats-py request/reply between the same two
+  servers; ``remote_calls_per_s`` with four instances calling at once.
+- ``gpio_edge_to_actor_us``: from a simulated button edge (GPIO 17, gpiozero's mock pins)
+  to the ``led`` actor's write of GPIO 27 reaching the gpio provider, with the actor on
+  the Pi's node (``_local``) and on the other node, across hub and leaf (``_remote``).
+  No raw baseline: a figure to watch.
 - ``node_rss_mb``: a fresh node process, idle, with no actors (its embedded nats-server is
   a separate process and not counted); ``instance_rss_mb``: what each further instance of
   a small actor adds.
@@ -119,6 +126,7 @@ async def _measure(iterations: int, workdir: Path) -> dict[str, Any]:
         await asyncio.to_thread(raw_kv.close)
         await asyncio.to_thread(raw_msg.close)
     results.update(await _measure_remote(max(50, iterations // 4), workdir, kvloop))
+    results.update(await _measure_gpio_edge(max(20, iterations // 20), workdir / "gpio"))
     results.update(await asyncio.to_thread(_memory_in_child, workdir))
     return results
 
@@ -190,6 +198,78 @@ async def _measure_remote(iterations: int, workdir: Path, kvloop: bytes) -> dict
     return out
 
 
+async def _measure_gpio_edge(presses: int, workdir: Path) -> dict[str, Any]:
+    """Button edge on the Pi node to the LED write, with the actor there and on the laptop."""
+    import threading
+
+    from .natsserver import start_hub_and_leaf
+
+    hub, leaf = await start_hub_and_leaf(workdir, "pi")
+    simulated = {"gpio": {"backend": "mock"}, "i2c": {"backend": "sim"}, "display": {"driver": "dummy"}}
+    common = {"lattice": "bench", "providers": simulated, "nats_jetstream_domain": "hub"}
+    laptop = Host(NodeConfig(name="laptop", data_dir=workdir / "laptop", nats_url=hub.url, **common))  # type: ignore[arg-type]
+    pi = Host(NodeConfig(name="pi", data_dir=workdir / "pi", nats_url=leaf.url, **common))  # type: ignore[arg-type]
+    written = threading.Event()
+    stamp = [0.0]
+    out: dict[str, Any] = {}
+    try:
+        await laptop.start()
+        await pi.start()
+        gpio: Any = pi.providers["gpio"]
+        for name in ("configure_output", "toggle"):  # note when the actor's write reaches the provider
+            def noting(*args: Any, _op: Any = getattr(gpio, name)) -> Any:
+                result = _op(*args)
+                stamp[0] = time.perf_counter()
+                written.set()
+                return result
+            setattr(gpio, name, noting)
+
+        level = [True]
+
+        def press_and_wait(count: int, wait_s: float = 5.0) -> list[float]:
+            times = []
+            for _ in range(count):
+                level[0] = not level[0]
+                written.clear()
+                t0 = time.perf_counter()
+                gpio.simulate(17, level[0])
+                if not written.wait(wait_s):
+                    raise RuntimeError("the led actor never wrote GPIO 27 after a button edge")
+                times.append(stamp[0] - t0)
+            return times
+
+        def warm_up() -> None:
+            """Until an edge gets through: the actor's deliveries reach the leaf side."""
+            for _ in range(50):
+                try:
+                    press_and_wait(1, 0.2)
+                    return
+                except RuntimeError:
+                    continue
+            press_and_wait(1)
+
+        led = read_component(wat_path("led"))
+        for where, host in (("local", pi), ("remote", laptop)):
+            target = "local/gpio" if host is pi else "pi/gpio"
+            for h in (laptop, pi):
+                await h.put_link("led", "drupelet:hardware/gpio", target, {"pins": "17,27", "events": "17"},
+                                 strict=False)
+            await host.start_actor("led", led)
+            await asyncio.to_thread(warm_up)
+            times = await asyncio.to_thread(press_and_wait, presses)
+            out[f"gpio_edge_to_actor_us_{where}"] = statistics.median(times) * 1e6
+            await host.stop_actor("led")
+            for h in (laptop, pi):
+                await h.del_link("led", "drupelet:hardware/gpio")
+        out["gpio_edge_to_actor_us"] = out["gpio_edge_to_actor_us_remote"]
+    finally:
+        await pi.stop()
+        await laptop.stop()
+        await leaf.stop()
+        await hub.stop()
+    return out
+
+
 def host_digest(wasm: bytes) -> str:
     import hashlib
 
@@ -249,6 +329,10 @@ def run_bench(*, iterations: int = 2000, as_json: bool = False) -> int:
          f"{results['remote_call_us']:.1f} µs / {results['remote_call_raw_us']:.1f} µs",
          f"{results['remote_call_ratio']:.2f}×", f"≤ {TARGETS['remote_call_ratio']}×"),
         ("remote calls per second, 4 instances", f"{results['remote_calls_per_s']:.0f}/s", "", ""),
+        ("GPIO edge to the actor's LED write, same node",
+         f"{results['gpio_edge_to_actor_us_local']:.0f} µs", "", ""),
+        ("GPIO edge to the actor's LED write, across hub and leaf",
+         f"{results['gpio_edge_to_actor_us_remote']:.0f} µs", "", ""),
         ("node idle RSS", f"{results['node_rss_mb']:.1f} MB", "", f"≤ {TARGETS['node_rss_mb']:.0f} MB"),
         ("per small actor instance", f"{results['instance_rss_mb']:.2f} MB", "", f"≤ {TARGETS['instance_rss_mb']:.0f} MB"),
     ]

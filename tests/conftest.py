@@ -15,7 +15,7 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
 from drupelet.node.natsserver import EmbeddedNatsServer, NatsServerConfig
-from fixtures_actors import counter_wasm  # noqa: F401  (session fixture: the built counter example)
+from fixtures_actors import counter_wasm, thermometer_wasm  # noqa: F401  (session fixtures: built examples)
 
 HARDWARE_ENV = "DRUPELET_HARDWARE"
 CLEANUP_GRACE_S = 2.0

@@ -57,3 +57,9 @@ def cached_actor(name: str) -> Path:
 def counter_wasm() -> Path:
     """Path to the built ``counter`` example component (cached across sessions)."""
     return cached_actor("counter")
+
+
+@pytest.fixture(scope="session")
+def thermometer_wasm() -> Path:
+    """Path to the built ``thermometer`` hardware demo component (cached across sessions)."""
+    return cached_actor("thermometer")

@@ -14,12 +14,16 @@ def test_bench_json_reports_every_key() -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     for key in ("import_call_ratio", "message_ratio", "import_call_us", "message_us", "import_call_raw_us",
-                "message_raw_us", "actor_start_cached_ms", "node_rss_mb", "instance_rss_mb"):
+                "message_raw_us", "actor_start_cached_ms", "node_rss_mb", "instance_rss_mb", "remote_call_ratio",
+                "remote_call_us", "remote_call_raw_us", "remote_calls_per_s", "gpio_edge_to_actor_us",
+                "gpio_edge_to_actor_us_local", "gpio_edge_to_actor_us_remote"):
         assert isinstance(report[key], (int, float)) and math.isfinite(report[key]), key
         assert report[key] > 0, key
     # ratios are the node's figure over the raw baseline taken in the same run
     assert math.isclose(report["message_ratio"], report["message_us"] / report["message_raw_us"], rel_tol=0.01)
     assert math.isclose(report["import_call_ratio"], report["import_call_us"] / report["import_call_raw_us"],
+                        rel_tol=0.01)
+    assert math.isclose(report["remote_call_ratio"], report["remote_call_us"] / report["remote_call_raw_us"],
                         rel_tol=0.01)
     assert report["targets"]["import_call_ratio"] == 1.3
 
@@ -30,3 +34,4 @@ def test_bench_table_for_people() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "import call (node / raw wasmtime-py)" in proc.stdout
     assert "actor start from compile cache" in proc.stdout
+    assert "GPIO edge to the actor's LED write, across hub and leaf" in proc.stdout

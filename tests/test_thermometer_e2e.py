@@ -1,0 +1,126 @@
+"""The hardware demo end to end: the thermometer actor (componentize-py) on a laptop node,
+the hardware on a Pi node behind a leaf server, links put through the lattice. Simulated
+backends; the same links drive real ones on a Pi."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from drupelet.node import demo
+from drupelet.node.client import LatticeClient
+from drupelet.node.errors import HandlerError
+from drupelet.node.host import Host
+from drupelet.node.natsserver import start_hub_and_leaf
+from drupelet.node.runtime import read_component
+
+from test_host import node_config
+from test_lattice import wait_until, wait_until_leaf_sees
+
+pytestmark = pytest.mark.slow
+
+WIDTH, HEIGHT = 128, 64
+
+
+def reference(reading: str, title: str = "drupelet") -> Image.Image:
+    """What the OLED should show, drawn with Pillow directly (the font the provider uses)."""
+    image = Image.new("1", (WIDTH, HEIGHT))
+    draw = ImageDraw.Draw(image)
+    draw.text((0, 0), title, font=ImageFont.load_default(size=12), fill=1)
+    draw.text((0, 24), reading, font=ImageFont.load_default(size=24), fill=1)
+    return image
+
+
+async def snapshot(client: LatticeClient, node: str) -> Image.Image:
+    reply = await client.node(node, "display.snapshot")
+    return Image.open(io.BytesIO(base64.b64decode(reply["png"]))).convert("1")
+
+
+def led(pi: Host) -> bool | None:
+    for entry in pi.hardware()["gpio"]["pins"]:
+        if entry["pin"] == demo.LED_PIN:
+            return bool(entry["value"])
+    return None
+
+
+@pytest.fixture
+async def lattice(tmp_path: Path, thermometer_wasm: Path) -> AsyncIterator[tuple[Host, Host, LatticeClient]]:
+    hub, leaf = await start_hub_and_leaf(tmp_path, "pi1")
+    laptop = Host(node_config(tmp_path / "laptop", hub.url, name="laptop", nats_jetstream_domain="hub",
+                              call_deadline_ms=5000))
+    pi = Host(node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub",
+                          providers=demo.pi_providers()))
+    client = await LatticeClient.connect(hub.url, "test")
+    try:
+        await pi.start()
+        await laptop.start()
+        await wait_until_leaf_sees(client, "pi-1")
+        await laptop.start_actor("thermometer", read_component(thermometer_wasm))
+        for entry in demo.demo_links():
+            if entry["interface"] == "wasmcloud:messaging/handler":
+                entry["config"] = {"timers": "reading=300"}
+            await client.lattice_request("link.put", entry)
+        for host in (laptop, pi):
+            await wait_until(lambda h=host: len(h.links.for_source("thermometer")) == 5,  # type: ignore[misc]
+                             f"{host.name} to apply the links")
+        yield laptop, pi, client
+    finally:
+        await client.close()
+        await laptop.stop()
+        await pi.stop()
+        await leaf.stop()
+        await hub.stop()
+
+
+async def test_the_pis_sensor_reading_appears_on_the_pis_oled(lattice: tuple[Host, Host, LatticeClient]) -> None:
+    laptop, pi, client = lattice
+    sensor = pi.providers["i2c"].sim_device("i2c1", demo.SENSOR_ADDRESS)
+    sensor.set_temperature(23.4375)
+    assert await laptop.call("thermometer", "x", b"read") == b"23.4 C"
+    want = reference("23.4 C")
+    assert want.getbbox() is not None  # the reference has lit pixels
+    assert (await snapshot(client, "pi-1")).tobytes() == want.tobytes()
+    # every I2C bus the actor opened on the Pi was closed when it dropped it
+    assert pi.provider_server.handles == 0
+
+    # the clock on the laptop drives new readings without any call
+    sensor.set_temperature(-5.5)
+    colder = reference("-5.5 C").tobytes()
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await snapshot(client, "pi-1")).tobytes() != colder:
+        assert asyncio.get_running_loop().time() < deadline, "the OLED never showed -5.5 C"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_button_press_on_the_pi_toggles_the_pis_led(lattice: tuple[Host, Host, LatticeClient]) -> None:
+    laptop, pi, client = lattice
+    assert led(pi) is None
+    await client.node("pi-1", "gpio.simulate", {"pin": demo.BUTTON_PIN, "level": False})
+    await wait_until(lambda: led(pi) is True, "the first press to light the LED")
+    await pi.gpio_simulate(demo.BUTTON_PIN, True)
+    await pi.gpio_simulate(demo.BUTTON_PIN, False)
+    await wait_until(lambda: led(pi) is False, "the second press to put it out")
+    assert await laptop.call("thermometer", "gpio.17.falling", b"{}") == b"led on"
+
+
+async def test_a_missing_grant_fails_the_reading_with_the_wit_error(lattice: tuple[Host, Host, LatticeClient]) -> None:
+    laptop, pi, client = lattice
+    await client.lattice_request("link.put", {"source": "thermometer", "interface": "drupelet:hardware/i2c-bus",
+                                              "target": "pi-1/i2c", "config": {"buses": "i2c1",
+                                                                               "addresses": "0x49"}})
+    await wait_until(lambda: pi.links.get("thermometer", "drupelet:hardware/i2c-bus").config.get(  # type: ignore[union-attr]
+        "addresses") == "0x49", "the new grant")
+    await wait_until(lambda: laptop.links.get("thermometer", "drupelet:hardware/i2c-bus").config.get(  # type: ignore[union-attr]
+        "addresses") == "0x49", "the laptop to see it")
+    with pytest.raises(HandlerError, match=r"i2c write-read 0x48: other"):
+        await laptop.deliver("thermometer", "x", b"read")
+    await client.lattice_request("link.del", {"source": "thermometer", "interface": "drupelet:hardware/i2c-bus"})
+    await wait_until(lambda: laptop.links.get("thermometer", "drupelet:hardware/i2c-bus") is None, "the delete")
+    with pytest.raises(HandlerError, match=r"i2c open 'i2c1': denied: actor 'thermometer' has no link"):
+        await laptop.deliver("thermometer", "x", b"read")
