@@ -145,3 +145,25 @@ def test_events_follow_ends_with_one_line_when_the_server_goes(tmp_path: Path) -
             follower.communicate()
     assert follower.returncode == 1
     assert err.splitlines()[-1] == "drupelet: the connection to NATS was lost"
+
+
+def test_display_snapshot_writes_the_nodes_frame_as_png(node: Node, tmp_path: Path) -> None:
+    out = tmp_path / "oled.png"
+    done = cli(node, "display", "snapshot", "cli-node", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {out} (")
+    from PIL import Image
+
+    with Image.open(out) as image:  # off a Pi the node's display is luma's dummy: blank until drawn on
+        assert (image.format, image.size, image.mode, image.getbbox()) == ("PNG", (128, 64), "1", None)
+    missing = cli(node, "display", "snapshot", "pi-404", "-o", str(tmp_path / "x.png"))
+    assert missing.returncode == 1 and not (tmp_path / "x.png").exists()
+
+
+def test_gpio_simulate_names_what_is_wrong(node: Node) -> None:
+    unused = cli(node, "gpio", "simulate", "cli-node", "17", "low")
+    assert unused.returncode == 1
+    assert unused.stderr.startswith("drupelet: gpio simulate pin 17 on node cli-node: ")
+    assert len(unused.stderr.splitlines()) == 1
+    bad = cli(node, "gpio", "simulate", "cli-node", "17", "pressed")
+    assert bad.returncode == 2 and "invalid choice: 'pressed'" in bad.stderr
