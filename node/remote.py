@@ -500,15 +500,20 @@ class ProviderServer:
             self._handles[handle] = entry
         return handle
 
-    def _handle_call(self, caller: str, source: str, method: str, args: list[Any], handle: Any) -> Any:
+    def _take(self, caller: str, source: str, handle: Any, what: str, *, release: bool) -> _Handle:
+        """The open handle ``handle`` of ``source`` on node ``caller`` (forgotten if ``release``)."""
         if not isinstance(handle, int):
             raise protocol.BadRequest("must be an integer", field="handle")
         with self._lock:
             entry = self._handles.get(handle)
             if entry is None or entry.caller != caller or entry.source != source:
-                raise NotFound(f"handle {handle} is not open for actor {source!r} of node {caller}")
-            if method == "release":
+                raise NotFound(f"{what} {handle} is not open for actor {source!r} of node {caller}")
+            if release:
                 del self._handles[handle]
+        return entry
+
+    def _handle_call(self, caller: str, source: str, method: str, args: list[Any], handle: Any) -> Any:
+        entry = self._take(caller, source, handle, "handle", release=method == "release")
         if method == "release":
             entry.close()
             return None
@@ -522,15 +527,9 @@ class ProviderServer:
             raise PayloadTooLarge(size, limit)
 
     def _bucket_call(self, caller: str, source: str, method: str, args: list[Any], handle: Any) -> Any:
-        if not isinstance(handle, int):
-            raise protocol.BadRequest("must be an integer", field="handle")
-        with self._lock:
-            entry = self._handles.get(handle)
-            if entry is None or entry.caller != caller or entry.source != source:
-                raise NotFound(f"bucket handle {handle} is not open for actor {source!r} of node {caller}")
-            if method == "release":
-                del self._handles[handle]
-                return None
+        entry = self._take(caller, source, handle, "bucket handle", release=method == "release")
+        if method == "release":
+            return None
         if method not in BUCKET_METHODS:
             raise protocol.BadRequest(f"buckets have no operation {method!r}")
         if method == "set":
