@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -49,25 +52,26 @@ def led(pi: Host) -> bool | None:
     return None
 
 
-@pytest.fixture
-async def lattice(tmp_path: Path, thermometer_wasm: Path) -> AsyncIterator[tuple[Host, Host, LatticeClient]]:
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path, wasm: Path, providers: dict[str, dict[str, Any]],
+                    links: list[dict[str, Any]], config: dict[str, str] | None = None,
+                    ) -> AsyncIterator[tuple[Host, Host, LatticeClient]]:
+    """A laptop node on a hub server running the thermometer, a Pi node on a leaf server
+    with ``providers``, and the thermometer's ``links`` put through the lattice."""
     hub, leaf = await start_hub_and_leaf(tmp_path, "pi1")
     laptop = Host(node_config(tmp_path / "laptop", hub.url, name="laptop", nats_jetstream_domain="hub",
                               call_deadline_ms=5000))
-    pi = Host(node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub",
-                          providers=demo.pi_providers()))
+    pi = Host(node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub", providers=providers))
     client = await LatticeClient.connect(hub.url, "test")
     try:
         await pi.start()
         await laptop.start()
         await wait_until_leaf_sees(client, "pi-1")
-        await laptop.start_actor("thermometer", read_component(thermometer_wasm))
-        for entry in demo.demo_links():
-            if entry["interface"] == "wasmcloud:messaging/handler":
-                entry["config"] = {"timers": "reading=300"}
+        await laptop.start_actor("thermometer", read_component(wasm), config=config)
+        for entry in links:
             await client.lattice_request("link.put", entry)
         for host in (laptop, pi):
-            await wait_until(lambda h=host: len(h.links.for_source("thermometer")) == 5,  # type: ignore[misc]
+            await wait_until(lambda h=host: len(h.links.for_source("thermometer")) == len(links),  # type: ignore[misc]
                              f"{host.name} to apply the links")
         yield laptop, pi, client
     finally:
@@ -76,6 +80,16 @@ async def lattice(tmp_path: Path, thermometer_wasm: Path) -> AsyncIterator[tuple
         await pi.stop()
         await leaf.stop()
         await hub.stop()
+
+
+@pytest.fixture
+async def lattice(tmp_path: Path, thermometer_wasm: Path) -> AsyncIterator[tuple[Host, Host, LatticeClient]]:
+    links = demo.demo_links()
+    for entry in links:
+        if entry["interface"] == "wasmcloud:messaging/handler":
+            entry["config"] = {"timers": "reading=300"}
+    async with two_nodes(tmp_path, thermometer_wasm, demo.pi_providers(), links) as nodes:
+        yield nodes
 
 
 async def test_the_pis_sensor_reading_appears_on_the_pis_oled(lattice: tuple[Host, Host, LatticeClient]) -> None:
@@ -124,3 +138,46 @@ async def test_a_missing_grant_fails_the_reading_with_the_wit_error(lattice: tup
     await wait_until(lambda: laptop.links.get("thermometer", "drupelet:hardware/i2c-bus") is None, "the delete")
     with pytest.raises(HandlerError, match=r"i2c open 'i2c1': denied: actor 'thermometer' has no link"):
         await laptop.deliver("thermometer", "x", b"read")
+
+
+# -- the same on a Raspberry Pi with the parts (see the README's "The hardware") ---------
+
+def _env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None:
+        pytest.fail(f"set {name} to run the hardware tests (see the README's 'The hardware')")
+    return value
+
+
+@pytest.mark.hardware
+async def test_on_a_pi_the_real_reading_shows_on_the_real_oled_and_the_button_toggles_the_led(
+        tmp_path: Path, thermometer_wasm: Path) -> None:
+    """DRUPELET_TEST_LED_PIN, DRUPELET_TEST_BUTTON_PIN, DRUPELET_TEST_I2C_BUS (e.g. /dev/i2c-1),
+    DRUPELET_TEST_TMP102_ADDR, DRUPELET_TEST_DISPLAY_DRIVER, DRUPELET_TEST_DISPLAY_PORT,
+    DRUPELET_TEST_DISPLAY_ADDR; the Pi node runs in this process on the real backends."""
+    led_pin, button = int(_env("DRUPELET_TEST_LED_PIN")), int(_env("DRUPELET_TEST_BUTTON_PIN"))
+    bus_path, sensor = _env("DRUPELET_TEST_I2C_BUS"), _env("DRUPELET_TEST_TMP102_ADDR")
+    providers = {
+        "gpio": {"backend": os.environ.get("DRUPELET_TEST_GPIO_BACKEND", "lgpio")},
+        "i2c": {"backend": "smbus", "buses": {"testbus": bus_path}},
+        "display": {"driver": _env("DRUPELET_TEST_DISPLAY_DRIVER", "ssd1306"),
+                    "port": int(_env("DRUPELET_TEST_DISPLAY_PORT", "1")),
+                    "address": int(_env("DRUPELET_TEST_DISPLAY_ADDR", "0x3c"), 0)},
+    }
+    links = [entry for entry in demo.demo_links() if entry["interface"] != "wasmcloud:messaging/handler"]
+    for entry in links:
+        if entry["interface"] == "drupelet:hardware/i2c-bus":
+            entry["config"] = {"buses": "testbus", "addresses": sensor}
+        if entry["interface"] == "drupelet:hardware/gpio":
+            entry["config"] = {"pins": f"{button},{led_pin}", "events": f"{button}:falling"}
+    config = {"bus": "testbus", "sensor_address": sensor, "led_pin": str(led_pin)}
+    async with two_nodes(tmp_path, thermometer_wasm, providers, links, config) as (laptop, pi, client):
+        assert pi.hardware()["gpio"]["simulated"] is False
+        reading = (await laptop.call("thermometer", "x", b"read")).decode()
+        assert reading.endswith(" C") and -40.0 <= float(reading.removesuffix(" C")) <= 125.0
+        assert (await snapshot(client, "pi-1")).tobytes() == reference(reading).tobytes()
+        # a press (delivered as the provider would) toggles the real LED, read back from the pin
+        for expected in (True, False):
+            await laptop.deliver("thermometer", f"gpio.{button}.falling", b"{}")
+            entry = [p for p in pi.hardware()["gpio"]["pins"] if p["pin"] == led_pin]
+            assert entry and entry[0]["value"] is expected
