@@ -307,6 +307,15 @@ def _read_tail(path: Path, lines: int) -> str:
         return ""
 
 
+def _dies_with_parent() -> list[str]:
+    """A command prefix that makes the server get SIGTERM when this process dies, even by
+    SIGKILL (Linux ``PR_SET_PDEATHSIG`` through util-linux's ``setpriv``), so a killed
+    node leaves no server holding its port. Empty where ``setpriv`` is missing: the
+    server is then stopped only by :meth:`EmbeddedNatsServer.stop`."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
+
+
 class EmbeddedNatsServer:
     """A nats-server child process with a generated config.
 
@@ -537,6 +546,7 @@ class EmbeddedNatsServer:
         with log_path.open("ab") as log_file:
             try:
                 proc = await asyncio.create_subprocess_exec(
+                    *_dies_with_parent(),
                     str(binary),
                     "-c",
                     str(config_path),

@@ -240,6 +240,22 @@ def test_sigterm_stops_the_node_and_its_nats_server(tmp_path: Path) -> None:
         stop_node(node)
 
 
+def test_a_killed_node_takes_its_nats_server_along(tmp_path: Path) -> None:
+    node = start_node(tmp_path)
+    try:
+        servers = node.nats_servers()
+        assert len(servers) == 1, f"expected one embedded nats-server, found {servers}"
+        node.proc.kill()  # SIGKILL: the node cannot stop anything itself
+        node.proc.wait(STOP_TIMEOUT_S)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while any(alive(pid) for pid in servers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in servers), "the embedded nats-server outlived a killed node"
+        assert not port_accepts(node.port)  # a new node can take the port
+    finally:
+        stop_node(node)
+
+
 def test_sigterm_during_start_up_stops_at_once(tmp_path: Path) -> None:
     with socket.socket() as mute:  # accepts connections, never speaks NATS: start-up waits
         mute.bind(("127.0.0.1", 0))
