@@ -21,7 +21,7 @@ from wasmtime.component import LinkerInstance, Record
 from wasmtime.component._enter import catch_exceptions
 from wasmtime.component._linker import FUNCTIONS
 from wasmtime.component._linker import func_finalize as _func_finalize
-from wasmtime.component._types import FuncType, ResultType
+from wasmtime.component._types import FuncType, OptionType, ResultType
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +59,35 @@ def _convert_to_c(self: ResultType, store: Any, val: Any, ptr: Any) -> None:
     payload = None
     if ty is not None:
         raw = ffi.wasmtime_component_val_t()
-        ty.convert_to_c(store, val.value, ctypes.pointer(raw))
+        _lower(ty, store, val.value, ctypes.pointer(raw))
         payload = ffi.wasmtime_component_val_new(ctypes.byref(raw))
     ptr.contents.kind = ffi.WASMTIME_COMPONENT_RESULT
     ptr.contents.of.result.is_ok = is_ok
     ptr.contents.of.result.val = payload
+
+
+def _lower(ty: Any, store: Any, val: Any, ptr: Any) -> None:
+    """``ty.convert_to_c``, with ``option<T>`` (T not itself an option) lowered directly:
+    wasmtime-py would re-read the option's payload type and re-derive which case a
+    Python value belongs to on every call; here ``None`` is ``none`` and anything else
+    is ``some``, which is what that derivation concludes for such a T."""
+    if type(ty) is not OptionType:
+        ty.convert_to_c(store, val, ptr)
+        return
+    inner = getattr(ty, "_drupelet_payload", None)
+    if inner is None:
+        inner = ty.payload
+        setattr(ty, "_drupelet_payload", inner)
+    if type(inner) is OptionType:
+        ty.convert_to_c(store, val, ptr)
+        return
+    some = None
+    if val is not None:
+        raw = ffi.wasmtime_component_val_t()
+        inner.convert_to_c(store, val, ctypes.pointer(raw))
+        some = ffi.wasmtime_component_val_new(ctypes.byref(raw))
+    ptr.contents.kind = ffi.WASMTIME_COMPONENT_OPTION
+    ptr.contents.of.option = some
 
 
 def install() -> None:
