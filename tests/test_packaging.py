@@ -49,8 +49,10 @@ WIT_FILES = [
     "wit/deps/logging/logging.wit",
     "wit/deps/logging/world.wit",
     "wit/deps/messaging/messaging.wit",
+    "wit/deps/hardware/hardware.wit",
 ]
-ACTOR_FILES = [*WIT_FILES, "wat/echo.wat", "examples/counter/app.py", "examples/counter/actor.toml"]
+ACTOR_FILES = [*WIT_FILES, "wat/echo.wat", "wat/led.wat", "examples/counter/app.py", "examples/counter/actor.toml",
+               "examples/thermometer/app.py", "examples/thermometer/actor.toml"]
 
 
 def clean_env() -> dict[str, str]:
@@ -118,6 +120,8 @@ def test_wheel_holds_only_the_drupelet_namespace(installed: Installed) -> None:
         assert typed in names
     for rel in ACTOR_FILES:
         assert f"drupelet/actors/{rel}" in names
+    for unit in ("nats-leaf.conf.in", "drupelet.service", "drupelet-nats.service", "drupelet-firstboot.service"):
+        assert f"drupelet/systemd/{unit}" in names  # first boot renders the leaf config from the wheel
 
 
 @pytest.mark.slow
@@ -158,6 +162,12 @@ def test_package_data_is_installed(installed: Installed) -> None:
 
 
 @pytest.mark.slow
+def test_first_boot_finds_the_leaf_template_in_the_wheel(installed: Installed) -> None:
+    result = installed.py("from drupelet.node.firstboot import leaf_template\nprint(leaf_template())")
+    assert "leafnodes" in result.stdout and "@HUB_URL@" in result.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["node", "providers", "actors"])
 def test_no_top_level_package_named_after_a_folder(installed: Installed, name: str) -> None:
     result = installed.py(f"import {name}", check=False)
@@ -175,6 +185,10 @@ def test_provider_entry_points(installed: Installed) -> None:
     found = json.loads(result.stdout)
     assert found["keyvalue"] == "drupelet.providers.keyvalue.KeyValueProvider"
     assert found["messaging"] == "drupelet.providers.messaging.MessagingProvider"
+    assert found["gpio"] == "drupelet.providers.gpio.GpioProvider"
+    assert found["i2c"] == "drupelet.providers.i2c.I2cProvider"
+    assert found["display"] == "drupelet.providers.display.DisplayProvider"
+    assert found["clock"] == "drupelet.providers.clock.ClockProvider"
 
 
 @pytest.mark.slow
