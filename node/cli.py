@@ -149,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--iterations", type=int, default=2000, help="calls per measurement")
 
     add("config-doc", "print the node config reference (Markdown)")
+
+    from .firstboot import add_arguments as firstboot_arguments
+
+    firstboot_arguments(add("firstboot", "validate the boot partition's drupelet.toml and install it to /etc/drupelet"))
     return parser
 
 
@@ -160,11 +164,10 @@ def _env_defaults(args: argparse.Namespace) -> None:
 
 
 def _setup_logging(verbose: int) -> None:
+    from .logsetup import setup_logging
+
     level = logging.DEBUG if verbose >= 1 else logging.INFO if verbose == 0 else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    if verbose < 1:
-        logging.getLogger("nats").setLevel(logging.WARNING)
+    setup_logging(level, quiet_nats=verbose < 1)  # journald under systemd, else stderr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench import run_bench
 
             return run_bench(iterations=args.iterations, as_json=args.json)
+        if args.command == "firstboot":
+            from .firstboot import run as run_firstboot
+
+            return run_firstboot(args)
         if args.command == "config-doc":
             from .config import schema_markdown
 
@@ -235,7 +242,10 @@ def _load_config(args: argparse.Namespace) -> Any:
 
 
 async def _up(args: argparse.Namespace) -> int:
+    """Run a node until SIGINT or SIGTERM, telling systemd how it goes when under a
+    ``Type=notify`` unit (READY=1, STATUS=, WATCHDOG=1, STOPPING=1; see sdnotify)."""
     from .host import Host
+    from .sdnotify import Notifier
 
     cfg = _load_config(args)
     stop = asyncio.Event()
@@ -246,14 +256,34 @@ async def _up(args: argparse.Namespace) -> int:
         from . import demo
 
         return await demo.run(cfg, stop)
+    notifier = Notifier()
+    notifier.status(f"starting node {cfg.name}")
     host = Host(cfg)
-    if not await _until_stopped(host.start(), stop, on_cancel=host.stop):
+    try:
+        started = await _until_stopped(host.start(), stop, on_cancel=host.stop)
+    except BaseException:
+        notifier.status("failed to start; the journal says why")
+        raise
+    if not started:
+        notifier.stopping("stopped while starting")
         return 0
+    # host.start() has restored the node's actors and links, and its NATS connection is
+    # up; the lattice state says whether the hub is reachable.
+    notifier.ready(host.status_line())
+    host.on_event(lambda kind, data: notifier.refresh_status())
+    tasks = [t for t in (notifier.run_watchdog(loop, host.health_for_watchdog),
+                         notifier.run_status(loop, host.status_line)) if t is not None]
     try:
         url = host.nats.connected_url.geturl() if host.nats and host.nats.connected_url else "(none)"
-        log.info("node %s ready; NATS %s; lattice %s. Ctrl-C stops it.", host.name, url, host.lattice)
+        log.info("node %s ready (%s); NATS %s; lattice %s. Ctrl-C stops it.", host.name, host.status_line(), url,
+                 host.lattice)
         await stop.wait()
+        log.info("stopping node %s", host.name)
     finally:
+        notifier.stopping()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await host.stop()
     return 0
 

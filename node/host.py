@@ -855,6 +855,40 @@ class Host:
             "hardware": self.hardware(),
         }
 
+    def status_line(self) -> str:
+        """One line a person reads in ``systemctl status``: actors, hub reachability, and
+        providers that are not healthy, e.g. ``3 actors, hub connected``."""
+        count = len(self.actors)
+        parts = [f"{count} actor{'' if count == 1 else 's'}"]
+        if self.nats is None or not self.nats.is_connected:
+            parts.append("NATS disconnected (reconnecting to the local server)")
+        elif self.state is not None and not self.state.connected:
+            parts.append("hub unreachable (running from the local copy)")
+        else:
+            parts.append("hub connected")
+        for name, provider in sorted(self.providers.items()):
+            try:
+                health = provider.health()
+            except Exception as exc:
+                parts.append(f"provider {name}: health unknown ({exc or type(exc).__name__})")
+                continue
+            if health.status != "ok":
+                parts.append(f"provider {name} {health.status}" + (f": {health.message}" if health.message else ""))
+        return ", ".join(parts)
+
+    def health_for_watchdog(self) -> str | None:
+        """None while the actor supervisor is healthy, else why not (systemd's watchdog
+        stops being pinged). The event loop's health is implied: this runs on it.
+
+        An actor is unhealthy when a worker thread it counts as running has ended
+        outside the supervisor's stop and scale paths."""
+        problems = []
+        for name, actor in sorted(self.actors.items()):
+            dead = actor.dead_workers()
+            if dead and not actor.stopping:
+                problems.append(f"actor {name}: {dead} of {actor.instances} instance worker thread(s) ended")
+        return "; ".join(problems) or None
+
     # -- hardware -------------------------------------------------------------------
 
     def hardware(self) -> dict[str, Any]:

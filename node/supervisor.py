@@ -41,6 +41,8 @@ class Delivery:
 
 
 _STOP = object()
+RETIRE_POLL_S = 0.5
+"""How soon an idle worker that was retired notices (another worker may take its token)."""
 
 Resolver = Callable[[str, str], tuple[Provider, Link]]
 """(actor, interface) → (provider, link); raises NotLinked."""
@@ -199,6 +201,12 @@ class Actor:
             if item is not _STOP:
                 item[1].set_exception(ActorStopped(f"actor {self.name!r} stopped", actor=self.name))
 
+    def dead_workers(self) -> int:
+        """Workers this actor counts as running whose thread has ended: none, unless
+        something outside the stop and scale paths killed one."""
+        with self._lock:
+            return sum(1 for w in self._workers if not w.thread.is_alive())
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -235,6 +243,8 @@ class _Worker:
         return None
 
     def retire(self) -> None:
+        """Ask this worker (not any other) to finish: it sees the flag before its next
+        message, or within RETIRE_POLL_S when idle. The token only wakes a waiting worker."""
         self.retired.set()
         self.actor.queue.put(_STOP)
 
@@ -248,9 +258,16 @@ class _Worker:
         self._ready.set_result(None)
         try:
             while True:
-                item = actor.queue.get()
-                if item is _STOP:
+                if self.retired.is_set():
                     return
+                try:
+                    item = actor.queue.get(timeout=RETIRE_POLL_S)
+                except queue.Empty:
+                    continue
+                if item is _STOP:
+                    if self.retired.is_set() or actor.stopping:
+                        return
+                    continue  # another worker's retire token: that worker sees its own flag
                 work, fut = item
                 if not fut.set_running_or_notify_cancel():
                     continue

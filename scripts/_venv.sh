@@ -24,3 +24,22 @@ ensure_venv() {
         fi
     fi
 }
+
+# The unit tests run systemd-analyze and systemd-sysusers (tests/test_systemd.py) and
+# util-linux's setpriv (the embedded nats-server dies with its node). A minimal Debian
+# container may lack systemd; as root with apt-get, install it.
+ensure_system_tools() {
+    local missing=()
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+    command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing ${missing[*]} for the tests" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update
+        apt-get install -y --no-install-recommends "${missing[@]}"
+    else
+        echo "the tests need ${missing[*]} (as root: apt-get install -y ${missing[*]})" >&2
+        return 1
+    fi
+}

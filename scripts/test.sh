@@ -10,6 +10,7 @@ cd "$repo"
 source "$repo/scripts/_venv.sh"
 
 ensure_venv
+ensure_system_tools
 "$VENV/bin/python" -m pip install --upgrade pip
 "$VENV/bin/python" -m pip install -e '.[test]'
 
