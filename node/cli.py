@@ -394,7 +394,30 @@ def _inventory_text(inv: dict[str, Any]) -> str:
     out.append(_table([[l["source"], l["interface"], l["target"],
                         ",".join(f"{k}={v}" for k, v in sorted(l["config"].items()))] for l in inv["links"]],
                       ["source", "interface", "target", "config"]))
+    out.extend(_hardware_text(inv.get("hardware") or {}))
     return "\n\n".join(out)
+
+
+def _hardware_text(hw: dict[str, Any]) -> list[str]:
+    """The inventory's hardware as tables: pins in use, I2C buses, displays."""
+    out = []
+    gpio = hw.get("gpio")
+    if gpio:
+        sim = " (simulated)" if gpio.get("simulated") else ""
+        rows = [[str(p["pin"]), p["mode"], p["owner"] or "-", str(p["value"])] for p in gpio.get("pins", [])]
+        rows += [[str(p["pin"]), "released", "-", str(p["value"])] for p in gpio.get("released", [])]
+        out.append(f"GPIO: {gpio.get('backend')}{sim}\n" + _table(rows, ["pin", "mode", "owner", "value"]))
+    i2c = hw.get("i2c")
+    if i2c:
+        sim = " (simulated)" if i2c.get("simulated") else ""
+        rows = [[b["name"], b["device"], " ".join(b.get("devices", [])) or "-"] for b in i2c.get("buses", [])]
+        out.append(f"I2C: {i2c.get('backend')}{sim}\n" + _table(rows, ["bus", "device", "addresses found"]))
+    displays = (hw.get("display") or {}).get("displays", [])
+    if displays:
+        rows = [[d["name"], d["driver"] + (" (simulated)" if d.get("simulated") else ""),
+                 f"{d['width']}x{d['height']}", d["mode"], d.get("owner") or "-"] for d in displays]
+        out.append(_table(rows, ["display", "driver", "size", "mode", "owner"]))
+    return out
 
 
 async def _actor_verb(args: argparse.Namespace, client: Any, verb: str) -> int:

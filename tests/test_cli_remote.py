@@ -41,6 +41,10 @@ def test_inventory(node: Node) -> None:
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith("node cli-node (lattice clitest")
     assert any(line.split()[:2] == ["echo", "1"] for line in text.stdout.splitlines())
+    # off a Pi the node's hardware is simulated, and says so
+    assert "GPIO: mock (simulated)" in text.stdout and "I2C: sim (simulated)" in text.stdout
+    assert any(line.split()[:4] == ["i2c1", "sim", "0x3c", "0x48"] for line in text.stdout.splitlines())
+    assert any(line.split()[:4] == ["oled", "dummy", "(simulated)", "128x64"] for line in text.stdout.splitlines())
     inv = json.loads(cli(node, "--json", "inventory", "cli-node").stdout)
     assert inv["links"] == [{"source": "echo", "interface": "wasmcloud:messaging/consumer",
                              "target": "local/messaging", "config": {}}]
