@@ -559,7 +559,11 @@ class Host:
     async def _provider_deliver(self, actor: str, message: Message) -> None:
         """Provider events reach the actor where it runs: here, or through its queue group."""
         if actor in self.actors or self.nats is None:
-            await self.deliver(actor, message.subject, message.body, message.reply_to)
+            try:
+                await self.deliver(actor, message.subject, message.body, message.reply_to)
+            except DrupeletError as exc:
+                await self._reply_error(message.reply_to, exc)
+                raise
             return
         await self.nats.publish(subjects.deliver(self.lattice, actor), message.body,
                                 reply=message.reply_to or "", headers={subjects.HEADER_SUBJECT: message.subject})
@@ -605,9 +609,14 @@ class Host:
             await self.deliver(actor, subject, msg.data, msg.reply or None)
         except DrupeletError as exc:
             log.info("delivery to actor %s failed: %s", actor, exc.message)
-            if msg.reply and self.nats is not None:
-                await self.nats.publish(msg.reply, b"", headers={
-                    subjects.HEADER_ERROR: exc.code, subjects.HEADER_MESSAGE: exc.message.replace("\n", " ")})
+            await self._reply_error(msg.reply or None, exc)
+
+    async def _reply_error(self, reply_to: str | None, exc: DrupeletError) -> None:
+        """Tell a requester waiting on ``reply_to`` that its message failed (error headers,
+        empty body) rather than leave it to time out."""
+        if reply_to and self.nats is not None and self.nats.is_connected:
+            await self.nats.publish(reply_to, b"", headers={
+                subjects.HEADER_ERROR: exc.code, subjects.HEADER_MESSAGE: exc.message.replace("\n", " ")})
 
     def _nats(self) -> NatsClient:
         if self.nats is None or not self.nats.is_connected:

@@ -255,6 +255,11 @@ async def test_messaging_subscription_from_link_config(host: Host, nats_server: 
     try:
         reply = await nc.request("demo.echo.one", b"via subscription", timeout=5)
         assert reply.data == b"via subscription"
+        # a failed message is answered with the reason, not left to time out
+        failed = await nc.request("demo.echo.one", b"trap", timeout=5)
+        assert failed.data == b"" and failed.headers is not None
+        assert failed.headers[subjects.HEADER_ERROR] == "trap"
+        assert "echo" in failed.headers[subjects.HEADER_MESSAGE]
         await host.del_link("echo", "wasmcloud:messaging")
         with pytest.raises(nats.errors.NoRespondersError):
             await nc.request("demo.echo.one", b"gone", timeout=1)
