@@ -11,10 +11,7 @@ import logging
 import os
 import pwd
 import shlex
-import subprocess
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import nats
@@ -24,8 +21,10 @@ from drupelet.node import firstboot
 from drupelet.node.cli import build_parser
 from drupelet.node.cli import main as cli_main
 from drupelet.node.config import load
-from drupelet.node.natsserver import free_port, nats_server_binary
+from drupelet.node.natsserver import free_port
 from drupelet.providers.display import DisplayBackend, SimulatedBackend
+
+from test_templates import connect, server as nats_server  # the helpers the template test uses
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "images" / "drupelet.toml"
@@ -199,27 +198,6 @@ def test_a_file_saved_by_a_windows_editor_installs_the_same(boot: Boot, tmp_path
 
 
 # -- the leaf server it configures ---------------------------------------------------------
-
-
-@contextmanager
-def nats_server(conf: Path, text: str) -> Iterator[subprocess.Popen[bytes]]:
-    conf.write_text(text)
-    proc = subprocess.Popen([str(nats_server_binary()), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-async def connect(port: int) -> nats.aio.client.Client:
-    for _ in range(100):  # bounded: a server is up well within a second
-        try:
-            return await nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=1, allow_reconnect=False)
-        except Exception:
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"nats-server on port {port} did not start")
 
 
 async def test_the_installed_leaf_config_joins_the_hub(boot: Boot, tmp_path: Path) -> None:
