@@ -6,7 +6,6 @@ and /var/lib/drupelet, through the real command line (``drupelet firstboot``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import pwd
@@ -14,7 +13,6 @@ import shlex
 import tomllib
 from pathlib import Path
 
-import nats
 import pytest
 
 from drupelet.node import firstboot
@@ -24,7 +22,7 @@ from drupelet.node.config import load
 from drupelet.node.natsserver import free_port
 from drupelet.providers.display import DisplayBackend, SimulatedBackend
 
-from test_templates import connect, server as nats_server  # the helpers the template test uses
+from test_templates import across, connect, server as nats_server  # the helpers the template test uses
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "images" / "drupelet.toml"
@@ -214,18 +212,7 @@ async def test_the_installed_leaf_config_joins_the_hub(boot: Boot, tmp_path: Pat
     with nats_server(tmp_path / "hub.conf", hub), nats_server(tmp_path / "leaf.conf", leaf):
         on_hub, on_leaf = await connect(hub_port), await connect(leaf_port)
         try:
-            sub = await on_hub.subscribe("drupelet.test.firstboot")
-            await on_hub.flush()
-            for _ in range(100):  # the leaf connection comes up within a second or so
-                await on_leaf.publish("drupelet.test.firstboot", b"from pi-1")
-                try:
-                    msg = await sub.next_msg(timeout=0.1)
-                    break
-                except nats.errors.TimeoutError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("no message crossed from the leaf to the hub")
-            assert msg.data == b"from pi-1"
+            assert await across(on_leaf, on_hub, b"from pi-1") == b"from pi-1"
             assert (await on_leaf.jetstream().account_info()).domain == node.name
             through_leaf = on_leaf.jetstream(domain=node.nats_jetstream_domain)
             assert (await through_leaf.account_info()).domain == "hub"

@@ -43,18 +43,7 @@ async def test_leaf_template_joins_the_hub_template(tmp_path: Path) -> None:
         on_hub = await connect(hub_port)
         on_leaf = await connect(leaf_port)
         try:
-            sub = await on_hub.subscribe("drupelet.test.x")
-            await on_hub.flush()
-            for _ in range(100):  # the leaf connection comes up within a second or so
-                await on_leaf.publish("drupelet.test.x", b"from the pi")
-                try:
-                    msg = await sub.next_msg(timeout=0.1)
-                    break
-                except nats.errors.TimeoutError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("no message crossed from the leaf to the hub")
-            assert msg.data == b"from the pi"
+            assert await across(on_leaf, on_hub, b"from the pi") == b"from the pi"
             info = await on_leaf.jetstream().account_info()
             assert info.domain == "pi-1"
             hub_info = await on_leaf.jetstream(domain="hub").account_info()
@@ -62,6 +51,20 @@ async def test_leaf_template_joins_the_hub_template(tmp_path: Path) -> None:
         finally:
             await on_hub.close()
             await on_leaf.close()
+
+
+async def across(on_leaf: nats.aio.client.Client, on_hub: nats.aio.client.Client, body: bytes) -> bytes:
+    """Publish on the leaf until a hub subscriber gets it (the leaf connection comes up
+    within a second or so); the body the hub received."""
+    sub = await on_hub.subscribe("drupelet.test.across")
+    await on_hub.flush()
+    for _ in range(100):
+        await on_leaf.publish("drupelet.test.across", body)
+        try:
+            return bytes((await sub.next_msg(timeout=0.1)).data)
+        except nats.errors.TimeoutError:
+            await asyncio.sleep(0.05)
+    raise AssertionError("no message crossed from the leaf to the hub")
 
 
 @contextmanager
