@@ -395,10 +395,9 @@ class ProviderServer:
             if msg.reply:
                 await self.nc.publish(msg.reply, protocol.error(exc.code, exc.message))
             return
-        entry = self._inline_entry(req)
-        if entry is not None:  # quick: answer in this callback, in order
+        if self._is_inline(req):  # quick: answer in this callback, in order
             try:
-                reply = protocol.ok(encode(self._inline(entry, req)))
+                reply = protocol.ok(encode(self._inline(req)))
             except ProviderError as exc:
                 reply = protocol.error(exc.code, exc.message)
             except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -410,32 +409,19 @@ class ProviderServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _inline_entry(self, req: dict[str, Any]) -> _Handle | None:
-        """The handle of a quick read of a local bucket, whose caller and source match the
-        ones it was opened by (those were validated then); None for anything else."""
-        if req.get("op") not in INLINE_OPS:
-            return None
+    def _is_inline(self, req: dict[str, Any]) -> bool:
+        """A quick read of a bucket whose contents are in this process (not a proxy to
+        yet another node): answered on the loop. ``_bucket_call`` checks the rest."""
         handle = req.get("handle")
-        entry = self._handles.get(handle) if type(handle) is int else None
-        if entry is None or hasattr(entry.obj, "remote") or entry.caller != req.get("caller") \
-                or entry.source != req.get("source"):
-            return None
-        return entry
+        entry = self._handles.get(handle) if req.get("op") in INLINE_OPS and type(handle) is int else None
+        return entry is not None and not hasattr(entry.obj, "remote")
 
-    def _inline(self, entry: _Handle, req: dict[str, Any]) -> Any:
-        op = str(req["op"]).removeprefix("bucket.")
+    def _inline(self, req: dict[str, Any]) -> Any:
         args = decode(req.get("args") or [])
         if not isinstance(args, list):
             raise protocol.BadRequest("must be a list", field="args")
-        if op == "release":
-            with self._lock:
-                self._handles.pop(req["handle"], None)
-            entry.close()
-            return None
-        if op == "list_keys":
-            keys, cursor = entry.obj.list_keys(*args)
-            return [keys, cursor]
-        return getattr(entry.obj, op)(*args)
+        return self._bucket_call(req["caller"], req["source"], str(req["op"]).removeprefix("bucket."), args,
+                                 req["handle"])
 
     async def _answer(self, msg: Msg, req: dict[str, Any]) -> None:
         provider_name = msg.subject.rsplit(".", 1)[-1]
@@ -529,12 +515,13 @@ class ProviderServer:
     def _bucket_call(self, caller: str, source: str, method: str, args: list[Any], handle: Any) -> Any:
         entry = self._take(caller, source, handle, "bucket handle", release=method == "release")
         if method == "release":
+            entry.close()
             return None
         if method not in BUCKET_METHODS:
             raise protocol.BadRequest(f"buckets have no operation {method!r}")
         if method == "set":
             self._check_size(args[1])
-        if method in ("get_many", "set_many") and method == "set_many":
+        if method == "set_many":
             args = [[(str(k), bytes(v)) for k, v in args[0]]]
         if method == "list_keys":
             keys, cursor = entry.obj.list_keys(args[0])
