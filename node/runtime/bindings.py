@@ -399,13 +399,13 @@ def i2c_error(exc: ProviderError) -> Variant:
 def _i2c(method: str, size_arg: int | None = None) -> Callable[..., Ok | Err]:
     def call(store: StoreContext, this: ResourceAny, *args: Any) -> Ok | Err:
         ctx = current()
+        values = list(args)
         try:
-            args = tuple(bytes(a) if isinstance(a, (bytes, bytearray, list)) and i == size_arg else a
-                         for i, a in enumerate(args))
             if size_arg is not None:
-                _check_payload(ctx.host, len(args[size_arg]))
+                values[size_arg] = bytes(values[size_arg])
+                _check_payload(ctx.host, len(values[size_arg]))
             handle = _resource(store, ctx, this, "i2c bus")
-            return Ok(invoke_method(handle.obj, method, list(args)))
+            return Ok(invoke_method(handle.obj, method, values))
         except ProviderError as exc:
             ctx.host.log("warn", I2C, f"{method}: {exc.message}")
             return Err(i2c_error(exc))
