@@ -17,6 +17,12 @@ What a provider may override:
                      (subscribe, grant pins, …). ``link_removed`` must release what
                      ``link_added`` took.
     ``describe()``   a JSON-able dict for the inventory (backends, state).
+    ``config_schema`` the msgspec ``Struct`` of its ``[providers.<name>]`` table
+                     (:mod:`drupelet.providers.schema`): the node validates the table
+                     against it when the node config is loaded, and ``drupelet
+                     config-doc`` documents every key from it. None: the provider
+                     takes no keys. ``parse_config(table)`` returns the validated
+                     struct; override it for checks across keys.
     ``relink_when_actor_stops``  True: when a linked actor stops (on this node for a
                      ``local/`` link; on any node for a link that names this node), the
                      node calls ``link_removed`` then ``link_added``, so what the actor held
@@ -48,7 +54,11 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
+
+import msgspec
+
+from .schema import SchemaError, convert
 
 T = TypeVar("T")
 
@@ -195,6 +205,18 @@ class Provider:
     interfaces: tuple[str, ...] = ()
     operations: Mapping[str, frozenset[str]] = {}
     relink_when_actor_stops: bool = False
+    config_schema: ClassVar[type[msgspec.Struct] | None] = None
+
+    @classmethod
+    def parse_config(cls, table: Mapping[str, Any], *, where: str = "") -> Any:
+        """Validate a ``[providers.<name>]`` table (without the node's own ``enabled``
+        key); :class:`~drupelet.providers.schema.SchemaError` names the key."""
+        where = where or f"providers.{cls.name}"
+        if cls.config_schema is None:
+            if table:
+                raise SchemaError(f"takes no keys, got {', '.join(sorted(table))}", key=where)
+            return None
+        return convert(table, cls.config_schema, where=where)
 
     def __init__(self) -> None:
         self.ctx: ProviderContext | None = None

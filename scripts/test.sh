@@ -14,5 +14,5 @@ ensure_system_tools
 "$VENV/bin/python" -m pip install --upgrade pip
 "$VENV/bin/python" -m pip install -e '.[test]'
 
-"$VENV/bin/python" -m mypy
+VENV="$VENV" bash "$repo/scripts/typecheck.sh"
 "$VENV/bin/python" -m pytest -q "$@"

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
-from drupelet.node.natsserver import EmbeddedNatsServer, NatsServerConfig
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
 from fixtures_actors import counter_wasm, thermometer_wasm  # noqa: F401  (session fixtures: built examples)
 
 HARDWARE_ENV = "DRUPELET_HARDWARE"

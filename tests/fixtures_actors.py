@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from drupelet.node.build import build_python_actor, example_dir, find_componentize_py, packaged_wit_dir, source_key
+from drupelet.node.tools.build import build_python_actor, example_dir, find_componentize_py, packaged_wit_dir, source_key
 
 CACHE_ENV = "DRUPELET_TEST_CACHE"
 COMPONENT_HEADER = b"\x00asm\x0d\x00\x01\x00"

@@ -11,12 +11,12 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js import api
 
-from drupelet.node.client import close_quietly
-from drupelet.node.artifacts import (ArtifactError, ArtifactInfo, ArtifactNotFound, ArtifactStore,
+from drupelet.node.lattice.connect import close_quietly
+from drupelet.node.lattice.artifacts import (ArtifactError, ArtifactInfo, ArtifactNotFound, ArtifactStore,
                                      ArtifactStoreUnavailable, ArtifactTooLarge, DigestMismatch, InvalidDigest,
                                      bucket_name, parse_digest)
 from drupelet.node.errors import DrupeletError, NatsUnavailable
-from drupelet.node.natsserver import EmbeddedNatsServer, NatsServerConfig
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
 from drupelet.node.runtime import read_component
 
 WAT = Path(__file__).resolve().parent.parent / "actors" / "wat"
@@ -295,7 +295,7 @@ async def test_jetstream_domain(tmp_path: Path, echo: bytes) -> None:
 
 async def test_a_name_points_at_its_last_push_even_for_bytes_already_stored(nats_client: NatsClient,
                                                                            tmp_path: Path) -> None:
-    from drupelet.node.artifacts import resolve_ref
+    from drupelet.node.lattice.artifacts import resolve_ref
 
     store = ArtifactStore(nats_client, "test", tmp_path / "cache")
     echo = read_component(WAT / "echo.wat")

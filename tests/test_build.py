@@ -1,4 +1,4 @@
-"""Tests for drupelet.node.build: Python actors into components with componentize-py."""
+"""Tests for drupelet.node.tools.build: Python actors into components with componentize-py."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import wasmtime
 from wasmtime.component import Component
 
-from drupelet.node import build
-from drupelet.node.build import BuildError, build_python_actor, generate_bindings, load_actor_spec
-from drupelet.node.build import example_dir
+from drupelet.node.tools import build
+from drupelet.node.tools.build import BuildError, build_python_actor, generate_bindings, load_actor_spec
+from drupelet.node.tools.build import example_dir
 from fixtures_actors import COMPONENT_HEADER
 
 ACTOR_WORLD_IMPORTS = {

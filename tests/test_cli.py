@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import child_nats_servers
 
-from drupelet.node.natsserver import free_port
+from drupelet.node.lattice.natsserver import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_WAT = ROOT / "actors" / "wat" / "echo.wat"

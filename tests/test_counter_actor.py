@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from drupelet.node.build import BuildError, find_componentize_py, generate_bindings
-from drupelet.node.build import example_dir
+from drupelet.node.tools.build import BuildError, find_componentize_py, generate_bindings
+from drupelet.node.tools.build import example_dir
 
 _GUEST_MODULES = ("app", "wit_world", "componentize_py_types", "componentize_py_runtime",
                   "componentize_py_async_support", "poll_loop")

@@ -8,10 +8,10 @@ from pathlib import Path
 import nats
 import pytest
 
-from drupelet.node import subjects
+from drupelet.node.lattice import subjects
 from drupelet.node.errors import HandlerError
-from drupelet.node.host import Host
-from drupelet.node.natsserver import EmbeddedNatsServer
+from drupelet.node.host.host import Host
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 
 from test_host import node_config
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from drupelet.node import firstboot
-from drupelet.node.cli import build_parser
-from drupelet.node.cli import main as cli_main
+from drupelet.node.system import firstboot
+from drupelet.node.cli.main import build_parser
+from drupelet.node.cli.main import main as cli_main
 from drupelet.node.config import load
-from drupelet.node.natsserver import free_port
+from drupelet.node.lattice.natsserver import free_port
 from drupelet.providers.display import DisplayBackend, SimulatedBackend
 
 from test_templates import across, connect, server as nats_server  # the helpers the template test uses

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from drupelet.node.client import LatticeClient, LatticeError
+from drupelet.node.lattice.client import LatticeClient, LatticeError
 from drupelet.node.errors import HandlerError, HardwareError, LinkError
-from drupelet.node.host import Host
-from drupelet.node.natsserver import EmbeddedNatsServer
+from drupelet.node.host.host import Host
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.node.runtime import read_component
 from drupelet.node.runtime.bindings import hw_error, i2c_error
 from drupelet.providers.base import Busy, Denied, Link, NotFound, NotLinked, ProviderError, Timeout

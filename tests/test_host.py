@@ -12,12 +12,12 @@ from pathlib import Path
 import nats
 import pytest
 
-from drupelet.node import subjects
+from drupelet.node.lattice import subjects
 from drupelet.node.config import NodeConfig
 from drupelet.node.errors import (ActorExists, ActorNotFound, DeadlineExceeded, HandlerError, LinkError,
                                   NatsUnavailable, PayloadTooLarge, ProviderNotFound, StartRefused, Trapped)
-from drupelet.node.host import Host
-from drupelet.node.natsserver import EmbeddedNatsServer, free_port
+from drupelet.node.host.host import Host
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer, free_port
 from drupelet.node.runtime import read_component
 
 WAT = Path(__file__).resolve().parent.parent / "actors" / "wat"
@@ -96,7 +96,7 @@ async def test_trap_fails_only_that_call_and_the_instance_is_replaced(host: Host
 async def test_repeated_traps_back_off_and_log(host: Host, caplog: pytest.LogCaptureFixture) -> None:
     await host.start_actor("echo", wat("echo"))
     await host.put_link("echo", "wasmcloud:messaging", "local/messaging")
-    caplog.set_level(logging.INFO, logger="drupelet.node.supervisor")
+    caplog.set_level(logging.INFO, logger="drupelet.node.host.actors")
     for _ in range(3):
         with pytest.raises(Trapped):
             await host.deliver("echo", "s", b"trap")

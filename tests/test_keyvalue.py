@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from drupelet.node.host import Host
-from drupelet.node.natsserver import EmbeddedNatsServer
+from drupelet.node.host.host import Host
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.node.runtime import read_component
 from drupelet.providers.base import BackendIOError, Link
 from drupelet.providers.keyvalue import Bucket, FileBucket

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from drupelet.node.artifacts import ArtifactStore
-from drupelet.node.client import LatticeClient, LatticeError
-from drupelet.node.host import Host
-from drupelet.node.natsserver import EmbeddedNatsServer, NatsServerConfig, start_hub_and_leaf
+from drupelet.node.lattice.artifacts import ArtifactStore
+from drupelet.node.lattice.client import LatticeClient, LatticeError
+from drupelet.node.host.host import Host
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig, start_hub_and_leaf
 
 from test_host import node_config, wat
 
@@ -154,7 +154,7 @@ async def test_hub_outage_local_calls_keep_working_remote_calls_fail_fast_then_r
 
 
 async def test_recorded_state_follows_the_rules(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
-    from drupelet.node.state import actor_key
+    from drupelet.node.lattice.state import actor_key
 
     cfg = node_config(tmp_path / "pi", nats_server.url, name="pi-1", labels={"room": "lab"})
     client = await LatticeClient.connect(nats_server.url, "test")

@@ -1,4 +1,4 @@
-"""Tests for drupelet.node.natsserver against real nats-server processes."""
+"""Tests for drupelet.node.lattice.natsserver against real nats-server processes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 
-from drupelet.node import natsserver
-from drupelet.node.natsserver import (
+from drupelet.node.lattice import natsserver
+from drupelet.node.lattice.natsserver import (
     EmbeddedNatsServer,
     NatsServerConfig,
     NatsServerError,

@@ -134,8 +134,8 @@ def test_console_script_prints_the_version(installed: Installed) -> None:
 def test_packages_import_from_the_venv(installed: Installed) -> None:
     result = installed.py(
         "import json, importlib, importlib.metadata as md\n"
-        "mods = ['drupelet.node', 'drupelet.providers', 'drupelet.node.runtime', 'drupelet.node.host',\n"
-        "        'drupelet.node.cli', 'drupelet.actors']\n"
+        "mods = ['drupelet.node', 'drupelet.providers', 'drupelet.node.runtime', 'drupelet.node.host.host',\n"
+        "        'drupelet.node.cli.main', 'drupelet.actors']\n"
         "files = {m: importlib.import_module(m).__file__ for m in mods}\n"
         "import drupelet.node\n"
         "print(json.dumps({'files': files, 'version': drupelet.node.__version__,\n"
@@ -163,7 +163,7 @@ def test_package_data_is_installed(installed: Installed) -> None:
 
 @pytest.mark.slow
 def test_first_boot_finds_the_leaf_template_in_the_wheel(installed: Installed) -> None:
-    result = installed.py("from drupelet.node.firstboot import leaf_template\nprint(leaf_template())")
+    result = installed.py("from drupelet.node.system.firstboot import leaf_template\nprint(leaf_template())")
     assert "leafnodes" in result.stdout and "@HUB_URL@" in result.stdout
 
 
@@ -179,7 +179,7 @@ def test_no_top_level_package_named_after_a_folder(installed: Installed, name: s
 def test_provider_entry_points(installed: Installed) -> None:
     result = installed.py(
         "import json\n"
-        "from drupelet.node.host import discover_providers\n"
+        "from drupelet.node.host.host import discover_providers\n"
         "found = discover_providers()\n"
         "print(json.dumps({name: f'{cls.__module__}.{cls.__qualname__}' for name, cls in found.items()}))\n")
     found = json.loads(result.stdout)
@@ -197,7 +197,7 @@ def test_installed_node_finds_nats_server_and_compiles_in_a_child(installed: Ins
         "import json\n"
         "from importlib.resources import as_file, files\n"
         "from pathlib import Path\n"
-        "from drupelet.node.natsserver import nats_server_binary\n"
+        "from drupelet.node.lattice.natsserver import nats_server_binary\n"
         "from drupelet.node.runtime import Runtime, RuntimeConfig, read_component\n"
         f"rt = Runtime(RuntimeConfig(cache_dir=Path({str(tmp_path / 'cache')!r}), compile_in_subprocess=True))\n"
         "try:\n"

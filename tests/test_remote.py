@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from drupelet.node.client import LatticeClient
-from drupelet.node.host import Host
-from drupelet.node.natsserver import EmbeddedNatsServer
+from drupelet.node.lattice.client import LatticeClient
+from drupelet.node.host.host import Host
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.providers.base import Link
 
 from test_host import node_config, wat

@@ -19,10 +19,10 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
-from drupelet.node.client import close_quietly
+from drupelet.node.lattice.connect import close_quietly
 from drupelet.node.errors import BadStateEntry, StateUnavailable
-from drupelet.node.natsserver import EmbeddedNatsServer, NatsServerConfig
-from drupelet.node.state import (LatticeState, actor_key, bucket_name, check_value, config_key, decode_interface,
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
+from drupelet.node.lattice.state import (LatticeState, actor_key, bucket_name, check_value, config_key, decode_interface,
                                  encode_interface, kv_subject, labels_key, link_key, parse_key)
 
 LATTICE = "t"
@@ -172,7 +172,7 @@ def test_corrupt_local_copy_is_ignored_with_a_log_line(tmp_path: Path, caplog: p
     path = tmp_path / "state.json"
     path.write_bytes(b'{"revision": 3, "entries": {"config.x": {"a": "b"')
     state = LatticeState(LATTICE, "pi1", path)
-    with caplog.at_level(logging.WARNING, logger="drupelet.node.state"):
+    with caplog.at_level(logging.WARNING, logger="drupelet.node.lattice.state"):
         state.load_local()
     assert state.items() == []
     assert any("corrupt" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
@@ -183,7 +183,7 @@ def test_malformed_entries_in_the_local_copy_are_dropped(tmp_path: Path, caplog:
     entries = {config_key("good"): {"a": "b"}, "bogus.key": {}, actor_key("pi1", "c"): {"name": "c"}}
     path.write_text(json.dumps({"revision": 3, "entries": entries}), encoding="utf-8")
     state = LatticeState(LATTICE, "pi1", path)
-    with caplog.at_level(logging.WARNING, logger="drupelet.node.state"):
+    with caplog.at_level(logging.WARNING, logger="drupelet.node.lattice.state"):
         state.load_local()
     assert state.items() == [("config.good", {"a": "b"})]
     assert state.named_config("good") == {"a": "b"}
@@ -379,7 +379,7 @@ async def test_malformed_writes_by_other_clients_change_nothing(
     a = await lattice.node("pi1", nats_server.url)
     await a.put(config_key("x"), {"a": "1"})
     kv = await nats_client.jetstream().key_value(bucket_name(LATTICE))
-    with caplog.at_level(logging.WARNING, logger="drupelet.node.state"):
+    with caplog.at_level(logging.WARNING, logger="drupelet.node.lattice.state"):
         await kv.put(config_key("x"), b"not json")
         await kv.put(actor_key("pi1", "c"), json.dumps({"name": "c"}).encode())
         await kv.put("stray", b"{}")
@@ -404,7 +404,7 @@ async def test_a_failing_listener_does_not_stop_the_others(
     a.on_change(seen)
     unregister = a.on_change(removed)
     unregister()
-    with caplog.at_level(logging.ERROR, logger="drupelet.node.state"):
+    with caplog.at_level(logging.ERROR, logger="drupelet.node.lattice.state"):
         await a.put(config_key("x"), {"a": "1"})
         await a.flush()
     assert seen.seen == [(config_key("x"), {"a": "1"})]

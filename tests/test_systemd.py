@@ -28,13 +28,13 @@ from typing import Any
 
 import pytest
 
-from drupelet.node import logsetup
+from drupelet.node.system import logsetup
 from drupelet.node.config import NodeConfig
-from drupelet.node.host import Host
-from drupelet.node.natsserver import EmbeddedNatsServer, NatsServerConfig
+from drupelet.node.host.host import Host
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
 from drupelet.node.runtime import read_component
-from drupelet.node.sdnotify import Notifier, watchdog_interval_s
-from drupelet.node.supervisor import _STOP
+from drupelet.node.system.sdnotify import Notifier, watchdog_interval_s
+from drupelet.node.host.actors import _STOP
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "systemd"

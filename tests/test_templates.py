@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from drupelet.node.natsserver import free_port, nats_server_binary
+from drupelet.node.lattice.natsserver import free_port, nats_server_binary
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from drupelet.node import demo
-from drupelet.node.client import LatticeClient
+from drupelet.node.tools import demo
+from drupelet.node.lattice.client import LatticeClient
 from drupelet.node.errors import HandlerError
-from drupelet.node.host import Host
-from drupelet.node.natsserver import start_hub_and_leaf
+from drupelet.node.host.host import Host
+from drupelet.node.lattice.natsserver import start_hub_and_leaf
 from drupelet.node.runtime import read_component
 
 from test_host import node_config

@@ -6,8 +6,8 @@ linker with every interface drupelet serves, and the on-disk compile cache.
 worker thread.
 """
 
-from .bindings import HANDLER_EXPORT, NODE_SERVED, SERVED_VERSIONS, ImportHost, missing_imports, split_version
-from .engine import (ActorInstance, CompileError, Limits, LoadedComponent, Runtime, RuntimeConfig, read_component,
+from drupelet.node.runtime.bindings import HANDLER_EXPORT, NODE_SERVED, SERVED_VERSIONS, ImportHost, missing_imports, split_version
+from drupelet.node.runtime.engine import (ActorInstance, CompileError, Limits, LoadedComponent, Runtime, RuntimeConfig, read_component,
                      wat_to_wasm)
 
 __all__ = [

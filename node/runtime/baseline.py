@@ -12,8 +12,8 @@ import wasmtime
 from wasmtime import Store
 from wasmtime.component import Linker, Record, ResourceHost, ResourceType
 
-from .engine import Runtime
-from .values import Ok
+from drupelet.node.runtime.engine import Runtime
+from drupelet.node.runtime.values import Ok
 
 _BUCKET = 77
 

@@ -21,7 +21,7 @@ from wasmtime.component import LinkerInstance, Linker, ResourceAny, ResourceHost
 from drupelet.providers.base import (Busy, Denied, Link, Message, NotFound, NotLinked, Provider, ProviderError,
                                      invoke_method)
 
-from .values import Err, Ok, add_func, record
+from drupelet.node.runtime.values import Err, Ok, add_func, record
 
 log = logging.getLogger(__name__)
 

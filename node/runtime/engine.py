@@ -21,9 +21,11 @@ from wasmtime.component import Component, Func, Linker
 
 from drupelet.providers.base import atomic_write
 
-from ..errors import DeadlineExceeded, DrupeletError, StartRefused, Trapped
-from . import bindings, compile as aot, values
-from .bindings import ImportHost, InstanceContext
+from drupelet.node.errors import DeadlineExceeded, DrupeletError, StartRefused, Trapped
+from drupelet.node.runtime import bindings
+from drupelet.node.runtime import aot as aot
+from drupelet.node.runtime import values
+from drupelet.node.runtime.bindings import ImportHost, InstanceContext
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +167,7 @@ class Runtime:
                 src = Path(fh.name)
             try:
                 proc = subprocess.run(
-                    [sys.executable, "-m", "drupelet.node.runtime.compile", str(src), str(dst)],
+                    [sys.executable, "-m", "drupelet.node.runtime.aot", str(src), str(dst)],
                     capture_output=True, text=True, timeout=self.config.compile_timeout_s,
                     env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
                 )

@@ -1,6 +1,6 @@
 """``drupelet``: one command line for the laptop and the Pi.
 
-A thin caller of :class:`~drupelet.node.host.Host` (``up``) and of the NATS protocol
+A thin caller of :class:`~drupelet.node.host.host.Host` (``up``) and of the NATS protocol
 (``call``). Global options work before or after the subcommand and fall back to
 ``DRUPELET_NATS``, ``DRUPELET_LATTICE``, ``DRUPELET_CREDS`` and ``DRUPELET_JSON``.
 """
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from drupelet.node import __version__
 
 log = logging.getLogger("drupelet.cli")
 
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("config-doc", "print the node config reference (Markdown)")
 
-    from .firstboot import add_arguments as firstboot_arguments
+    from drupelet.node.system.firstboot import add_arguments as firstboot_arguments
 
     firstboot_arguments(add("firstboot", "validate the boot partition's drupelet.toml and install it to /etc/drupelet"))
     return parser
@@ -164,7 +164,7 @@ def _env_defaults(args: argparse.Namespace) -> None:
 
 
 def _setup_logging(verbose: int) -> None:
-    from .logsetup import setup_logging
+    from drupelet.node.system.logsetup import setup_logging
 
     level = logging.DEBUG if verbose >= 1 else logging.INFO if verbose == 0 else logging.WARNING
     setup_logging(level, quiet_nats=verbose < 1)  # journald under systemd, else stderr
@@ -188,15 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "call":
             return asyncio.run(_call(args))
         if args.command == "bench":
-            from .bench import run_bench
+            from drupelet.node.tools.bench import run_bench
 
             return run_bench(iterations=args.iterations, as_json=args.json)
         if args.command == "firstboot":
-            from .firstboot import run as run_firstboot
+            from drupelet.node.system.firstboot import run as run_firstboot
 
             return run_firstboot(args)
         if args.command == "config-doc":
-            from .config import schema_markdown
+            from drupelet.node.config import schema_markdown
 
             print(schema_markdown())
             return 0
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"drupelet: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        from .errors import DrupeletError
+        from drupelet.node.errors import DrupeletError
 
         if isinstance(exc, DrupeletError):
             print(f"drupelet: {exc.message}", file=sys.stderr)
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- up ------------------------------------------------------------------------------
 
 def _load_config(args: argparse.Namespace) -> Any:
-    from .config import NodeConfig, load
+    from drupelet.node.config import NodeConfig, load
 
     cfg = load(args.config) if args.config else NodeConfig()
     if args.name:
@@ -244,8 +244,8 @@ def _load_config(args: argparse.Namespace) -> Any:
 async def _up(args: argparse.Namespace) -> int:
     """Run a node until SIGINT or SIGTERM, telling systemd how it goes when under a
     ``Type=notify`` unit (READY=1, STATUS=, WATCHDOG=1, STOPPING=1; see sdnotify)."""
-    from .host import Host
-    from .sdnotify import Notifier
+    from drupelet.node.host.host import Host
+    from drupelet.node.system.sdnotify import Notifier
 
     cfg = _load_config(args)
     stop = asyncio.Event()
@@ -253,7 +253,7 @@ async def _up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if args.demo:
-        from . import demo
+        from drupelet.node.tools import demo
 
         return await demo.run(cfg, stop)
     notifier = Notifier()
@@ -333,7 +333,7 @@ def _emit(args: argparse.Namespace, data: Any, table: str) -> None:
 
 
 async def _remote(args: argparse.Namespace) -> int:
-    from .client import LatticeClient
+    from drupelet.node.lattice.client import LatticeClient
 
     client = await LatticeClient.connect(args.nats or DEFAULT_NATS, args.lattice or "default", creds=args.creds)
     async with client:
@@ -427,7 +427,7 @@ async def _actor_verb(args: argparse.Namespace, client: Any, verb: str) -> int:
         ref = args.ref
         payload: dict[str, Any] = {"name": args.name, "instances": args.instances,
                                    "config": _pairs(args.config, "--config")}
-        from .protocol import DIGEST
+        from drupelet.node.lattice.protocol import DIGEST
 
         payload["digest" if DIGEST.match(ref) else "reference"] = ref.removeprefix("sha256:")
     else:
@@ -466,8 +466,8 @@ async def _link(args: argparse.Namespace, client: Any) -> int:
 
 
 async def _push(args: argparse.Namespace, client: Any) -> int:
-    from .artifacts import ArtifactStore
-    from .runtime import read_component
+    from drupelet.node.lattice.artifacts import ArtifactStore
+    from drupelet.node.runtime import read_component
 
     try:
         data = read_component(args.file)
@@ -505,7 +505,7 @@ async def _actor_names(client: Any, node: str) -> list[str]:
 
 
 async def _follow(args: argparse.Namespace, client: Any) -> int:
-    from . import subjects
+    from drupelet.node.lattice import subjects
 
     subject = subjects.logs_all(client.lattice) if args.command == "logs" else subjects.events_all(client.lattice)
     async for msg in client.stream(subject):
@@ -531,7 +531,7 @@ async def _follow(args: argparse.Namespace, client: Any) -> int:
 # -- actor build ---------------------------------------------------------------------
 
 def _actor_build(args: argparse.Namespace) -> int:
-    from .build import build_python_actor
+    from drupelet.node.tools.build import build_python_actor
 
     result = build_python_actor(args.dir, args.output)
     if args.json:
@@ -549,7 +549,7 @@ async def _call(args: argparse.Namespace) -> int:
     import nats
     import nats.errors
 
-    from . import subjects
+    from drupelet.node.lattice import subjects
 
     body = sys.stdin.buffer.read() if args.body == "-" else args.body.encode()
     url = args.nats or DEFAULT_NATS

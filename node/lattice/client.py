@@ -12,12 +12,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 
-from . import protocol, subjects
-from .errors import DrupeletError
+from drupelet.node.lattice import protocol
+from drupelet.node.lattice import subjects
+from drupelet.node.errors import DrupeletError, NatsUnavailable
+from drupelet.node.lattice.connect import CLIENT_HINT, close_quietly, connect
 
 PING_WINDOW_S = 0.5
 
@@ -41,22 +42,10 @@ class LatticeClient:
     @classmethod
     async def connect(cls, url: str, lattice: str, *, creds: str | None = None, timeout_s: float = 10.0,
                       connect_timeout_s: float = 3.0) -> LatticeClient:
-        options: dict[str, Any] = {"connect_timeout": connect_timeout_s, "max_reconnect_attempts": 0,
-                                   "allow_reconnect": False}
-        if creds:
-            options["user_credentials"] = creds
-
-        async def _quiet(exc: Exception) -> None:
-            pass
-
         try:
-            nc = await asyncio.wait_for(nats.connect(url, error_cb=_quiet, **options), connect_timeout_s)
-        except asyncio.TimeoutError:
-            raise LatticeError(f"cannot connect to NATS at {url}: no answer within {connect_timeout_s:g} s "
-                               f"(is `drupelet up` running? set --nats or DRUPELET_NATS)", code="unreachable") from None
-        except Exception as exc:
-            raise LatticeError(f"cannot connect to NATS at {url}: {exc or type(exc).__name__} "
-                               f"(is `drupelet up` running? set --nats or DRUPELET_NATS)", code="unreachable") from None
+            nc = await connect(url, name="drupelet-cli", creds=creds, timeout_s=connect_timeout_s, hint=CLIENT_HINT)
+        except NatsUnavailable as exc:
+            raise LatticeError(exc.message, code="unreachable") from None
         return cls(nc, lattice, timeout_s=timeout_s)
 
     async def close(self) -> None:
@@ -159,27 +148,3 @@ class LatticeClient:
         finally:
             if not self.nc.is_closed:
                 await sub.unsubscribe()
-
-
-async def close_quietly(nc: Any) -> None:
-    """Close a NATS connection whose server may already be gone.
-
-    nats-py flushes on close; with the socket reset that flush raises, though the
-    client is closed all the same. Stopping must not fail for that.
-    """
-    if nc.is_closed:
-        return
-    try:
-        await nc.close()
-    except Exception as exc:
-        log.debug("closing the NATS connection: %s", exc)
-
-
-async def unsubscribe_all(subs: list[Any]) -> None:
-    """Unsubscribe each of ``subs`` (a closed connection is fine) and empty the list."""
-    for sub in subs:
-        try:
-            await sub.unsubscribe()
-        except Exception as exc:
-            log.debug("unsubscribe: %s", exc)
-    subs.clear()

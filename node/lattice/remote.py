@@ -33,8 +33,9 @@ from nats.aio.msg import Msg
 from drupelet.providers.base import (Busy, Denied, Link, Message, NotFound, PayloadTooLarge, ProviderError, Timeout,
                                      Unavailable, invoke_method)
 
-from . import protocol, subjects
-from .client import unsubscribe_all
+from drupelet.node.lattice import protocol
+from drupelet.node.lattice import subjects
+from drupelet.node.lattice.connect import unsubscribe_all
 
 log = logging.getLogger(__name__)
 
@@ -552,7 +553,7 @@ class ProviderServer:
         callers = {e.caller for e in list(self._handles.values())}
         if not callers or not self.nc.is_connected:
             return 0
-        from .client import LatticeClient
+        from drupelet.node.lattice.client import LatticeClient
 
         alive = {n["name"] for n in await LatticeClient(self.nc, self.lattice).ping(window_s)}
         return sum(self.release(caller) for caller in callers - alive)

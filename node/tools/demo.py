@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ActorSpec, LinkSpec, NodeConfig
-from .errors import DrupeletError
+from drupelet.node.config import ActorSpec, LinkSpec, NodeConfig
+from drupelet.node.errors import DrupeletError
 
 log = logging.getLogger("drupelet.demo")
 
@@ -43,7 +43,7 @@ COUNTER_SUBJECT = "demo.counter"
 
 def built_example(name: str, data_dir: Path) -> Path:
     """The example actor ``name`` built with componentize-py (once per source change)."""
-    from .build import build_python_actor, example_dir, source_key
+    from drupelet.node.tools.build import build_python_actor, example_dir, source_key
 
     src = example_dir(name)
     out = data_dir / "demo" / f"{name}-{source_key(src)[:16]}.wasm"
@@ -95,9 +95,9 @@ def ascii_frame(png: bytes) -> str:
 
 async def run(cfg: NodeConfig, stop: asyncio.Event) -> int:
     """Run both nodes and the demo until ``stop`` is set."""
-    from .client import LatticeClient
-    from .host import Host
-    from .natsserver import EmbeddedNatsServer, NatsServerConfig
+    from drupelet.node.lattice.client import LatticeClient
+    from drupelet.node.host.host import Host
+    from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
 
     demo_dir = cfg.data_dir / "demo"
     thermometer = built_example("thermometer", cfg.data_dir)

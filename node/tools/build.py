@@ -37,7 +37,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DrupeletError
+from drupelet.node.errors import DrupeletError
 
 log = logging.getLogger(__name__)
 

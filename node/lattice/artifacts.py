@@ -48,8 +48,8 @@ from nats.js.object_store import ObjectStore
 
 from drupelet.providers.base import atomic_write
 
-from . import subjects
-from .errors import DrupeletError, NatsUnavailable
+from drupelet.node.lattice import subjects
+from drupelet.node.errors import DrupeletError, NatsUnavailable
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer

@@ -1,7 +1,7 @@
 """Engine configuration and ahead-of-time compilation of components.
 
 Compiling a componentize-py actor takes seconds and hundreds of MB, so the node compiles
-in a short-lived child process (``python -m drupelet.node.runtime.compile SRC DST``) and
+in a short-lived child process (``python -m drupelet.node.runtime.aot SRC DST``) and
 maps the result with ``Component.deserialize_file``. The parent and the child build their
 engines from :func:`engine_config`, so the artifact always matches.
 """
@@ -63,7 +63,7 @@ def compile_bytes(wasm: bytes, target: str | None = None) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drupelet.node.runtime.compile",
+    parser = argparse.ArgumentParser(prog="python -m drupelet.node.runtime.aot",
                                      description="Compile a wasm component for drupelet's engine.")
     parser.add_argument("src", type=Path)
     parser.add_argument("dst", type=Path)

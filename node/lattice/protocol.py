@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, NotRequired, TypedDict
 
-from .errors import DrupeletError, InvalidRequest
+from drupelet.node.errors import DrupeletError, InvalidRequest
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

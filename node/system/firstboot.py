@@ -48,8 +48,8 @@ from urllib.parse import urlsplit
 
 from drupelet.providers.base import ProviderError, atomic_write
 
-from .config import LABEL_KEY, _check_name, _string_table, _typed, parse
-from .errors import ConfigError
+from drupelet.node.config import LABEL_KEY, _check_name, _string_table, _typed, parse
+from drupelet.node.errors import ConfigError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -555,7 +555,7 @@ def leaf_template() -> str:
         tried.append(f"{TEMPLATE_PACKAGE}/{LEAF_TEMPLATE}")
     except (ModuleNotFoundError, ValueError, OSError):  # not installed, or an editable install's namespace
         tried.append(f"package {TEMPLATE_PACKAGE}")
-    checkout = Path(__file__).resolve().parent.parent / "systemd" / LEAF_TEMPLATE
+    checkout = Path(__file__).resolve().parents[2] / "systemd" / LEAF_TEMPLATE
     if checkout.is_file():
         return checkout.read_text(encoding="utf-8")
     tried.append(str(checkout))
@@ -629,7 +629,8 @@ def _check_node_toml(text: str, cfg: BootConfig, target: Path) -> None:
         parse(tomllib.loads(text), path=str(target), base_dir=target.parent)
     except ConfigError as exc:
         raise ConfigError(f"the node config made from it does not load: {exc}", path=cfg.source) from exc
-    checks = {"gpio": lambda t: gpio.parse_config(t, {}), "i2c": lambda t: i2c.parse_config(t, {}, Path("/dev")),
+    checks: dict[str, Callable[[dict[str, Any]], object]] = {
+        "gpio": lambda t: gpio.parse_config(t, {}), "i2c": lambda t: i2c.parse_config(t, {}, Path("/dev")),
               "display": lambda t: display.parse_config(t, {})}
     for name, table in cfg.provider_configs().items():
         # a simulated display has nothing more to check (and its check warns that it is simulated)
@@ -905,6 +906,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``drupelet firstboot [options]`` as a function: the CLI with that subcommand."""
-    from .cli import main as cli_main
+    from drupelet.node.cli.main import main as cli_main
 
     return cli_main(["firstboot", *(argv or [])])

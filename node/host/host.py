@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -22,15 +22,16 @@ from nats.aio.msg import Msg
 
 from drupelet.providers.base import Link, Message, NotLinked, Provider, ProviderContext, ProviderError
 
-from . import __version__, subjects
-from .client import close_quietly
-from .config import ActorSpec, LinkSpec, NodeConfig
-from .errors import (HardwareError, ActorExists, ActorNotFound, CallFailed, DeadlineExceeded, DrupeletError, HandlerError,
+from drupelet.node import __version__
+from drupelet.node.lattice import subjects
+from drupelet.node.lattice.connect import close_quietly
+from drupelet.node.config import ActorSpec, LinkSpec, NodeConfig
+from drupelet.node.errors import (HardwareError, ActorExists, ActorNotFound, CallFailed, DeadlineExceeded, DrupeletError, HandlerError,
                      InvalidRequest, LinkError, NatsUnavailable, ProviderNotFound, StartRefused, Trapped)
-from .links import LinkDef, LinkTable, check_target, parse_interface
-from .natsserver import EmbeddedNatsServer, NatsServerConfig, NatsServerError
-from .runtime import NODE_SERVED, SERVED_VERSIONS, Limits, Runtime, RuntimeConfig, missing_imports, read_component, split_version
-from .supervisor import Actor, Delivery
+from drupelet.node.host.links import LinkDef, LinkTable, check_target, parse_interface
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig, NatsServerError
+from drupelet.node.runtime import NODE_SERVED, SERVED_VERSIONS, Limits, Runtime, RuntimeConfig, missing_imports, read_component, split_version
+from drupelet.node.host.actors import Actor, Delivery
 
 log = logging.getLogger(__name__)
 actor_log = logging.getLogger("drupelet.actor")
@@ -110,7 +111,7 @@ class Host:
 
     @staticmethod
     def check_labels(labels: dict[str, str]) -> None:
-        from .config import LABEL_KEY
+        from drupelet.node.config import LABEL_KEY
 
         for key, value in labels.items():
             if not LABEL_KEY.match(key) or not isinstance(value, str):
@@ -140,7 +141,7 @@ class Host:
                                    compile_in_subprocess=cfg.compile_in_subprocess))
         try:
             await self._connect_nats()
-            from .artifacts import ArtifactStore
+            from drupelet.node.lattice.artifacts import ArtifactStore
 
             self.artifacts = ArtifactStore(self.nats, self.lattice, cfg.data_dir / "artifacts",
                                            domain=cfg.nats_jetstream_domain or None)
@@ -205,7 +206,7 @@ class Host:
     async def _start_state(self) -> None:
         """Restore this node's actors and the lattice's links from the disk copy, then
         follow the shared bucket (reachable or not: it retries in the background)."""
-        from .state import LatticeState
+        from drupelet.node.lattice.state import LatticeState
 
         cfg = self.config
         self.state = LatticeState(self.lattice, self.name, cfg.data_dir / "state.json")
@@ -227,7 +228,7 @@ class Host:
 
     async def _apply_state(self, key: str, value: dict[str, Any] | None) -> None:
         """Make this node match one entry of the lattice state. Never raises."""
-        from .state import parse_key
+        from drupelet.node.lattice.state import parse_key
 
         try:
             kind, names = parse_key(key)
@@ -303,14 +304,14 @@ class Host:
                 await self.scale_actor(name, want["instances"])
 
     async def _start_control(self) -> None:
-        from .control import ControlPlane
+        from drupelet.node.lattice.control import ControlPlane
 
         assert self.nats is not None
         self.control = ControlPlane(self, self.nats, artifacts=self.artifacts,
                                     heartbeat_interval_s=self.config.heartbeat_interval_s)
         self.control.health_check_interval_s = self.config.health_check_interval_s
         await self.control.start()
-        from .remote import ProviderServer, ReplyInbox
+        from drupelet.node.lattice.remote import ProviderServer, ReplyInbox
 
         self.provider_server = ProviderServer(self, self.nats)
         await self.provider_server.start()
@@ -447,7 +448,7 @@ class Host:
     async def start_actor(self, name: str, wasm: bytes, *, instances: int = 1, config: dict[str, str] | None = None,
                           source: str = "") -> dict[str, Any]:
         """Load ``wasm`` (through the compile cache) and start ``instances`` instances of it."""
-        from .config import NAME
+        from drupelet.node.config import NAME
 
         if not NAME.match(name):
             raise StartRefused(f"{name!r} is not a valid actor name: use 1-63 of A-Z a-z 0-9 _ -", actor=name)
@@ -792,7 +793,7 @@ class Host:
         return provider, link.as_link()
 
     def _remote_provider(self, node: str, provider: str) -> Provider:
-        from .remote import RemoteProvider
+        from drupelet.node.lattice.remote import RemoteProvider
 
         key = (node, provider)
         remote = self._remotes.get(key)
@@ -802,7 +803,7 @@ class Host:
             remote = RemoteProvider(self.nats, self._loop(), self.lattice, self.name, node, provider,
                                     self.config.remote_call_timeout_ms / 1000.0, inbox=self.reply_inbox)
             self._remotes[key] = remote
-        return remote
+        return cast(Provider, remote)
 
     def _link_config(self, actor: str) -> dict[str, str]:
         merged: dict[str, str] = {}
@@ -939,7 +940,7 @@ def _describe(name: str, p: Provider) -> dict[str, Any]:
 
 
 def _level(level: str) -> int:
-    from .supervisor import LEVELS
+    from drupelet.node.host.actors import LEVELS
 
     return LEVELS.get(level, logging.INFO)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from drupelet.providers.base import Link
 
-from .errors import LinkError
+from drupelet.node.errors import LinkError
 
 INTERFACE = re.compile(r"^[a-z][a-z0-9-]*:[a-z][a-z0-9-]*(/[a-z][a-z0-9-]*)?$")
 TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}/[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

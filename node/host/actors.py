@@ -21,8 +21,8 @@ from typing import Any
 
 from drupelet.providers.base import Link, NotLinked, Provider
 
-from .errors import ActorStopped, CallFailed, Overloaded, PayloadTooLarge, StartRefused, Trapped
-from .runtime import ActorInstance, Limits, LoadedComponent, Runtime
+from drupelet.node.errors import ActorStopped, CallFailed, Overloaded, PayloadTooLarge, StartRefused, Trapped
+from drupelet.node.runtime import ActorInstance, Limits, LoadedComponent, Runtime
 
 log = logging.getLogger(__name__)
 

@@ -38,11 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import NodeConfig
-from .host import Host
-from .runtime import baseline, read_component
+from drupelet.node.config import NodeConfig
+from drupelet.node.host.host import Host
+from drupelet.node.runtime import baseline, read_component
 
-WAT_DIR = Path(__file__).resolve().parent.parent / "actors" / "wat"
+WAT_DIR = Path(__file__).resolve().parents[2] / "actors" / "wat"
 
 TARGETS = {
     "import_call_ratio": 1.3,
@@ -136,7 +136,7 @@ async def _measure_remote(iterations: int, workdir: Path, kvloop: bytes) -> dict
     nats-py request/reply between the same two servers."""
     import nats
 
-    from .natsserver import start_hub_and_leaf
+    from drupelet.node.lattice.natsserver import start_hub_and_leaf
 
     hub, leaf = await start_hub_and_leaf(workdir, "pi")
     common = {"lattice": "bench", "providers": {"keyvalue": {"backend": "memory"}}, "call_deadline_ms": 120000,
@@ -202,7 +202,7 @@ async def _measure_gpio_edge(presses: int, workdir: Path) -> dict[str, Any]:
     """Button edge on the Pi node to the LED write, with the actor there and on the laptop."""
     import threading
 
-    from .natsserver import start_hub_and_leaf
+    from drupelet.node.lattice.natsserver import start_hub_and_leaf
 
     hub, leaf = await start_hub_and_leaf(workdir, "pi")
     simulated = {"gpio": {"backend": "mock"}, "i2c": {"backend": "sim"}, "display": {"driver": "dummy"}}
@@ -280,9 +280,9 @@ _CHILD = r"""
 import asyncio, json, sys, time
 from pathlib import Path
 from drupelet.node.config import NodeConfig
-from drupelet.node.host import Host
+from drupelet.node.host.host import Host
 from drupelet.node.runtime import read_component
-from drupelet.node.bench import wat_path, _rss_mb
+from drupelet.node.tools.bench import wat_path, _rss_mb
 
 async def main():
     cfg = NodeConfig(name="bench-mem", lattice="bench", data_dir=Path(sys.argv[1]), nats_embedded_port=0,

@@ -1,7 +1,7 @@
 """The NATS control interface: a thin adapter from requests to the host API.
 
-Each request is a JSON object on a subject built by :mod:`drupelet.node.subjects`; each
-reply is the envelope of :mod:`drupelet.node.protocol`. A malformed or unknown request
+Each request is a JSON object on a subject built by :mod:`drupelet.node.lattice.subjects`; each
+reply is the envelope of :mod:`drupelet.node.lattice.protocol`. A malformed or unknown request
 gets an error reply and changes nothing. Node events go out as CloudEvents, with a
 heartbeat carrying the inventory.
 """
@@ -17,11 +17,12 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from . import protocol, subjects
-from .client import unsubscribe_all
-from .errors import DrupeletError
-from .host import Host
-from .protocol import NAME, BadRequest, Fields, UnknownRequest
+from drupelet.node.lattice import protocol
+from drupelet.node.lattice import subjects
+from drupelet.node.lattice.connect import unsubscribe_all
+from drupelet.node.errors import DrupeletError
+from drupelet.node.host.host import Host
+from drupelet.node.lattice.protocol import NAME, BadRequest, Fields, UnknownRequest
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class ControlPlane:
         return info
 
     def _state(self) -> Any:
-        from .errors import StateUnavailable
+        from drupelet.node.errors import StateUnavailable
 
         if self.host.state is None:
             raise StateUnavailable("this node keeps no lattice state")
@@ -203,7 +204,7 @@ class ControlPlane:
 
     async def _record_actor(self, name: str) -> None:
         """Write the actor's desired state, so this node restores it after a restart."""
-        from .state import actor_key
+        from drupelet.node.lattice.state import actor_key
 
         actor = self.host.actors[name]
         await self._state().put(actor_key(self.node, name), {
@@ -213,12 +214,12 @@ class ControlPlane:
     async def _artifact(self, ref: str) -> bytes:
         if self.artifacts is None:
             raise BadRequest("this node has no artifact store (JetStream is not available)")
-        from .artifacts import resolve_ref
+        from drupelet.node.lattice.artifacts import resolve_ref
 
         return await resolve_ref(self.artifacts, ref)
 
     async def _actor_stop(self, req: dict[str, Any]) -> Any:
-        from .state import actor_key
+        from drupelet.node.lattice.state import actor_key
 
         f = Fields(req, {"name"})
         name = f.string("name", pattern=NAME)
@@ -236,7 +237,7 @@ class ControlPlane:
             raise BadRequest("is required", field="instances")
         name = f.string("name", pattern=NAME)
         instances = f.integer("instances", default=1, minimum=1, maximum=1000)
-        from .state import actor_key
+        from drupelet.node.lattice.state import actor_key
 
         state = self.host.state
         recorded = state.get(actor_key(self.node, name)) if state is not None else None
@@ -290,7 +291,7 @@ class ControlPlane:
 
     async def _record_labels(self, labels: dict[str, str]) -> None:
         """Record the labels before changing them: a failed write changes nothing."""
-        from .state import labels_key
+        from drupelet.node.lattice.state import labels_key
 
         if self.host.state is not None:
             await self.host.state.put(labels_key(self.node), labels)
@@ -302,7 +303,7 @@ class ControlPlane:
     # -- lattice requests (one node answers; every node applies through the state) -----
 
     async def _lattice_link_put(self, req: dict[str, Any]) -> Any:
-        from .state import link_key
+        from drupelet.node.lattice.state import link_key
 
         f = Fields(req, {"source", "interface", "target", "config"})
         source = f.string("source", pattern=NAME)
@@ -331,8 +332,8 @@ class ControlPlane:
         return made
 
     async def _lattice_link_del(self, req: dict[str, Any]) -> Any:
-        from .links import parse_interface
-        from .state import link_key
+        from drupelet.node.host.links import parse_interface
+        from drupelet.node.lattice.state import link_key
 
         f = Fields(req, {"source", "interface"})
         source = f.string("source", pattern=NAME)
@@ -351,7 +352,7 @@ class ControlPlane:
         return self._state().links()
 
     async def _config_put(self, req: dict[str, Any]) -> Any:
-        from .state import config_key
+        from drupelet.node.lattice.state import config_key
 
         f = Fields(req, {"name", "values"})
         name = f.string("name", pattern=NAME)

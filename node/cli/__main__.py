@@ -1,0 +1,5 @@
+import sys
+
+from drupelet.node.cli.main import main
+
+sys.exit(main())
