@@ -15,7 +15,8 @@ from drupelet.node.lattice.connect import close_quietly
 from drupelet.node.lattice.artifacts import (ArtifactError, ArtifactInfo, ArtifactNotFound, ArtifactStore,
                                      ArtifactStoreUnavailable, ArtifactTooLarge, DigestMismatch, InvalidDigest,
                                      bucket_name, parse_digest)
-from drupelet.node.errors import DrupeletError, NatsUnavailable
+from drupelet.node.errors import DrupeletError
+from drupelet.node.lattice.errors import NatsUnavailable
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
 from drupelet.node.runtime import read_component
 

@@ -12,17 +12,17 @@ import pytest
 
 from drupelet.node.lattice import subjects
 from drupelet.node.lattice.client import LatticeClient, LatticeError
-from drupelet.node.host.host import Host
+from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 
 from test_host import node_config, wat
 
 
 @pytest.fixture
-async def two_nodes(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[tuple[Host, Host]]:
-    a = Host(node_config(tmp_path / "a", nats_server.url, name="pi-1", labels={"room": "lab"},
+async def two_nodes(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[tuple[Node, Node]]:
+    a = Node(node_config(tmp_path / "a", nats_server.url, name="pi-1", labels={"room": "lab"},
                          heartbeat_interval_s=0.2))
-    b = Host(node_config(tmp_path / "b", nats_server.url, name="laptop", labels={"room": "desk"}))
+    b = Node(node_config(tmp_path / "b", nats_server.url, name="laptop", labels={"room": "desk"}))
     await a.start()
     await b.start()
     try:
@@ -41,7 +41,7 @@ async def client(nats_server: EmbeddedNatsServer) -> AsyncIterator[LatticeClient
         await c.close()
 
 
-async def test_ping_lists_every_node_with_labels(two_nodes: tuple[Host, Host], client: LatticeClient) -> None:
+async def test_ping_lists_every_node_with_labels(two_nodes: tuple[Node, Node], client: LatticeClient) -> None:
     nodes = await client.ping()
     assert [(n["name"], n["labels"]) for n in nodes] == [("laptop", {"room": "desk"}), ("pi-1", {"room": "lab"})]
     assert await client.select(None, {"room": "lab"}) == ["pi-1"]
@@ -49,17 +49,17 @@ async def test_ping_lists_every_node_with_labels(two_nodes: tuple[Host, Host], c
         await client.select(None, {"room": "garage"})
 
 
-async def test_inventory_and_actor_verbs(two_nodes: tuple[Host, Host], client: LatticeClient) -> None:
+async def test_inventory_and_actor_verbs(two_nodes: tuple[Node, Node], client: LatticeClient) -> None:
     pi, _ = two_nodes
-    await pi.start_actor("echo", wat("echo"))
+    await pi.host.start_actor("echo", wat("echo"))
     inv = await client.node("pi-1", "inventory")
     assert inv["name"] == "pi-1" and [a["name"] for a in inv["actors"]] == ["echo"]
     assert {p["name"] for p in inv["providers"]} >= {"keyvalue", "messaging"}
     scaled = await client.node("pi-1", "actor.scale", {"name": "echo", "instances": 3})
-    assert scaled["instances"] == 3 and pi.actors["echo"].instances == 3
+    assert scaled["instances"] == 3 and pi.host.actors["echo"].instances == 3
     assert [a["name"] for a in await client.node("pi-1", "actor.list")] == ["echo"]
     await client.node("pi-1", "actor.stop", {"name": "echo"})
-    assert "echo" not in pi.actors
+    assert "echo" not in pi.host.actors
     with pytest.raises(LatticeError, match="no actor named 'echo' runs on node pi-1") as info:
         await client.node("pi-1", "actor.stop", {"name": "echo"})
     assert info.value.code == "actor-not-found"
@@ -67,13 +67,13 @@ async def test_inventory_and_actor_verbs(two_nodes: tuple[Host, Host], client: L
         await client.node("pi-9", "inventory")
 
 
-async def test_labels_and_providers(two_nodes: tuple[Host, Host], client: LatticeClient) -> None:
+async def test_labels_and_providers(two_nodes: tuple[Node, Node], client: LatticeClient) -> None:
     pi, _ = two_nodes
     assert await client.node("pi-1", "labels.put", {"labels": {"shelf": "top"}}) == {"room": "lab", "shelf": "top"}
     assert await client.select(None, {"shelf": "top"}) == ["pi-1"]
     assert await client.node("pi-1", "labels.del", {"keys": ["room"]}) == {"shelf": "top"}
     await client.node("pi-1", "provider.stop", {"name": "keyvalue"})
-    assert "keyvalue" not in pi.providers
+    assert "keyvalue" not in pi.host.providers
     started = await client.node("pi-1", "provider.start", {"name": "keyvalue"})
     assert started["name"] == "keyvalue" and "wasi:keyvalue/store" in started["interfaces"]
     with pytest.raises(LatticeError, match="no provider 'gps' is installed"):
@@ -92,12 +92,12 @@ async def test_labels_and_providers(two_nodes: tuple[Host, Host], client: Lattic
     ("actor.explode", b'{}', "unknown-request", "unknown request 'actor.explode'"),
     ("labels.put", b'{"labels": {"k": 1}}', "bad-request", "labels: must be an object of strings"),
 ])
-async def test_bad_requests_get_an_error_and_change_nothing(two_nodes: tuple[Host, Host],
+async def test_bad_requests_get_an_error_and_change_nothing(two_nodes: tuple[Node, Node],
                                                             nats_server: EmbeddedNatsServer, verb: str,
                                                             body: bytes, code: str, needle: str) -> None:
     pi, _ = two_nodes
-    await pi.start_actor("echo", wat("echo"), instances=2)
-    before = pi.inventory()
+    await pi.host.start_actor("echo", wat("echo"), instances=2)
+    before = pi.host.inventory()
     nc = await nats.connect(nats_server.url)
     try:
         msg = await nc.request(subjects.node_control("test", "pi-1", verb), body, timeout=5)
@@ -106,12 +106,12 @@ async def test_bad_requests_get_an_error_and_change_nothing(two_nodes: tuple[Hos
     reply = json.loads(msg.data)
     assert reply["ok"] is False and reply["error"]["code"] == code
     assert needle in reply["error"]["message"]
-    after = pi.inventory()
+    after = pi.host.inventory()
     assert after["actors"] == before["actors"] and after["labels"] == before["labels"]
     assert after["providers"] == before["providers"]
 
 
-async def test_events_are_cloudevents(two_nodes: tuple[Host, Host], nats_server: EmbeddedNatsServer) -> None:
+async def test_events_are_cloudevents(two_nodes: tuple[Node, Node], nats_server: EmbeddedNatsServer) -> None:
     pi, _ = two_nodes
     nc = await nats.connect(nats_server.url)
     seen: list[dict[str, object]] = []
@@ -122,11 +122,11 @@ async def test_events_are_cloudevents(two_nodes: tuple[Host, Host], nats_server:
     try:
         await nc.subscribe(subjects.events_all("test"), cb=on_event)
         await nc.flush()
-        await pi.start_actor("echo", wat("echo"))
-        await pi.put_link("echo", "wasmcloud:messaging", "local/messaging")
+        await pi.host.start_actor("echo", wat("echo"))
+        await pi.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
         with pytest.raises(Exception):
-            await pi.deliver("echo", "s", b"trap")
-        await pi.stop_actor("echo")
+            await pi.host.deliver("echo", "s", b"trap")
+        await pi.host.stop_actor("echo")
         for _ in range(100):
             kinds = {e["type"] for e in seen}
             if {"dev.drupelet.actor_stopped", "dev.drupelet.heartbeat"} <= kinds:

@@ -9,8 +9,8 @@ import nats
 import pytest
 
 from drupelet.node.lattice import subjects
-from drupelet.node.errors import HandlerError
-from drupelet.node.host.host import Host
+from drupelet.node.host.errors import HandlerError
+from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 
 from test_host import node_config
@@ -24,10 +24,10 @@ def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("compile-cache")
 
 
-async def start_counter(h: Host, wasm: Path, **config: str) -> None:
-    await h.start_actor("counter", wasm.read_bytes(), config=config)
-    await h.put_link("counter", "wasi:keyvalue", "local/keyvalue")
-    await h.put_link("counter", "wasmcloud:messaging", "local/messaging", {"subscriptions": "demo.count"})
+async def start_counter(h: Node, wasm: Path, **config: str) -> None:
+    await h.host.start_actor("counter", wasm.read_bytes(), config=config)
+    await h.host.put_link("counter", "wasi:keyvalue", "local/keyvalue")
+    await h.host.put_link("counter", "wasmcloud:messaging", "local/messaging", {"subscriptions": "demo.count"})
 
 
 async def test_counter_answers_through_nats_and_survives_a_restart(
@@ -37,7 +37,7 @@ async def test_counter_answers_through_nats_and_survives_a_restart(
     cfg = node_config(tmp_path, nats_server.url, call_deadline_ms=5000, cache_dir=compile_cache)
     nc = await nats.connect(nats_server.url)
     try:
-        async with Host(cfg) as h:
+        async with Node(cfg) as h:
             await start_counter(h, counter_wasm)
             # through the actor's delivery subject (what `drupelet call` uses) ...
             reply = await nc.request(subjects.deliver("test", "counter"), b"hi", timeout=10,
@@ -50,7 +50,7 @@ async def test_counter_answers_through_nats_and_survives_a_restart(
         lines = [r for r in caplog.records if getattr(r, "actor", None) == "counter"]
         assert any("count = 3 (x)" in r.getMessage() for r in lines)
         # a new node process over the same data directory keeps counting
-        async with Host(cfg) as h:
+        async with Node(cfg) as h:
             await start_counter(h, counter_wasm, greeting="visits")
             assert (await nc.request("demo.count", b"hi", timeout=10)).data == b"visits 4"
             assert await h.call("counter", "x", b"reset") == b"visits 0"
@@ -64,13 +64,13 @@ async def test_counter_answers_through_nats_and_survives_a_restart(
 
 async def test_counter_reports_a_denied_bucket_as_its_error(
         tmp_path: Path, nats_server: EmbeddedNatsServer, counter_wasm: Path, compile_cache: Path) -> None:
-    async with Host(node_config(tmp_path, nats_server.url, call_deadline_ms=5000, cache_dir=compile_cache)) as h:
-        await h.start_actor("counter", counter_wasm.read_bytes(), config={"bucket": "secret"})
-        await h.put_link("counter", "wasi:keyvalue", "local/keyvalue", {"buckets": "public"})
-        await h.put_link("counter", "wasmcloud:messaging", "local/messaging")
+    async with Node(node_config(tmp_path, nats_server.url, call_deadline_ms=5000, cache_dir=compile_cache)) as h:
+        await h.host.start_actor("counter", counter_wasm.read_bytes(), config={"bucket": "secret"})
+        await h.host.put_link("counter", "wasi:keyvalue", "local/keyvalue", {"buckets": "public"})
+        await h.host.put_link("counter", "wasmcloud:messaging", "local/messaging")
         with pytest.raises(HandlerError, match="keyvalue open 'secret': access-denied"):
-            await h.deliver("counter", "x", b"hi", reply_to="nowhere")
-        assert h.actors["counter"].traps == 0
+            await h.host.deliver("counter", "x", b"hi", reply_to="nowhere")
+        assert h.host.actors["counter"].traps == 0
         # the grant is fixed by putting the link again; nothing else restarts
-        await h.put_link("counter", "wasi:keyvalue", "local/keyvalue", {"buckets": "public,secret"})
+        await h.host.put_link("counter", "wasi:keyvalue", "local/keyvalue", {"buckets": "public,secret"})
         assert await h.call("counter", "x", b"hi") == b"count 1"

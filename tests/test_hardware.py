@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from drupelet.node.lattice.client import LatticeClient, LatticeError
-from drupelet.node.errors import HandlerError, HardwareError, LinkError
-from drupelet.node.host.host import Host
+from drupelet.node.host.errors import HandlerError, HardwareError, LinkError
+from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.node.runtime import read_component
 from drupelet.node.runtime.bindings import hw_error, i2c_error
@@ -36,18 +36,18 @@ def led() -> bytes:
     return read_component(LED_WAT)
 
 
-def pin(host: Host, number: int) -> dict[str, Any] | None:
+def pin(host: Node, number: int) -> dict[str, Any] | None:
     """The inventory's view of a pin in use, or None."""
-    for entry in host.hardware()["gpio"]["pins"]:
+    for entry in host.host.hardware()["gpio"]["pins"]:
         if entry["pin"] == number:
             return dict(entry)
     return None
 
 
 @pytest.fixture
-async def nodes(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[tuple[Host, Host, LatticeClient]]:
-    laptop = Host(node_config(tmp_path / "laptop", nats_server.url, name="laptop", providers=dict(SIMULATED)))
-    pi = Host(node_config(tmp_path / "pi", nats_server.url, name="pi-1", providers=dict(SIMULATED)))
+async def nodes(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[tuple[Node, Node, LatticeClient]]:
+    laptop = Node(node_config(tmp_path / "laptop", nats_server.url, name="laptop", providers=dict(SIMULATED)))
+    pi = Node(node_config(tmp_path / "pi", nats_server.url, name="pi-1", providers=dict(SIMULATED)))
     await laptop.start()
     await pi.start()
     client = await LatticeClient.connect(nats_server.url, "test")
@@ -60,93 +60,93 @@ async def nodes(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterato
 
 
 async def test_a_button_on_the_pi_toggles_its_led_through_an_actor_on_the_laptop(
-        nodes: tuple[Host, Host, LatticeClient]) -> None:
+        nodes: tuple[Node, Node, LatticeClient]) -> None:
     laptop, pi, client = nodes
-    await laptop.start_actor("led", led())
+    await laptop.host.start_actor("led", led())
     await link(client, (laptop, pi), "led", "drupelet:hardware/gpio", "pi-1/gpio", pins="17,27", events="17:falling")
     await wait_until(lambda: pin(pi, 17) is not None, "the Pi to configure the button pin for edge events")
     assert pin(pi, 17) == {"pin": 17, "mode": "input", "owner": "led", "value": True}  # pulled up
 
-    await pi.gpio_simulate(17, False)  # press: a falling edge, delivered to the laptop's actor
+    await pi.host.gpio_simulate(17, False)  # press: a falling edge, delivered to the laptop's actor
     await wait_until(lambda: pin(pi, 27) is not None and pin(pi, 27)["value"] is True, "the LED to light")
     assert pin(pi, 27) == {"pin": 27, "mode": "output", "owner": "led", "value": True}
-    await pi.gpio_simulate(17, True)  # release: a rising edge the link does not ask for
-    await pi.gpio_simulate(17, False)
+    await pi.host.gpio_simulate(17, True)  # release: a rising edge the link does not ask for
+    await pi.host.gpio_simulate(17, False)
     await wait_until(lambda: pin(pi, 27)["value"] is False, "the second press to put the LED out")  # type: ignore[index]
     await asyncio.sleep(0.2)
-    assert laptop.actors["led"].calls == 2  # one message per press, none for the release
+    assert laptop.host.actors["led"].calls == 2  # one message per press, none for the release
 
     # the actor stops: its pins are released, the LED output goes to its safe state (low)
-    await laptop.stop_actor("led")
+    await laptop.host.stop_actor("led")
     await wait_until(lambda: pin(pi, 27) is None, "the Pi to release the actor's pins")
-    assert {"pin": 27, "value": False} in pi.hardware()["gpio"]["released"]
+    assert {"pin": 27, "value": False} in pi.host.hardware()["gpio"]["released"]
 
 
-async def test_the_same_on_one_node(nodes: tuple[Host, Host, LatticeClient]) -> None:
+async def test_the_same_on_one_node(nodes: tuple[Node, Node, LatticeClient]) -> None:
     _, pi, _ = nodes
-    await pi.start_actor("led", led())
-    await pi.put_link("led", "drupelet:hardware/gpio", "local/gpio", {"pins": "17,27", "events": "17"})
-    await pi.gpio_simulate(17, False)
+    await pi.host.start_actor("led", led())
+    await pi.host.put_link("led", "drupelet:hardware/gpio", "local/gpio", {"pins": "17,27", "events": "17"})
+    await pi.host.gpio_simulate(17, False)
     await wait_until(lambda: pin(pi, 27) is not None and pin(pi, 27)["value"] is True, "the LED to light")
-    await pi.gpio_simulate(17, True)  # "17" asks for both edges
+    await pi.host.gpio_simulate(17, True)  # "17" asks for both edges
     await wait_until(lambda: pin(pi, 27)["value"] is False, "the rising edge to toggle it back")  # type: ignore[index]
 
 
-async def test_a_pin_the_link_does_not_grant_is_a_denied_error_value(nodes: tuple[Host, Host, LatticeClient]) -> None:
+async def test_a_pin_the_link_does_not_grant_is_a_denied_error_value(nodes: tuple[Node, Node, LatticeClient]) -> None:
     laptop, pi, client = nodes
-    await laptop.start_actor("led", led())
+    await laptop.host.start_actor("led", led())
     await link(client, (laptop, pi), "led", "drupelet:hardware/gpio", "pi-1/gpio", pins="17")
     with pytest.raises(HandlerError, match="gpio"):  # the actor's own error for any gpio error
-        await laptop.deliver("led", "x", b"")
+        await laptop.host.deliver("led", "x", b"")
     assert pin(pi, 27) is None
     # the node's binding gives the guest `denied` with the reason
-    provider, plain = laptop._resolve("led", "drupelet:hardware/gpio")
+    provider, plain = laptop.host._resolve("led", "drupelet:hardware/gpio")
     with pytest.raises(Denied, match="not granted GPIO pin 27") as denied:
         await asyncio.to_thread(provider.invoke, plain, "configure_output", [27, True])  # type: ignore[attr-defined]
     assert (hw_error(denied.value).tag, hw_error(denied.value).payload) == ("denied", denied.value.message)
 
 
-async def test_a_pin_owned_by_another_link_is_busy(nodes: tuple[Host, Host, LatticeClient]) -> None:
+async def test_a_pin_owned_by_another_link_is_busy(nodes: tuple[Node, Node, LatticeClient]) -> None:
     _, pi, _ = nodes
-    await pi.start_actor("a", led())
-    await pi.start_actor("b", led())
-    await pi.put_link("a", "drupelet:hardware/gpio", "local/gpio", {"pins": "27"})
-    await pi.put_link("b", "drupelet:hardware/gpio", "local/gpio", {"pins": "27"})
-    await pi.deliver("a", "x", b"")
+    await pi.host.start_actor("a", led())
+    await pi.host.start_actor("b", led())
+    await pi.host.put_link("a", "drupelet:hardware/gpio", "local/gpio", {"pins": "27"})
+    await pi.host.put_link("b", "drupelet:hardware/gpio", "local/gpio", {"pins": "27"})
+    await pi.host.deliver("a", "x", b"")
     with pytest.raises(HandlerError):
-        await pi.deliver("b", "x", b"")
+        await pi.host.deliver("b", "x", b"")
     assert pin(pi, 27) == {"pin": 27, "mode": "output", "owner": "a", "value": True}
-    await pi.del_link("a", "drupelet:hardware/gpio")
-    await pi.deliver("b", "x", b"")  # free once a's link is gone
+    await pi.host.del_link("a", "drupelet:hardware/gpio")
+    await pi.host.deliver("b", "x", b"")  # free once a's link is gone
     assert pin(pi, 27) == {"pin": 27, "mode": "output", "owner": "b", "value": True}
 
 
-async def test_clock_ticks_reach_the_actor_where_it_runs(nodes: tuple[Host, Host, LatticeClient]) -> None:
+async def test_clock_ticks_reach_the_actor_where_it_runs(nodes: tuple[Node, Node, LatticeClient]) -> None:
     laptop, pi, client = nodes
-    await pi.start_actor("led", led())
-    await pi.put_link("led", "drupelet:hardware/gpio", "local/gpio", {"pins": "27"})
+    await pi.host.start_actor("led", led())
+    await pi.host.put_link("led", "drupelet:hardware/gpio", "local/gpio", {"pins": "27"})
     await link(client, (laptop, pi), "led", "wasmcloud:messaging/handler", "local/clock", timers="blink=100")
     # only the Pi runs the actor: the laptop's clock holds the link but does not tick for it
-    await wait_until(lambda: pi.actors["led"].calls >= 3, "three ticks")
-    assert laptop.providers["clock"].describe() == {"timers": {"led": {"blink": 100}}}
+    await wait_until(lambda: pi.host.actors["led"].calls >= 3, "three ticks")
+    assert laptop.host.providers["clock"].describe() == {"timers": {"led": {"blink": 100}}}
     await client.lattice_request("link.del", {"source": "led", "interface": "wasmcloud:messaging/handler"})
-    await wait_until(lambda: pi.links.get("led", "wasmcloud:messaging/handler") is None, "the link to go")
-    calls = pi.actors["led"].calls
+    await wait_until(lambda: pi.host.links.get("led", "wasmcloud:messaging/handler") is None, "the link to go")
+    calls = pi.host.actors["led"].calls
     await asyncio.sleep(0.4)
-    assert pi.actors["led"].calls == calls
+    assert pi.host.actors["led"].calls == calls
 
 
 async def test_clock_ticks_carry_their_name_and_count(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
     seen: list[tuple[str, dict[str, Any]]] = []
-    async with Host(node_config(tmp_path, nats_server.url, name="pi-1", providers=dict(SIMULATED))) as host:
-        clock = host.providers["clock"]
+    async with Node(node_config(tmp_path, nats_server.url, name="pi-1", providers=dict(SIMULATED))) as host:
+        clock = host.host.providers["clock"]
         ctx = clock.context
 
         async def record(actor: str, message: Any) -> None:
             seen.append((message.subject, json.loads(message.body) | {"to": actor}))
 
         ctx.deliver = record
-        await host.put_link("ticker", "wasmcloud:messaging/handler", "pi-1/clock", {"timers": "fast=50, slow=10000"})
+        await host.host.put_link("ticker", "wasmcloud:messaging/handler", "pi-1/clock", {"timers": "fast=50, slow=10000"})
         await wait_until(lambda: len(seen) >= 2, "two ticks")
         (subject, first), (_, second) = seen[:2]
         assert subject == "timer.fast"
@@ -166,16 +166,16 @@ def test_bad_timer_config_is_refused(timers: str, message: str) -> None:
         parse_timers(Link("a", "wasmcloud:messaging/handler", "local/clock", {"timers": timers}))
 
 
-async def test_a_bad_timer_link_is_refused_and_changes_nothing(nodes: tuple[Host, Host, LatticeClient]) -> None:
+async def test_a_bad_timer_link_is_refused_and_changes_nothing(nodes: tuple[Node, Node, LatticeClient]) -> None:
     _, pi, _ = nodes
     with pytest.raises(LinkError, match="not a whole number"):
-        await pi.put_link("led", "wasmcloud:messaging/handler", "local/clock", {"timers": "t=x"})
-    assert pi.links.all() == []
+        await pi.host.put_link("led", "wasmcloud:messaging/handler", "local/clock", {"timers": "t=x"})
+    assert pi.host.links.all() == []
 
 
-async def test_display_snapshot_and_inventory_over_nats(nodes: tuple[Host, Host, LatticeClient]) -> None:
+async def test_display_snapshot_and_inventory_over_nats(nodes: tuple[Node, Node, LatticeClient]) -> None:
     _, pi, client = nodes
-    display = pi.providers["display"]
+    display = pi.host.providers["display"]
     owner = Link("painter", "drupelet:hardware/display", "local/display")
     await display.link_added(owner)
     await asyncio.to_thread(display.invoke, owner, "rectangle", [10, 20, 30, 5, None, 0xFFFFFF])
@@ -195,7 +195,7 @@ async def test_display_snapshot_and_inventory_over_nats(nodes: tuple[Host, Host,
     assert hardware["i2c"]["buses"] == [{"name": "i2c1", "device": "sim", "devices": ["0x3c", "0x48"]}]
 
 
-async def test_hardware_requests_are_validated(nodes: tuple[Host, Host, LatticeClient]) -> None:
+async def test_hardware_requests_are_validated(nodes: tuple[Node, Node, LatticeClient]) -> None:
     _, pi, client = nodes
     with pytest.raises(LatticeError, match="level: must be true"):
         await client.node("pi-1", "gpio.simulate", {"pin": 17, "level": "low"})
@@ -206,8 +206,8 @@ async def test_hardware_requests_are_validated(nodes: tuple[Host, Host, LatticeC
     with pytest.raises(LatticeError, match="no provider 'lcd'"):
         await client.node("pi-1", "display.snapshot", {"provider": "lcd"})
     with pytest.raises(HardwareError, match="pin 5"):  # not an input anyone configured
-        await pi.gpio_simulate(5, False)
-    assert pi.hardware()["gpio"]["pins"] == []
+        await pi.host.gpio_simulate(5, False)
+    assert pi.host.hardware()["gpio"]["pins"] == []
 
 
 def test_error_values_keep_their_case() -> None:

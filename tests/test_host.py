@@ -14,9 +14,10 @@ import pytest
 
 from drupelet.node.lattice import subjects
 from drupelet.node.config import NodeConfig
-from drupelet.node.errors import (ActorExists, ActorNotFound, DeadlineExceeded, HandlerError, LinkError,
-                                  NatsUnavailable, PayloadTooLarge, ProviderNotFound, StartRefused, Trapped)
-from drupelet.node.host.host import Host
+from drupelet.node.host.errors import ActorExists, ActorNotFound, HandlerError, LinkError, PayloadTooLarge, ProviderNotFound
+from drupelet.node.lattice.errors import NatsUnavailable
+from drupelet.node.runtime.errors import DeadlineExceeded, StartRefused, Trapped
+from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer, free_port
 from drupelet.node.runtime import read_component
 
@@ -37,8 +38,8 @@ def node_config(tmp_path: Path, url: str, **overrides: object) -> NodeConfig:
 
 
 @pytest.fixture
-async def host(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[Host]:
-    h = Host(node_config(tmp_path, nats_server.url))
+async def host(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[Node]:
+    h = Node(node_config(tmp_path, nats_server.url))
     await h.start()
     try:
         yield h
@@ -56,50 +57,50 @@ async def nats_call(url: str, lattice: str, actor: str, body: bytes, subject: st
         await nc.close()
 
 
-async def test_actor_answers_a_message_through_nats(host: Host, nats_server: EmbeddedNatsServer) -> None:
-    await host.start_actor("echo", wat("echo"))
-    await host.put_link("echo", "wasmcloud:messaging", "local/messaging")
+async def test_actor_answers_a_message_through_nats(host: Node, nats_server: EmbeddedNatsServer) -> None:
+    await host.host.start_actor("echo", wat("echo"))
+    await host.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
     reply = await nats_call(nats_server.url, "test", "echo", b"hello lattice")
     assert reply.data == b"hello lattice"
     assert not (reply.headers or {}).get(subjects.HEADER_ERROR)
 
 
-async def test_call_returns_the_reply_body(host: Host) -> None:
-    await host.start_actor("echo", wat("echo"), instances=2)
-    await host.put_link("echo", "wasmcloud:messaging/consumer", "local/messaging")
+async def test_call_returns_the_reply_body(host: Node) -> None:
+    await host.host.start_actor("echo", wat("echo"), instances=2)
+    await host.host.put_link("echo", "wasmcloud:messaging/consumer", "local/messaging")
     assert await host.call("echo", "x.y", b"ping") == b"ping"
-    assert host.actors["echo"].instances == 2
+    assert host.host.actors["echo"].instances == 2
 
 
-async def test_unlinked_import_is_an_error_value_not_a_trap(host: Host, nats_server: EmbeddedNatsServer) -> None:
-    await host.start_actor("echo", wat("echo"))
+async def test_unlinked_import_is_an_error_value_not_a_trap(host: Node, nats_server: EmbeddedNatsServer) -> None:
+    await host.host.start_actor("echo", wat("echo"))
     with pytest.raises(HandlerError, match="not-linked.*source = \"echo\", interface = \"wasmcloud:messaging/consumer\""):
-        await host.deliver("echo", "s", b"hi", reply_to="somewhere")
+        await host.host.deliver("echo", "s", b"hi", reply_to="somewhere")
     # through NATS the caller gets the error in headers instead of waiting for a timeout
     reply = await nats_call(nats_server.url, "test", "echo", b"hi")
     assert reply.headers and reply.headers[subjects.HEADER_ERROR] == "handler-error"
     assert "no link for wasmcloud:messaging/consumer" in reply.headers[subjects.HEADER_MESSAGE]
-    assert host.actors["echo"].traps == 0
+    assert host.host.actors["echo"].traps == 0
 
 
-async def test_trap_fails_only_that_call_and_the_instance_is_replaced(host: Host) -> None:
-    await host.start_actor("echo", wat("echo"))
-    await host.put_link("echo", "wasmcloud:messaging", "local/messaging")
+async def test_trap_fails_only_that_call_and_the_instance_is_replaced(host: Node) -> None:
+    await host.host.start_actor("echo", wat("echo"))
+    await host.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
     with pytest.raises(Trapped) as info:
-        await host.deliver("echo", "s", b"trap now")
+        await host.host.deliver("echo", "s", b"trap now")
     assert info.value.actor == "echo"
     assert "unreachable" in info.value.message
     assert await host.call("echo", "s", b"still here") == b"still here"
-    assert host.actors["echo"].traps == 1
+    assert host.host.actors["echo"].traps == 1
 
 
-async def test_repeated_traps_back_off_and_log(host: Host, caplog: pytest.LogCaptureFixture) -> None:
-    await host.start_actor("echo", wat("echo"))
-    await host.put_link("echo", "wasmcloud:messaging", "local/messaging")
+async def test_repeated_traps_back_off_and_log(host: Node, caplog: pytest.LogCaptureFixture) -> None:
+    await host.host.start_actor("echo", wat("echo"))
+    await host.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
     caplog.set_level(logging.INFO, logger="drupelet.node.host.actors")
     for _ in range(3):
         with pytest.raises(Trapped):
-            await host.deliver("echo", "s", b"trap")
+            await host.host.deliver("echo", "s", b"trap")
 
     def backoff_logged() -> bool:
         return any("trapped 3 times in a row" in r.getMessage() and "replacing it in 20 ms" in r.getMessage()
@@ -113,12 +114,12 @@ async def test_repeated_traps_back_off_and_log(host: Host, caplog: pytest.LogCap
     assert await host.call("echo", "s", b"recovered") == b"recovered"
 
 
-async def test_infinite_loop_is_stopped_by_its_deadline_while_others_answer(host: Host) -> None:
-    await host.start_actor("spinner", wat("echo"))
-    await host.start_actor("echo", wat("echo"))
-    await host.put_link("echo", "wasmcloud:messaging", "local/messaging")
+async def test_infinite_loop_is_stopped_by_its_deadline_while_others_answer(host: Node) -> None:
+    await host.host.start_actor("spinner", wat("echo"))
+    await host.host.start_actor("echo", wat("echo"))
+    await host.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
     started = time.monotonic()
-    spin = asyncio.create_task(host.deliver("spinner", "s", b"spin forever"))
+    spin = asyncio.create_task(host.host.deliver("spinner", "s", b"spin forever"))
     await asyncio.sleep(0.05)
     # the other actor keeps answering while the spinner burns its deadline
     for i in range(5):
@@ -130,38 +131,38 @@ async def test_infinite_loop_is_stopped_by_its_deadline_while_others_answer(host
     assert info.value.deadline_ms == 400
     assert 0.35 < elapsed < 5.0
     # and the spinner is usable again afterwards
-    await host.deliver("spinner", "s", b"plain")
+    await host.host.deliver("spinner", "s", b"plain")
 
 
 async def test_memory_grower_hits_the_memory_limit(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
-    async with Host(node_config(tmp_path, nats_server.url, max_memory_bytes=2 << 20)) as h:
-        await h.start_actor("grower", wat("echo"))
+    async with Node(node_config(tmp_path, nats_server.url, max_memory_bytes=2 << 20)) as h:
+        await h.host.start_actor("grower", wat("echo"))
         with pytest.raises(Trapped, match="unreachable"):
-            await h.deliver("grower", "s", b"grow until refused")
-        await h.deliver("grower", "s", b"fine again")
+            await h.host.deliver("grower", "s", b"grow until refused")
+        await h.host.deliver("grower", "s", b"fine again")
 
 
-async def test_missing_imports_refuse_the_start_with_the_list(host: Host) -> None:
+async def test_missing_imports_refuse_the_start_with_the_list(host: Node) -> None:
     with pytest.raises(StartRefused) as info:
-        await host.start_actor("bad", wat("unserved"))
+        await host.host.start_actor("bad", wat("unserved"))
     assert info.value.missing == [
         "acme:teleport/beam@1.0.0",
         "wasi:keyvalue/store@0.2.0-draft2 (this node serves wasi:keyvalue/store at 0.2.0-draft)",
     ]
-    assert "bad" not in host.actors
+    assert "bad" not in host.host.actors
 
 
-async def test_bad_wasm_is_refused_and_the_node_keeps_running(host: Host) -> None:
+async def test_bad_wasm_is_refused_and_the_node_keeps_running(host: Node) -> None:
     core_module = read_component_text("(module)")
     with pytest.raises(StartRefused, match="core wasm module, not a component"):
-        await host.start_actor("core", core_module)
+        await host.host.start_actor("core", core_module)
     with pytest.raises(StartRefused, match="not a WebAssembly binary"):
-        await host.start_actor("junk", b"#!/bin/sh\necho hi\n")
+        await host.host.start_actor("junk", b"#!/bin/sh\necho hi\n")
     truncated = wat("echo")[:200]
     with pytest.raises(StartRefused, match="wasmtime refused the component"):
-        await host.start_actor("cut", truncated)
-    await host.start_actor("echo", wat("echo"))
-    await host.put_link("echo", "wasmcloud:messaging", "local/messaging")
+        await host.host.start_actor("cut", truncated)
+    await host.host.start_actor("echo", wat("echo"))
+    await host.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
     assert await host.call("echo", "s", b"ok") == b"ok"
 
 
@@ -173,14 +174,14 @@ def read_component_text(text: str) -> bytes:
 
 async def test_compile_cache_second_start_deserializes(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
     cfg = node_config(tmp_path, nats_server.url)
-    async with Host(cfg) as h:
-        first = await h.start_actor("echo", wat("echo"))
+    async with Node(cfg) as h:
+        first = await h.host.start_actor("echo", wat("echo"))
     cached = list(cfg.compile_cache_dir.glob("*.cwasm"))
     assert len(cached) == 1 and first["digest"] in cached[0].name
     assert first["from_cache"] is False
-    async with Host(cfg) as h:
-        second = await h.start_actor("echo", wat("echo"))
-        await h.put_link("echo", "wasmcloud:messaging", "local/messaging")
+    async with Node(cfg) as h:
+        second = await h.host.start_actor("echo", wat("echo"))
+        await h.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
         assert await h.call("echo", "s", b"from cache") == b"from cache"
     assert second["from_cache"] is True
     assert "wasmtime" in cached[0].name and "linux" in cached[0].name
@@ -188,69 +189,69 @@ async def test_compile_cache_second_start_deserializes(tmp_path: Path, nats_serv
 
 async def test_corrupt_cache_entry_is_recompiled(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
     cfg = node_config(tmp_path, nats_server.url)
-    async with Host(cfg) as h:
-        await h.start_actor("echo", wat("echo"))
+    async with Node(cfg) as h:
+        await h.host.start_actor("echo", wat("echo"))
     entry = next(cfg.compile_cache_dir.glob("*.cwasm"))
     # replace, not truncate: the stopped node's mapping of the old file may still be alive
     (entry.parent / "tmp").write_bytes(b"garbage")
     (entry.parent / "tmp").replace(entry)
-    async with Host(cfg) as h:
-        info = await h.start_actor("echo", wat("echo"))
+    async with Node(cfg) as h:
+        info = await h.host.start_actor("echo", wat("echo"))
     assert info["from_cache"] is False
     assert entry.stat().st_size > 1000
 
 
 async def test_payload_limit(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
-    async with Host(node_config(tmp_path, nats_server.url, max_payload_bytes=1000)) as h:
-        await h.start_actor("echo", wat("echo"))
+    async with Node(node_config(tmp_path, nats_server.url, max_payload_bytes=1000)) as h:
+        await h.host.start_actor("echo", wat("echo"))
         with pytest.raises(PayloadTooLarge) as info:
-            await h.deliver("echo", "s", b"x" * 1001)
+            await h.host.deliver("echo", "s", b"x" * 1001)
         assert info.value.size == 1001 and info.value.limit == 1000
-        await h.deliver("echo", "s", b"x" * 1000)
+        await h.host.deliver("echo", "s", b"x" * 1000)
 
 
-async def test_actor_lifecycle_errors(host: Host) -> None:
-    await host.start_actor("echo", wat("echo"))
+async def test_actor_lifecycle_errors(host: Node) -> None:
+    await host.host.start_actor("echo", wat("echo"))
     with pytest.raises(ActorExists):
-        await host.start_actor("echo", wat("echo"))
+        await host.host.start_actor("echo", wat("echo"))
     with pytest.raises(StartRefused, match="not a valid actor name"):
-        await host.start_actor("no spaces", wat("echo"))
-    await host.scale_actor("echo", 3)
-    assert host.actors["echo"].instances == 3
-    await host.scale_actor("echo", 1)
-    assert host.actors["echo"].instances == 1
-    await host.stop_actor("echo")
+        await host.host.start_actor("no spaces", wat("echo"))
+    await host.host.scale_actor("echo", 3)
+    assert host.host.actors["echo"].instances == 3
+    await host.host.scale_actor("echo", 1)
+    assert host.host.actors["echo"].instances == 1
+    await host.host.stop_actor("echo")
     with pytest.raises(ActorNotFound):
-        await host.stop_actor("echo")
+        await host.host.stop_actor("echo")
     with pytest.raises(ActorNotFound):
-        await host.deliver("echo", "s", b"")
+        await host.host.deliver("echo", "s", b"")
 
 
-async def test_link_errors_change_nothing(host: Host) -> None:
-    await host.start_actor("echo", wat("echo"))
+async def test_link_errors_change_nothing(host: Node) -> None:
+    await host.host.start_actor("echo", wat("echo"))
     with pytest.raises(ProviderNotFound):
-        await host.put_link("echo", "wasi:keyvalue/store", "local/nope")
+        await host.host.put_link("echo", "wasi:keyvalue/store", "local/nope")
     with pytest.raises(LinkError, match="does not serve"):
-        await host.put_link("echo", "wasi:keyvalue/store", "local/messaging")
+        await host.host.put_link("echo", "wasi:keyvalue/store", "local/messaging")
     with pytest.raises(LinkError, match="not an interface"):
-        await host.put_link("echo", "keyvalue store", "local/keyvalue")
+        await host.host.put_link("echo", "keyvalue store", "local/keyvalue")
     with pytest.raises(LinkError, match="links only to its own providers"):
-        await host.put_link("echo", "wasi:keyvalue", "pi-7/keyvalue")
+        await host.host.put_link("echo", "wasi:keyvalue", "pi-7/keyvalue")
     with pytest.raises(LinkError, match="served by the node itself"):
-        await host.put_link("echo", "wasi:logging/logging", "local/keyvalue")
-    assert host.list_links() == []
-    made = await host.put_link("echo", "wasi:keyvalue", "local/keyvalue", {"buckets": "a"})
+        await host.host.put_link("echo", "wasi:logging/logging", "local/keyvalue")
+    assert host.host.list_links() == []
+    made = await host.host.put_link("echo", "wasi:keyvalue", "local/keyvalue", {"buckets": "a"})
     assert sorted(l["interface"] for l in made) == ["wasi:keyvalue/atomics", "wasi:keyvalue/batch",
                                                     "wasi:keyvalue/store"]
-    await host.del_link("echo", "wasi:keyvalue/batch")
-    assert len(host.list_links()) == 2
+    await host.host.del_link("echo", "wasi:keyvalue/batch")
+    assert len(host.host.list_links()) == 2
     with pytest.raises(LinkError, match="no link"):
-        await host.del_link("echo", "wasi:keyvalue/batch")
+        await host.host.del_link("echo", "wasi:keyvalue/batch")
 
 
-async def test_messaging_subscription_from_link_config(host: Host, nats_server: EmbeddedNatsServer) -> None:
-    await host.start_actor("echo", wat("echo"))
-    await host.put_link("echo", "wasmcloud:messaging", "local/messaging", {"subscriptions": "demo.echo.*"})
+async def test_messaging_subscription_from_link_config(host: Node, nats_server: EmbeddedNatsServer) -> None:
+    await host.host.start_actor("echo", wat("echo"))
+    await host.host.put_link("echo", "wasmcloud:messaging", "local/messaging", {"subscriptions": "demo.echo.*"})
     nc = await nats.connect(nats_server.url)
     try:
         reply = await nc.request("demo.echo.one", b"via subscription", timeout=5)
@@ -260,27 +261,27 @@ async def test_messaging_subscription_from_link_config(host: Host, nats_server: 
         assert failed.data == b"" and failed.headers is not None
         assert failed.headers[subjects.HEADER_ERROR] == "trap"
         assert "echo" in failed.headers[subjects.HEADER_MESSAGE]
-        await host.del_link("echo", "wasmcloud:messaging")
+        await host.host.del_link("echo", "wasmcloud:messaging")
         with pytest.raises(nats.errors.NoRespondersError):
             await nc.request("demo.echo.one", b"gone", timeout=1)
     finally:
         await nc.close()
 
 
-async def test_stop_waits_for_in_flight_calls(host: Host) -> None:
-    await host.start_actor("slow", wat("echo"))
-    call = asyncio.create_task(host.deliver("slow", "s", b"spin"))
+async def test_stop_waits_for_in_flight_calls(host: Node) -> None:
+    await host.host.start_actor("slow", wat("echo"))
+    call = asyncio.create_task(host.host.deliver("slow", "s", b"spin"))
     await asyncio.sleep(0.05)
-    await host.stop_actor("slow")
+    await host.host.stop_actor("slow")
     # stop returned only after the in-flight call finished (here: by its deadline)
     assert call.done()
     with pytest.raises(DeadlineExceeded):
         await call
 
 
-async def test_inventory(host: Host) -> None:
-    await host.start_actor("echo", wat("echo"), config={"greeting": "hi"})
-    await host.put_link("echo", "wasmcloud:messaging", "local/messaging")
+async def test_inventory(host: Node) -> None:
+    await host.host.start_actor("echo", wat("echo"), config={"greeting": "hi"})
+    await host.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
     inv = host.inventory()
     assert inv["name"] == "n1" and inv["lattice"] == "test" and inv["nats"]["connected"]
     assert [a["name"] for a in inv["actors"]] == ["echo"]
@@ -293,12 +294,12 @@ async def test_unreachable_nats_fails_start_within_the_connect_timeout(tmp_path:
     # nats-py retries a first connection forever when reconnects are unlimited; the
     # node bounds the whole wait by nats.connect_timeout_s and cleans up.
     url = f"nats://127.0.0.1:{free_port()}"
-    h = Host(node_config(tmp_path, url, nats_connect_timeout_s=1.0))
+    h = Node(node_config(tmp_path, url, nats_connect_timeout_s=1.0))
     started = time.monotonic()
     with pytest.raises(NatsUnavailable, match=f"cannot connect to NATS at {url} within 1 s: .*Connect call failed"):
         await h.start()
     assert time.monotonic() - started < 5.0
-    assert h.nats is None and not h.providers
+    assert h.nats is None and not h.host.providers
 
 
 async def test_embedded_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
@@ -306,7 +307,7 @@ async def test_embedded_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        h = Host(node_config(tmp_path, "", nats_embedded_port=port))
+        h = Node(node_config(tmp_path, "", nats_embedded_port=port))
         with pytest.raises(NatsUnavailable) as excinfo:
             await h.start()
     assert excinfo.value.message == (f"cannot start the embedded nats-server: port {port} on 127.0.0.1 "

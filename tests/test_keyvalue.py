@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from drupelet.node.host.host import Host
+from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.node.runtime import read_component
 from drupelet.providers.base import BackendIOError, Link
@@ -25,46 +25,46 @@ def kvloop() -> bytes:
 async def test_value_survives_a_node_restart_with_the_file_backend(tmp_path: Path,
                                                                    nats_server: EmbeddedNatsServer) -> None:
     cfg = node_config(tmp_path, nats_server.url)
-    async with Host(cfg) as h:
-        await h.start_actor("kv", kvloop())
-        await h.put_link("kv", "wasi:keyvalue", "local/keyvalue")
-        assert await h.invoke("kv", "set", 7) == 0
+    async with Node(cfg) as h:
+        await h.host.start_actor("kv", kvloop())
+        await h.host.put_link("kv", "wasi:keyvalue", "local/keyvalue")
+        assert await h.host.invoke("kv", "set", 7) == 0
     stored = json.loads((cfg.data_dir / "providers" / "keyvalue" / "default.json").read_text())
     assert stored["bucket"] == "default" and "k" in stored["values"]
-    async with Host(cfg) as h:
-        await h.start_actor("kv", kvloop())
-        await h.put_link("kv", "wasi:keyvalue/store", "local/keyvalue")
-        bucket = h.providers["keyvalue"].open(Link("kv", "wasi:keyvalue/store", "local/keyvalue"), "")  # type: ignore[attr-defined]
+    async with Node(cfg) as h:
+        await h.host.start_actor("kv", kvloop())
+        await h.host.put_link("kv", "wasi:keyvalue/store", "local/keyvalue")
+        bucket = h.host.providers["keyvalue"].open(Link("kv", "wasi:keyvalue/store", "local/keyvalue"), "")  # type: ignore[attr-defined]
         assert bucket.get("k") == (7).to_bytes(4, "little")
-        assert await h.invoke("kv", "run", 10) == 10
+        assert await h.host.invoke("kv", "run", 10) == 10
 
 
 async def test_memory_backend_forgets_on_restart(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
     cfg = node_config(tmp_path, nats_server.url, providers={"keyvalue": {"backend": "memory"}})
     link = Link("kv", "wasi:keyvalue/store", "local/keyvalue")
-    async with Host(cfg) as h:
-        await h.start_actor("kv", kvloop())
-        await h.put_link("kv", "wasi:keyvalue", "local/keyvalue")
-        assert await h.invoke("kv", "set", 1) == 0
-        assert h.providers["keyvalue"].open(link, "").get("k") is not None  # type: ignore[attr-defined]
-    async with Host(cfg) as h:
-        assert h.providers["keyvalue"].open(link, "").get("k") is None  # type: ignore[attr-defined]
+    async with Node(cfg) as h:
+        await h.host.start_actor("kv", kvloop())
+        await h.host.put_link("kv", "wasi:keyvalue", "local/keyvalue")
+        assert await h.host.invoke("kv", "set", 1) == 0
+        assert h.host.providers["keyvalue"].open(link, "").get("k") is not None  # type: ignore[attr-defined]
+    async with Node(cfg) as h:
+        assert h.host.providers["keyvalue"].open(link, "").get("k") is None  # type: ignore[attr-defined]
     assert not (cfg.data_dir / "providers" / "keyvalue" / "default.json").exists()
 
 
 async def test_unlinked_and_denied_opens_are_error_values(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
-    async with Host(node_config(tmp_path, nats_server.url)) as h:
-        await h.start_actor("kv", kvloop())
-        assert await h.invoke("kv", "probe") == OTHER  # not linked: other("not-linked: …")
-        await h.put_link("kv", "wasi:keyvalue", "local/keyvalue", {"buckets": "sensors"})
-        assert await h.invoke("kv", "probe") == ACCESS_DENIED  # "" opens "default", not granted
-        await h.put_link("kv", "wasi:keyvalue", "local/keyvalue", {"buckets": "default"})
-        assert await h.invoke("kv", "probe") == 0
-        assert h.actors["kv"].traps == 0
+    async with Node(node_config(tmp_path, nats_server.url)) as h:
+        await h.host.start_actor("kv", kvloop())
+        assert await h.host.invoke("kv", "probe") == OTHER  # not linked: other("not-linked: …")
+        await h.host.put_link("kv", "wasi:keyvalue", "local/keyvalue", {"buckets": "sensors"})
+        assert await h.host.invoke("kv", "probe") == ACCESS_DENIED  # "" opens "default", not granted
+        await h.host.put_link("kv", "wasi:keyvalue", "local/keyvalue", {"buckets": "default"})
+        assert await h.host.invoke("kv", "probe") == 0
+        assert h.host.actors["kv"].traps == 0
 
 
 async def test_bad_backend_config_is_a_clear_error(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
-    h = Host(node_config(tmp_path, nats_server.url, providers={"keyvalue": {"backend": "floppy"}}))
+    h = Node(node_config(tmp_path, nats_server.url, providers={"keyvalue": {"backend": "floppy"}}))
     with pytest.raises(Exception, match="provider 'keyvalue' failed to start.*'file' or 'memory'"):
         await h.start()
 

@@ -134,7 +134,7 @@ def test_console_script_prints_the_version(installed: Installed) -> None:
 def test_packages_import_from_the_venv(installed: Installed) -> None:
     result = installed.py(
         "import json, importlib, importlib.metadata as md\n"
-        "mods = ['drupelet.node', 'drupelet.providers', 'drupelet.node.runtime', 'drupelet.node.host.host',\n"
+        "mods = ['drupelet.node', 'drupelet.providers', 'drupelet.node.runtime', 'drupelet.node.host.host', 'drupelet.node.node',\n"
         "        'drupelet.node.cli.main', 'drupelet.actors']\n"
         "files = {m: importlib.import_module(m).__file__ for m in mods}\n"
         "import drupelet.node\n"
@@ -179,7 +179,7 @@ def test_no_top_level_package_named_after_a_folder(installed: Installed, name: s
 def test_provider_entry_points(installed: Installed) -> None:
     result = installed.py(
         "import json\n"
-        "from drupelet.node.host.host import discover_providers\n"
+        "from drupelet.node.host.providers import discover_providers\n"
         "found = discover_providers()\n"
         "print(json.dumps({name: f'{cls.__module__}.{cls.__qualname__}' for name, cls in found.items()}))\n")
     found = json.loads(result.stdout)

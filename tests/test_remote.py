@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from drupelet.node.lattice.client import LatticeClient
-from drupelet.node.host.host import Host
+from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.providers.base import Link
 
@@ -20,9 +20,9 @@ from test_lattice import wait_until
 
 
 @pytest.fixture
-async def lattice(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[tuple[Host, Host, LatticeClient]]:
-    laptop = Host(node_config(tmp_path / "laptop", nats_server.url, name="laptop"))
-    pi = Host(node_config(tmp_path / "pi", nats_server.url, name="pi-1", remote_call_timeout_ms=1000,
+async def lattice(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[tuple[Node, Node, LatticeClient]]:
+    laptop = Node(node_config(tmp_path / "laptop", nats_server.url, name="laptop"))
+    pi = Node(node_config(tmp_path / "pi", nats_server.url, name="pi-1", remote_call_timeout_ms=1000,
                           health_check_interval_s=0.05))
     await laptop.start()
     await pi.start()
@@ -35,58 +35,58 @@ async def lattice(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncItera
         await pi.stop()
 
 
-async def link(client: LatticeClient, hosts: tuple[Host, ...], source: str, interface: str, target: str,
+async def link(client: LatticeClient, hosts: tuple[Node, ...], source: str, interface: str, target: str,
                **config: str) -> None:
     made = await client.lattice_request("link.put", {"source": source, "interface": interface, "target": target,
                                                       "config": config})
     for host in hosts:
         for entry in made:
-            await wait_until(lambda h=host, e=entry: (h.links.get(source, e["interface"]) is not None  # type: ignore[misc]
-                                                      and h.links.get(source, e["interface"]).config == config),
+            await wait_until(lambda h=host, e=entry: (h.host.links.get(source, e["interface"]) is not None  # type: ignore[misc]
+                                                      and h.host.links.get(source, e["interface"]).config == config),
                              f"{host.name} to apply {entry['interface']}")
 
 
-async def test_keyvalue_on_another_node(lattice: tuple[Host, Host, LatticeClient]) -> None:
+async def test_keyvalue_on_another_node(lattice: tuple[Node, Node, LatticeClient]) -> None:
     laptop, pi, client = lattice
-    await laptop.start_actor("kv", kvloop())
+    await laptop.host.start_actor("kv", kvloop())
     await link(client, (laptop, pi), "kv", "wasi:keyvalue", "pi-1/keyvalue")
-    assert await laptop.invoke("kv", "set", 9) == 0
+    assert await laptop.host.invoke("kv", "set", 9) == 0
     # the value lives in the Pi's bucket, not the laptop's
-    stored = pi.providers["keyvalue"].open(Link("kv", "wasi:keyvalue/store", "pi-1/keyvalue"), "")  # type: ignore[attr-defined]
+    stored = pi.host.providers["keyvalue"].open(Link("kv", "wasi:keyvalue/store", "pi-1/keyvalue"), "")  # type: ignore[attr-defined]
     assert stored.get("k") == (9).to_bytes(4, "little")
-    local = laptop.providers["keyvalue"].open(Link("kv", "wasi:keyvalue/store", "local/keyvalue"), "")  # type: ignore[attr-defined]
+    local = laptop.host.providers["keyvalue"].open(Link("kv", "wasi:keyvalue/store", "local/keyvalue"), "")  # type: ignore[attr-defined]
     assert local.get("k") is None
-    assert await laptop.invoke("kv", "run", 25) == 25
+    assert await laptop.host.invoke("kv", "run", 25) == 25
     # every handle the guest dropped was released on the Pi
     assert pi.provider_server.handles == 0
     # the Pi enforces the link's grants
     await link(client, (laptop, pi), "kv", "wasi:keyvalue/store", "pi-1/keyvalue", buckets="other")
-    assert await laptop.invoke("kv", "probe") == ACCESS_DENIED
-    assert laptop.actors["kv"].traps == 0
+    assert await laptop.host.invoke("kv", "probe") == ACCESS_DENIED
+    assert laptop.host.actors["kv"].traps == 0
 
 
-async def test_unreachable_node_is_an_error_value_not_a_hang(lattice: tuple[Host, Host, LatticeClient]) -> None:
+async def test_unreachable_node_is_an_error_value_not_a_hang(lattice: tuple[Node, Node, LatticeClient]) -> None:
     laptop, pi, client = lattice
-    await laptop.start_actor("kv", kvloop())
+    await laptop.host.start_actor("kv", kvloop())
     await link(client, (laptop, pi), "kv", "wasi:keyvalue/store", "pi-9/keyvalue")
     started = time.monotonic()
-    assert await laptop.invoke("kv", "probe") == OTHER
+    assert await laptop.host.invoke("kv", "probe") == OTHER
     assert time.monotonic() - started < 1.0  # no responders: fails fast
-    assert laptop.actors["kv"].traps == 0
+    assert laptop.host.actors["kv"].traps == 0
 
 
-async def test_messaging_through_another_nodes_provider(lattice: tuple[Host, Host, LatticeClient]) -> None:
+async def test_messaging_through_another_nodes_provider(lattice: tuple[Node, Node, LatticeClient]) -> None:
     laptop, pi, client = lattice
-    await laptop.start_actor("echo", wat("echo"))
+    await laptop.host.start_actor("echo", wat("echo"))
     await link(client, (laptop, pi), "echo", "wasmcloud:messaging", "pi-1/messaging")
     assert await laptop.call("echo", "s", b"via the pi") == b"via the pi"
     stopped = await client.node("pi-1", "provider.stop", {"name": "messaging"})
     assert stopped is None
     with pytest.raises(Exception, match="unavailable: no provider 'messaging' runs on node pi-1"):
-        await laptop.deliver("echo", "s", b"x", reply_to="nowhere")
+        await laptop.host.deliver("echo", "s", b"x", reply_to="nowhere")
 
 
-async def test_a_call_without_a_lattice_link_is_denied(lattice: tuple[Host, Host, LatticeClient],
+async def test_a_call_without_a_lattice_link_is_denied(lattice: tuple[Node, Node, LatticeClient],
                                                        nats_server: EmbeddedNatsServer) -> None:
     import json
 
@@ -106,12 +106,12 @@ async def test_a_call_without_a_lattice_link_is_denied(lattice: tuple[Host, Host
     assert pi.provider_server.handles == 0
 
 
-async def test_provider_events_reach_an_actor_on_another_node(lattice: tuple[Host, Host, LatticeClient],
+async def test_provider_events_reach_an_actor_on_another_node(lattice: tuple[Node, Node, LatticeClient],
                                                               nats_server: EmbeddedNatsServer) -> None:
     import nats
 
     laptop, pi, client = lattice
-    await laptop.start_actor("echo", wat("echo"))
+    await laptop.host.start_actor("echo", wat("echo"))
     # the Pi's messaging provider subscribes; the actor runs only on the laptop
     await link(client, (laptop, pi), "echo", "wasmcloud:messaging", "pi-1/messaging", subscriptions="demo.remote")
     nc = await nats.connect(nats_server.url)
@@ -120,18 +120,18 @@ async def test_provider_events_reach_an_actor_on_another_node(lattice: tuple[Hos
     finally:
         await nc.close()
     assert reply.data == b"from a sensor"
-    await wait_until(lambda: laptop.actors["echo"].calls == 1, "the laptop's instance to count the call")
-    assert "echo" not in pi.actors
+    await wait_until(lambda: laptop.host.actors["echo"].calls == 1, "the laptop's instance to count the call")
+    assert "echo" not in pi.host.actors
 
 
-async def test_handles_of_a_vanished_node_are_swept(lattice: tuple[Host, Host, LatticeClient],
+async def test_handles_of_a_vanished_node_are_swept(lattice: tuple[Node, Node, LatticeClient],
                                                    nats_server: EmbeddedNatsServer) -> None:
     import json
 
     import nats
 
     laptop, pi, client = lattice
-    await pi.put_link("kv", "wasi:keyvalue/store", "pi-1/keyvalue")
+    await pi.host.put_link("kv", "wasi:keyvalue/store", "pi-1/keyvalue")
     nc = await nats.connect(nats_server.url)
     try:
         for caller in ("laptop", "ghost"):  # "ghost" opened a bucket, then its node died without a word
@@ -149,7 +149,7 @@ async def test_handles_of_a_vanished_node_are_swept(lattice: tuple[Host, Host, L
     await wait_until(lambda: pi.provider_server.handles == 0, "the laptop's handle to be released")
 
 
-async def test_provider_health_changes_are_events(lattice: tuple[Host, Host, LatticeClient],
+async def test_provider_health_changes_are_events(lattice: tuple[Node, Node, LatticeClient],
                                                   nats_server: EmbeddedNatsServer) -> None:
     import json
 
@@ -168,7 +168,7 @@ async def test_provider_health_changes_are_events(lattice: tuple[Host, Host, Lat
         await nc.subscribe("drupelet.test.evt.pi-1.provider_health_changed", cb=on_event)
         await nc.flush()
         await asyncio.sleep(0.2)  # a few readings of the healthy provider
-        pi.providers["keyvalue"].health = lambda: Health("degraded", "disk almost full")  # type: ignore[method-assign]
+        pi.host.providers["keyvalue"].health = lambda: Health("degraded", "disk almost full")  # type: ignore[method-assign]
         await wait_until(lambda: bool(seen), "a provider_health_changed event")
     finally:
         await nc.close()

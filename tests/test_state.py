@@ -20,7 +20,7 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
 from drupelet.node.lattice.connect import close_quietly
-from drupelet.node.errors import BadStateEntry, StateUnavailable
+from drupelet.node.lattice.errors import BadStateEntry, StateUnavailable
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
 from drupelet.node.lattice.state import (LatticeState, actor_key, bucket_name, check_value, config_key, decode_interface,
                                  encode_interface, kv_subject, labels_key, link_key, parse_key)

@@ -30,7 +30,7 @@ import pytest
 
 from drupelet.node.system import logsetup
 from drupelet.node.config import NodeConfig
-from drupelet.node.host.host import Host
+from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
 from drupelet.node.runtime import read_component
 from drupelet.node.system.sdnotify import Notifier, watchdog_interval_s
@@ -340,14 +340,14 @@ def abstract_socket() -> Iterator[tuple[socket.socket, str]]:
 
 
 @pytest.fixture
-async def echo_host(tmp_path: Path) -> AsyncIterator[Host]:
+async def echo_host(tmp_path: Path) -> AsyncIterator[Node]:
     """A started host (embedded nats-server on a free port) running the echo actor."""
     cfg = NodeConfig(name="wd", lattice="wdtest", data_dir=tmp_path / "data", nats_embedded_port=0,
                      stop_timeout_s=2.0)
-    host = Host(cfg)
+    host = Node(cfg)
     await host.start()
     try:
-        await host.start_actor("echo", read_component(ECHO_WAT))
+        await host.host.start_actor("echo", read_component(ECHO_WAT))
         yield host
     finally:
         await host.stop()
@@ -362,7 +362,7 @@ async def wait_for(sock: socket.socket, got: list[str], done: Any, timeout_s: fl
 
 
 async def test_a_blocked_event_loop_stops_the_watchdog_pings(
-        echo_host: Host, abstract_socket: tuple[socket.socket, str]) -> None:
+        echo_host: Node, abstract_socket: tuple[socket.socket, str]) -> None:
     sock, address = abstract_socket
     interval_s = 0.05
     notifier = Notifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(int(interval_s * 2e6))})
@@ -392,7 +392,7 @@ def end_a_worker(actor: Any) -> None:
 
 
 async def test_a_dead_actor_worker_stops_the_watchdog_pings(
-        echo_host: Host, abstract_socket: tuple[socket.socket, str], caplog: pytest.LogCaptureFixture) -> None:
+        echo_host: Node, abstract_socket: tuple[socket.socket, str], caplog: pytest.LogCaptureFixture) -> None:
     sock, address = abstract_socket
     notifier = Notifier({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "100000"})
     assert echo_host.health_for_watchdog() is None
@@ -402,7 +402,7 @@ async def test_a_dead_actor_worker_stops_the_watchdog_pings(
         got: list[str] = []
         await wait_for(sock, got, lambda g: g.count("WATCHDOG=1") >= 2, 2.0, "2 pings")
         # the echo actor's only worker thread ends while the actor still counts it
-        end_a_worker(echo_host.actors["echo"])
+        end_a_worker(echo_host.host.actors["echo"])
         await wait_for(sock, got, lambda g: task.done(), 3.0, "the end of the watchdog task")
     finally:
         task.cancel()
@@ -417,13 +417,13 @@ async def test_a_dead_actor_worker_stops_the_watchdog_pings(
     assert any(reason in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
 
-async def test_another_hosts_workers_do_not_hide_a_dead_one(echo_host: Host, tmp_path: Path) -> None:
+async def test_another_hosts_workers_do_not_hide_a_dead_one(echo_host: Node, tmp_path: Path) -> None:
     """Two nodes in one process (as ``up --demo`` runs) each count only their own workers."""
-    other = Host(NodeConfig(name="wd2", lattice="wdtest2", data_dir=tmp_path / "other", nats_embedded_port=0))
+    other = Node(NodeConfig(name="wd2", lattice="wdtest2", data_dir=tmp_path / "other", nats_embedded_port=0))
     await other.start()
     try:
-        await other.start_actor("echo", read_component(ECHO_WAT))
-        end_a_worker(echo_host.actors["echo"])
+        await other.host.start_actor("echo", read_component(ECHO_WAT))
+        end_a_worker(echo_host.host.actors["echo"])
         deadline = time.monotonic() + 2.0
         while echo_host.health_for_watchdog() is None:
             assert time.monotonic() < deadline, "a dead worker went unnoticed"
@@ -433,24 +433,24 @@ async def test_another_hosts_workers_do_not_hide_a_dead_one(echo_host: Host, tmp
         await other.stop()
 
 
-async def test_scaling_down_is_not_unhealthy(echo_host: Host) -> None:
-    await echo_host.scale_actor("echo", 3)
-    await echo_host.scale_actor("echo", 1)
+async def test_scaling_down_is_not_unhealthy(echo_host: Node) -> None:
+    await echo_host.host.scale_actor("echo", 3)
+    await echo_host.host.scale_actor("echo", 1)
     await asyncio.sleep(0.2)  # retired workers take their stop tokens
     assert echo_host.health_for_watchdog() is None
 
 
-async def test_scaling_down_stops_exactly_the_retired_workers(echo_host: Host) -> None:
-    actor = echo_host.actors["echo"]
-    await echo_host.scale_actor("echo", 4)
+async def test_scaling_down_stops_exactly_the_retired_workers(echo_host: Node) -> None:
+    actor = echo_host.host.actors["echo"]
+    await echo_host.host.scale_actor("echo", 4)
     kept, retired = actor._workers[0], actor._workers[1:]
-    await echo_host.scale_actor("echo", 1)
+    await echo_host.host.scale_actor("echo", 1)
     for worker in retired:
         worker.thread.join(2.0)
         assert not worker.thread.is_alive()
     assert actor._workers == [kept] and kept.thread.is_alive()
     assert actor.dead_workers() == 0
-    await echo_host.deliver("echo", "s", b"still served")  # answered by the kept worker
+    await echo_host.host.deliver("echo", "s", b"still served")  # answered by the kept worker
     assert actor.calls == 1
 
 
@@ -468,7 +468,7 @@ async def test_a_failing_health_check_stops_the_pings(abstract_socket: tuple[soc
     assert [m for m in receive(sock) if m == "WATCHDOG=1"] == []
 
 
-async def test_status_follows_node_events(echo_host: Host, abstract_socket: tuple[socket.socket, str]) -> None:
+async def test_status_follows_node_events(echo_host: Node, abstract_socket: tuple[socket.socket, str]) -> None:
     sock, address = abstract_socket
     notifier = Notifier({"NOTIFY_SOCKET": address})
     assert notifier.run_watchdog(asyncio.get_running_loop(), echo_host.health_for_watchdog) is None  # no WATCHDOG_USEC
@@ -478,7 +478,7 @@ async def test_status_follows_node_events(echo_host: Host, abstract_socket: tupl
     assert task is not None
     echo_host.on_event(lambda kind, data: notifier.refresh_status())
     try:
-        await echo_host.start_actor("echo2", read_component(ECHO_WAT))
+        await echo_host.host.start_actor("echo2", read_component(ECHO_WAT))
         got: list[str] = []
         await wait_for(sock, got, lambda g: "STATUS=2 actors, hub connected" in g, 2.0, "the new status")
     finally:
@@ -491,7 +491,7 @@ async def test_status_says_when_the_hub_is_unreachable(tmp_path: Path) -> None:
     server = EmbeddedNatsServer(NatsServerConfig(jetstream=False, store_dir=tmp_path / "nats"))
     await server.start()
     try:
-        async with Host(NodeConfig(name="lonely", data_dir=tmp_path / "data", nats_url=server.url)) as host:
+        async with Node(NodeConfig(name="lonely", data_dir=tmp_path / "data", nats_url=server.url)) as host:
             assert host.status_line() == "0 actors, hub unreachable (running from the local copy)"
         assert host.status_line() == "0 actors, NATS disconnected (reconnecting to the local server)"
     finally:
@@ -601,8 +601,8 @@ def test_actor_logs_reach_the_journal_with_the_actor_name(tmp_path: Path, monkey
     level = actor_logger.level
     actor_logger.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the loggers' level caches
     try:
-        host = Host(NodeConfig(name="j1", data_dir=tmp_path / "data"))  # not started: logs stay local
-        host._actor_log("thermometer", "warn", "sensor", "no reading")
+        host = Node(NodeConfig(name="j1", data_dir=tmp_path / "data"))  # not started: logs stay local
+        host.host._actor_log("thermometer", "warn", "sensor", "no reading")
         logging.getLogger("drupelet.actor").info("not from an actor")
     finally:
         actor_logger.removeHandler(handler)

@@ -18,8 +18,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from drupelet.node.tools import demo
 from drupelet.node.lattice.client import LatticeClient
-from drupelet.node.errors import HandlerError
-from drupelet.node.host.host import Host
+from drupelet.node.host.errors import HandlerError
+from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import start_hub_and_leaf
 from drupelet.node.runtime import read_component
 
@@ -45,8 +45,8 @@ async def snapshot(client: LatticeClient, node: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(reply["png"]))).convert("1")
 
 
-def led(pi: Host) -> bool | None:
-    for entry in pi.hardware()["gpio"]["pins"]:
+def led(pi: Node) -> bool | None:
+    for entry in pi.host.hardware()["gpio"]["pins"]:
         if entry["pin"] == demo.LED_PIN:
             return bool(entry["value"])
     return None
@@ -55,23 +55,23 @@ def led(pi: Host) -> bool | None:
 @contextlib.asynccontextmanager
 async def two_nodes(tmp_path: Path, wasm: Path, providers: dict[str, dict[str, Any]],
                     links: list[dict[str, Any]], config: dict[str, str] | None = None,
-                    ) -> AsyncIterator[tuple[Host, Host, LatticeClient]]:
+                    ) -> AsyncIterator[tuple[Node, Node, LatticeClient]]:
     """A laptop node on a hub server running the thermometer, a Pi node on a leaf server
     with ``providers``, and the thermometer's ``links`` put through the lattice."""
     hub, leaf = await start_hub_and_leaf(tmp_path, "pi1")
-    laptop = Host(node_config(tmp_path / "laptop", hub.url, name="laptop", nats_jetstream_domain="hub",
+    laptop = Node(node_config(tmp_path / "laptop", hub.url, name="laptop", nats_jetstream_domain="hub",
                               call_deadline_ms=5000))
-    pi = Host(node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub", providers=providers))
+    pi = Node(node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub", providers=providers))
     client = await LatticeClient.connect(hub.url, "test")
     try:
         await pi.start()
         await laptop.start()
         await wait_until_leaf_sees(client, "pi-1")
-        await laptop.start_actor("thermometer", read_component(wasm), config=config)
+        await laptop.host.start_actor("thermometer", read_component(wasm), config=config)
         for entry in links:
             await client.lattice_request("link.put", entry)
         for host in (laptop, pi):
-            await wait_until(lambda h=host: len(h.links.for_source("thermometer")) == len(links),  # type: ignore[misc]
+            await wait_until(lambda h=host: len(h.host.links.for_source("thermometer")) == len(links),  # type: ignore[misc]
                              f"{host.name} to apply the links")
         yield laptop, pi, client
     finally:
@@ -83,7 +83,7 @@ async def two_nodes(tmp_path: Path, wasm: Path, providers: dict[str, dict[str, A
 
 
 @pytest.fixture
-async def lattice(tmp_path: Path, thermometer_wasm: Path) -> AsyncIterator[tuple[Host, Host, LatticeClient]]:
+async def lattice(tmp_path: Path, thermometer_wasm: Path) -> AsyncIterator[tuple[Node, Node, LatticeClient]]:
     links = demo.demo_links()
     for entry in links:
         if entry["interface"] == "wasmcloud:messaging/handler":
@@ -92,9 +92,9 @@ async def lattice(tmp_path: Path, thermometer_wasm: Path) -> AsyncIterator[tuple
         yield nodes
 
 
-async def test_the_pis_sensor_reading_appears_on_the_pis_oled(lattice: tuple[Host, Host, LatticeClient]) -> None:
+async def test_the_pis_sensor_reading_appears_on_the_pis_oled(lattice: tuple[Node, Node, LatticeClient]) -> None:
     laptop, pi, client = lattice
-    sensor = pi.providers["i2c"].sim_device("i2c1", demo.SENSOR_ADDRESS)
+    sensor = pi.host.providers["i2c"].sim_device("i2c1", demo.SENSOR_ADDRESS)
     sensor.set_temperature(23.4375)
     assert await laptop.call("thermometer", "x", b"read") == b"23.4 C"
     want = reference("23.4 C")
@@ -112,32 +112,32 @@ async def test_the_pis_sensor_reading_appears_on_the_pis_oled(lattice: tuple[Hos
         await asyncio.sleep(0.1)
 
 
-async def test_a_button_press_on_the_pi_toggles_the_pis_led(lattice: tuple[Host, Host, LatticeClient]) -> None:
+async def test_a_button_press_on_the_pi_toggles_the_pis_led(lattice: tuple[Node, Node, LatticeClient]) -> None:
     laptop, pi, client = lattice
     assert led(pi) is None
     await client.node("pi-1", "gpio.simulate", {"pin": demo.BUTTON_PIN, "level": False})
     await wait_until(lambda: led(pi) is True, "the first press to light the LED")
-    await pi.gpio_simulate(demo.BUTTON_PIN, True)
-    await pi.gpio_simulate(demo.BUTTON_PIN, False)
+    await pi.host.gpio_simulate(demo.BUTTON_PIN, True)
+    await pi.host.gpio_simulate(demo.BUTTON_PIN, False)
     await wait_until(lambda: led(pi) is False, "the second press to put it out")
     assert await laptop.call("thermometer", "gpio.17.falling", b"{}") == b"led on"
 
 
-async def test_a_missing_grant_fails_the_reading_with_the_wit_error(lattice: tuple[Host, Host, LatticeClient]) -> None:
+async def test_a_missing_grant_fails_the_reading_with_the_wit_error(lattice: tuple[Node, Node, LatticeClient]) -> None:
     laptop, pi, client = lattice
     await client.lattice_request("link.put", {"source": "thermometer", "interface": "drupelet:hardware/i2c-bus",
                                               "target": "pi-1/i2c", "config": {"buses": "i2c1",
                                                                                "addresses": "0x49"}})
-    await wait_until(lambda: pi.links.get("thermometer", "drupelet:hardware/i2c-bus").config.get(  # type: ignore[union-attr]
+    await wait_until(lambda: pi.host.links.get("thermometer", "drupelet:hardware/i2c-bus").config.get(  # type: ignore[union-attr]
         "addresses") == "0x49", "the new grant")
-    await wait_until(lambda: laptop.links.get("thermometer", "drupelet:hardware/i2c-bus").config.get(  # type: ignore[union-attr]
+    await wait_until(lambda: laptop.host.links.get("thermometer", "drupelet:hardware/i2c-bus").config.get(  # type: ignore[union-attr]
         "addresses") == "0x49", "the laptop to see it")
     with pytest.raises(HandlerError, match=r"i2c write-read 0x48: other"):
-        await laptop.deliver("thermometer", "x", b"read")
+        await laptop.host.deliver("thermometer", "x", b"read")
     await client.lattice_request("link.del", {"source": "thermometer", "interface": "drupelet:hardware/i2c-bus"})
-    await wait_until(lambda: laptop.links.get("thermometer", "drupelet:hardware/i2c-bus") is None, "the delete")
+    await wait_until(lambda: laptop.host.links.get("thermometer", "drupelet:hardware/i2c-bus") is None, "the delete")
     with pytest.raises(HandlerError, match=r"i2c open 'i2c1': denied: actor 'thermometer' has no link"):
-        await laptop.deliver("thermometer", "x", b"read")
+        await laptop.host.deliver("thermometer", "x", b"read")
 
 
 # -- the same on a Raspberry Pi with the parts (see the README's "The hardware") ---------
@@ -172,12 +172,12 @@ async def test_on_a_pi_the_real_reading_shows_on_the_real_oled_and_the_button_to
             entry["config"] = {"pins": f"{button},{led_pin}", "events": f"{button}:falling"}
     config = {"bus": "testbus", "sensor_address": sensor, "led_pin": str(led_pin)}
     async with two_nodes(tmp_path, thermometer_wasm, providers, links, config) as (laptop, pi, client):
-        assert pi.hardware()["gpio"]["simulated"] is False
+        assert pi.host.hardware()["gpio"]["simulated"] is False
         reading = (await laptop.call("thermometer", "x", b"read")).decode()
         assert reading.endswith(" C") and -40.0 <= float(reading.removesuffix(" C")) <= 125.0
         assert (await snapshot(client, "pi-1")).tobytes() == reference(reading).tobytes()
         # a press (delivered as the provider would) toggles the real LED, read back from the pin
         for expected in (True, False):
-            await laptop.deliver("thermometer", f"gpio.{button}.falling", b"{}")
-            entry = [p for p in pi.hardware()["gpio"]["pins"] if p["pin"] == led_pin]
+            await laptop.host.deliver("thermometer", f"gpio.{button}.falling", b"{}")
+            entry = [p for p in pi.host.hardware()["gpio"]["pins"] if p["pin"] == led_pin]
             assert entry and entry[0]["value"] is expected

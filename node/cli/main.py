@@ -1,6 +1,6 @@
 """``drupelet``: one command line for the laptop and the Pi.
 
-A thin caller of :class:`~drupelet.node.host.host.Host` (``up``) and of the NATS protocol
+A thin caller of :class:`~drupelet.node.node.Node` (``up``) and of the NATS protocol
 (``call``). Global options work before or after the subcommand and fall back to
 ``DRUPELET_NATS``, ``DRUPELET_LATTICE``, ``DRUPELET_CREDS`` and ``DRUPELET_JSON``.
 """
@@ -244,7 +244,7 @@ def _load_config(args: argparse.Namespace) -> Any:
 async def _up(args: argparse.Namespace) -> int:
     """Run a node until SIGINT or SIGTERM, telling systemd how it goes when under a
     ``Type=notify`` unit (READY=1, STATUS=, WATCHDOG=1, STOPPING=1; see sdnotify)."""
-    from drupelet.node.host.host import Host
+    from drupelet.node.node import Node
     from drupelet.node.system.sdnotify import Notifier
 
     cfg = _load_config(args)
@@ -258,7 +258,7 @@ async def _up(args: argparse.Namespace) -> int:
         return await demo.run(cfg, stop)
     notifier = Notifier()
     notifier.status(f"starting node {cfg.name}")
-    host = Host(cfg)
+    host = Node(cfg)
     try:
         started = await _until_stopped(host.start(), stop, on_cancel=host.stop)
     except BaseException:

@@ -21,7 +21,8 @@ from typing import Any
 
 from drupelet.providers.base import Link, NotLinked, Provider
 
-from drupelet.node.errors import ActorStopped, CallFailed, Overloaded, PayloadTooLarge, StartRefused, Trapped
+from drupelet.node.host.errors import ActorStopped, Overloaded, PayloadTooLarge
+from drupelet.node.runtime.errors import CallFailed, StartRefused, Trapped
 from drupelet.node.runtime import ActorInstance, Limits, LoadedComponent, Runtime
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,9 @@ LogSink = Callable[[str, str, str, str], None]
 """(actor, level, context, message) → None."""
 
 
-class ActorHost:
-    """The :class:`~drupelet.node.runtime.ImportHost` of every instance of one actor."""
+class ActorImports:
+    """What every instance of one actor asks of the host through its imports
+    (:class:`~drupelet.node.runtime.Imports`): logs, config, the links."""
 
     def __init__(self, actor: Actor) -> None:
         self.actor = actor.name
@@ -87,16 +89,19 @@ class Actor:
         self.log_sink = log_sink
         self.source = source
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
-        self.host = ActorHost(self)
+        self.imports = ActorImports(self)
         self.backoff_base_ms = backoff_base_ms
         self.backoff_max_ms = backoff_max_ms
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
+        self._scale_lock = threading.Lock()  # one scale or stop at a time: counts never race
         self._serial = 0
         self.started_at = time.time()
         self.calls = 0
         self.traps = 0
         self.stopping = False
+        self.abandoned: list[_Worker] = []
+        """Workers still busy when :meth:`stop` gave up on them (each ends with its call)."""
 
     def config_values(self) -> dict[str, str]:
         merged = dict(self.link_config(self.name))
@@ -125,32 +130,37 @@ class Actor:
         return write
 
     def new_instance(self) -> ActorInstance:
-        return self.runtime.instantiate(self.loaded, self.host, self.limits, self._stdout("stdout"),
+        return self.runtime.instantiate(self.loaded, self.imports, self.limits, self._stdout("stdout"),
                                         self._stdout("stderr"))
 
     def scale(self, instances: int) -> None:
-        """Start or stop workers until ``instances`` run. Raises StartRefused if none can start."""
+        """Start or stop workers until ``instances`` run. Raises StartRefused if none can start.
+
+        Scales run one at a time: two callers asking for 4 get 4, not 7."""
         if instances < 0:
             raise ValueError("instances must be 0 or more")
-        with self._lock:
-            current = len(self._workers)
-            to_start = instances - current
-            leaving = self._workers[instances:] if instances < current else []
-            self._workers = self._workers[:instances] if instances < current else self._workers
-        for worker in leaving:
-            worker.retire()
-        started: list[_Worker] = []
-        for _ in range(max(0, to_start)):
-            self._serial += 1
-            worker = _Worker(self, self._serial)
-            ready = worker.start_and_wait()
-            if ready is not None:
-                for w in started:
-                    w.retire()
-                raise ready
-            started.append(worker)
-        with self._lock:
-            self._workers.extend(started)
+        with self._scale_lock:
+            if self.stopping:
+                raise ActorStopped(f"actor {self.name!r} is stopping", actor=self.name)
+            with self._lock:
+                current = len(self._workers)
+                to_start = instances - current
+                leaving = self._workers[instances:] if instances < current else []
+                self._workers = self._workers[:instances] if instances < current else self._workers
+            for worker in leaving:
+                worker.retire()
+            started: list[_Worker] = []
+            for _ in range(max(0, to_start)):
+                self._serial += 1
+                worker = _Worker(self, self._serial)
+                ready = worker.start_and_wait()
+                if ready is not None:
+                    for w in started:
+                        w.retire()
+                    raise ready
+                started.append(worker)
+            with self._lock:
+                self._workers.extend(started)
 
     def submit(self, delivery: Delivery) -> concurrent.futures.Future[Any]:
         """Queue a message for the actor's handler; the future's result is None or the handler's error."""
@@ -180,24 +190,36 @@ class Actor:
         return fut
 
     def stop(self, timeout_s: float) -> None:
-        """Stop taking messages, let in-flight and queued calls finish up to ``timeout_s``."""
-        self.stopping = True
-        with self._lock:
-            workers, self._workers = self._workers, []
-        for _ in workers:
-            self.queue.put(_STOP)
+        """Stop taking messages; let in-flight and queued calls finish for up to
+        ``timeout_s``, then fail what is still queued. Returns within ``timeout_s`` (plus a
+        moment) even when the queue is full or an instance is stuck in a call."""
         deadline = time.monotonic() + timeout_s
+        self.stopping = True
+        with self._scale_lock:  # a scale in progress finishes first; none starts after
+            with self._lock:
+                workers, self._workers = self._workers, []
+        for _ in workers:  # wake idle workers; busy ones see `stopping` once the queue is empty
+            try:
+                self.queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                break
         for worker in workers:
             worker.thread.join(max(0.0, deadline - time.monotonic()))
+        self._fail_queued()
         late = [w for w in workers if w.thread.is_alive()]
         if late:
+            for worker in late:
+                worker.retired.set()
             log.warning("actor %s: %d instance(s) still busy after %.1f s; abandoning them", self.name,
                         len(late), timeout_s)
+        self.abandoned = late
+
+    def _fail_queued(self) -> None:
         while True:
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
-                break
+                return
             if item is not _STOP:
                 item[1].set_exception(ActorStopped(f"actor {self.name!r} stopped", actor=self.name))
 
@@ -263,6 +285,8 @@ class _Worker:
                 try:
                     item = actor.queue.get(timeout=RETIRE_POLL_S)
                 except queue.Empty:
+                    if actor.stopping:
+                        return  # the queue is drained and the actor is stopping
                     continue
                 if item is _STOP:
                     if self.retired.is_set() or actor.stopping:
@@ -316,4 +340,4 @@ class _Worker:
                     return None
 
 
-__all__ = ["Actor", "Delivery", "NotLinked"]
+__all__ = ["Actor", "ActorImports", "Delivery", "NotLinked"]

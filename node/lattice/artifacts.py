@@ -49,7 +49,8 @@ from nats.js.object_store import ObjectStore
 from drupelet.providers.base import atomic_write
 
 from drupelet.node.lattice import subjects
-from drupelet.node.errors import DrupeletError, NatsUnavailable
+from drupelet.node.lattice.errors import (ArtifactError, ArtifactNotFound, ArtifactStoreUnavailable, ArtifactTooLarge,
+                                          DigestMismatch, InvalidDigest)
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -93,62 +94,6 @@ REF_PREFIX: Final = "ref:"
 """Objects named ``ref:<name>`` hold the hex digest a pushed name points at."""
 _HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 _ISO_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
-# -- errors ----------------------------------------------------------------------
-
-
-class ArtifactError(DrupeletError):
-    """Root of the artifact store's errors. ``digest`` is the bare hex digest, if known."""
-
-    code = "artifact"
-
-    def __init__(self, message: str, *, digest: str = "") -> None:
-        super().__init__(message)
-        self.digest = digest
-
-
-class InvalidDigest(ArtifactError, ValueError):
-    """``text`` is not a SHA-256 digest this module accepts."""
-
-    code = "bad-digest"
-
-    def __init__(self, message: str, *, text: str) -> None:
-        super().__init__(message)
-        self.text = text
-
-
-class ArtifactNotFound(ArtifactError, LookupError):
-    code = "artifact-not-found"
-
-    def __init__(self, message: str, *, digest: str) -> None:
-        super().__init__(message, digest=digest)
-
-
-class DigestMismatch(ArtifactError):
-    """Bytes fetched for ``expected`` hash to ``actual``; they were refused."""
-
-    code = "digest-mismatch"
-
-    def __init__(self, message: str, *, expected: str, actual: str) -> None:
-        super().__init__(message, digest=expected)
-        self.expected = expected
-        self.actual = actual
-
-
-class ArtifactTooLarge(ArtifactError, ValueError):
-    code = "artifact-too-large"
-
-    def __init__(self, message: str, *, size: int, limit: int, digest: str = "") -> None:
-        super().__init__(message, digest=digest)
-        self.size = size
-        self.limit = limit
-
-
-class ArtifactStoreUnavailable(ArtifactError, NatsUnavailable):
-    """No NATS connection, JetStream is not enabled (or not in that domain), or it timed out."""
-
-    code = "artifact-store-unavailable"
 
 
 # -- digests -----------------------------------------------------------------------

@@ -17,20 +17,14 @@ from nats.aio.client import Client as NatsClient
 
 from drupelet.node.lattice import protocol
 from drupelet.node.lattice import subjects
-from drupelet.node.errors import DrupeletError, NatsUnavailable
+from drupelet.node.errors import DrupeletError
+from drupelet.node.lattice.errors import (BadRequest, ErrorReply, LatticeError, NatsUnavailable, NoAnswer, NoNode,
+                                          Unreachable)
 from drupelet.node.lattice.connect import CLIENT_HINT, close_quietly, connect
 
 PING_WINDOW_S = 0.5
 
 log = logging.getLogger(__name__)
-
-
-class LatticeError(DrupeletError):
-    """An error reply from a node, or no node to answer. ``code`` is the node's code."""
-
-    def __init__(self, message: str, *, code: str = "error") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class LatticeClient:
@@ -45,7 +39,7 @@ class LatticeClient:
         try:
             nc = await connect(url, name="drupelet-cli", creds=creds, timeout_s=connect_timeout_s, hint=CLIENT_HINT)
         except NatsUnavailable as exc:
-            raise LatticeError(exc.message, code="unreachable") from None
+            raise Unreachable(exc.message) from None
         return cls(nc, lattice, timeout_s=timeout_s)
 
     async def close(self) -> None:
@@ -61,13 +55,13 @@ class LatticeClient:
         try:
             msg = await self.nc.request(subject, json.dumps(payload).encode(), timeout=timeout_s or self.timeout_s)
         except nats.errors.NoRespondersError:
-            raise LatticeError(f"{what}: no node answers", code="no-responders") from None
+            raise NoNode(f"{what}: no node answers") from None
         except nats.errors.TimeoutError:
-            raise LatticeError(f"{what}: no answer within {timeout_s or self.timeout_s:g} s", code="timeout") from None
+            raise NoAnswer(f"{what}: no answer within {timeout_s or self.timeout_s:g} s") from None
         reply = protocol.parse_reply(msg.data)
         if not reply["ok"]:
             err = reply.get("error") or {"code": "error", "message": "unknown error"}
-            raise LatticeError(err["message"], code=err["code"])
+            raise ErrorReply(err["message"], code=err["code"])
         return reply.get("result")
 
     async def node(self, node: str, verb: str, payload: dict[str, Any] | None = None,
@@ -75,13 +69,11 @@ class LatticeClient:
         try:
             subject = subjects.node_control(self.lattice, node, verb)
         except ValueError as exc:
-            raise LatticeError(str(exc), code="bad-request") from None
+            raise BadRequest(str(exc)) from None
         try:
             return await self._request(subject, payload or {}, f"node {node!r}", timeout_s)
-        except LatticeError as exc:
-            if exc.code == "no-responders":
-                raise LatticeError(f"no node named {node!r} in lattice {self.lattice!r}", code="no-node") from None
-            raise
+        except NoNode:
+            raise NoNode(f"no node named {node!r} in lattice {self.lattice!r}") from None
 
     async def lattice_request(self, verb: str, payload: dict[str, Any] | None = None,
                               timeout_s: float | None = None) -> Any:
@@ -118,14 +110,14 @@ class LatticeClient:
         nodes = await self.ping()
         if node:
             if not any(n["name"] == node for n in nodes):
-                raise LatticeError(f"no node named {node!r} in lattice {self.lattice!r} "
-                                   f"(nodes: {', '.join(n['name'] for n in nodes) or 'none'})", code="no-node")
+                raise NoNode(f"no node named {node!r} in lattice {self.lattice!r} "
+                                   f"(nodes: {', '.join(n['name'] for n in nodes) or 'none'})")
             return [node]
         chosen = [n["name"] for n in nodes
                   if all(n.get("labels", {}).get(k) == v for k, v in labels.items())]
         if not chosen:
             want = ", ".join(f"{k}={v}" for k, v in labels.items()) or "any"
-            raise LatticeError(f"no node in lattice {self.lattice!r} matches labels {want}", code="no-node")
+            raise NoNode(f"no node in lattice {self.lattice!r} matches labels {want}")
         return chosen
 
     async def stream(self, subject: str) -> AsyncIterator[Any]:
@@ -144,7 +136,7 @@ class LatticeClient:
                     yield await asyncio.wait_for(queue.get(), 1.0)
                 except asyncio.TimeoutError:
                     if self.nc.is_closed or not self.nc.is_connected:
-                        raise LatticeError("the connection to NATS was lost", code="unreachable") from None
+                        raise Unreachable("the connection to NATS was lost") from None
         finally:
             if not self.nc.is_closed:
                 await sub.unsubscribe()

@@ -17,7 +17,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
-from drupelet.node.errors import NatsUnavailable
+from drupelet.node.lattice.errors import NatsUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,17 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from drupelet.node.lattice import protocol
-from drupelet.node.lattice import subjects
-from drupelet.node.lattice.connect import unsubscribe_all
 from drupelet.node.errors import DrupeletError
-from drupelet.node.host.host import Host
-from drupelet.node.lattice.protocol import NAME, BadRequest, Fields, UnknownRequest
+from drupelet.node.host.api import HostApi
+from drupelet.node.host.errors import ActorNotFound
+from drupelet.node.host.links import package_matches, parse_interface
+from drupelet.node.lattice import protocol, subjects
+from drupelet.node.lattice.artifacts import ArtifactStore, resolve_ref
+from drupelet.node.lattice.connect import unsubscribe_all
+from drupelet.node.lattice.desired import DesiredState
+from drupelet.node.lattice.errors import BadRequest, StateUnavailable, UnknownRequest
+from drupelet.node.lattice.protocol import NAME, Fields
+from drupelet.node.lattice.state import LatticeState, actor_key, config_key, labels_key, link_key
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +35,27 @@ HEARTBEAT_INTERVAL_S = 30.0
 HEALTH_CHECK_INTERVAL_S = 5.0
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+NatsInfo = Callable[[], dict[str, Any]]
 
 
 class ControlPlane:
     """Serves one node's control subjects and publishes its events."""
 
-    def __init__(self, host: Host, nc: NatsClient, *, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
-                 artifacts: Any = None) -> None:
+    def __init__(self, host: HostApi, nc: NatsClient, *, state: LatticeState | None = None,
+                 desired: DesiredState | None = None, artifacts: ArtifactStore | None = None,
+                 nats_info: NatsInfo | None = None, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+                 health_check_interval_s: float = HEALTH_CHECK_INTERVAL_S) -> None:
         self.host = host
         self.nc = nc
         self.lattice = host.lattice
         self.node = host.name
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.health_check_interval_s = HEALTH_CHECK_INTERVAL_S
+        self.health_check_interval_s = health_check_interval_s
+        self.state = state
+        self.desired = desired
         self.artifacts = artifacts
+        self.nats_info = nats_info or (lambda: {})
+        self._labels_lock = asyncio.Lock()  # labels.put and labels.del are read-modify-write
         self._subs: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -148,33 +160,47 @@ class ControlPlane:
         self._spawn(self.nc.publish(subjects.events(self.lattice, self.node, kind), payload))
 
     async def _heartbeats(self) -> None:
-        """Heartbeats with the inventory, and provider health changes as they are seen."""
+        """Heartbeats with the inventory, and provider health changes as they are seen.
+        A failure while checking (a provider's bug) is logged; the heartbeats go on."""
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self.heartbeat_interval_s
-        health = {name: (p.health().status, p.health().message) for name, p in self.host.providers.items()}
+        health = self.host.provider_health()
         while True:
             await asyncio.sleep(min(self.health_check_interval_s, max(0.0, next_beat - loop.time())))
-            for name, provider in list(self.host.providers.items()):
-                now = provider.health()
-                before = health.get(name)
-                health[name] = (now.status, now.message)
-                if before is not None and before != health[name]:
-                    self._publish_event("provider_health_changed", {
-                        "provider": name, "health": now.status, "message": now.message,
-                        "previous": before[0]})
-            if loop.time() >= next_beat:
-                self._publish_event("heartbeat", self.host.inventory())
-                next_beat = loop.time() + self.heartbeat_interval_s
+            try:
+                now = self.host.provider_health()
+                for name, status in now.items():
+                    before = health.get(name)
+                    if before is not None and before != status:
+                        self._publish_event("provider_health_changed", {
+                            "provider": name, "health": status[0], "message": status[1], "previous": before[0]})
+                health = now
+                if loop.time() >= next_beat:
+                    next_beat = loop.time() + self.heartbeat_interval_s
+                    self._publish_event("heartbeat", self.inventory())
+            except Exception:
+                log.exception("heartbeat failed; trying again at the next one")
+
+    def inventory(self) -> dict[str, Any]:
+        return self.host.inventory() | {"nats": self.nats_info()}
 
     # -- node requests --------------------------------------------------------------
 
     async def _inventory(self, req: dict[str, Any]) -> Any:
         Fields(req, set())
-        return self.host.inventory()
+        return self.inventory()
 
     async def _actor_list(self, req: dict[str, Any]) -> Any:
         Fields(req, set())
         return self.host.list_actors()
+
+    def _state(self) -> LatticeState:
+        if self.state is None:
+            raise StateUnavailable("this node keeps no lattice state")
+        return self.state
+
+    def _actor_lock(self, name: str) -> asyncio.Lock:
+        return self.desired.locked(name) if self.desired is not None else asyncio.Lock()
 
     async def _actor_start(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"name", "digest", "reference", "instances", "config"})
@@ -186,49 +212,38 @@ class ControlPlane:
         instances = f.integer("instances", default=1, minimum=1, maximum=1000)
         config = f.strings("config")
         wasm = await self._artifact(digest or reference)
-        info = await self.host.start_actor(name, wasm, instances=instances, config=config,
-                                           source=digest or reference)
-        try:
-            await self._record_actor(name)
-        except DrupeletError:
-            await self.host.stop_actor(name)
-            raise
+        async with self._actor_lock(name):
+            info = await self.host.start_actor(name, wasm, instances=instances, config=config,
+                                               source=digest or reference)
+            try:
+                await self._record_actor(name)
+            except DrupeletError:
+                await self.host.stop_actor(name)
+                raise
         return info
 
-    def _state(self) -> Any:
-        from drupelet.node.errors import StateUnavailable
-
-        if self.host.state is None:
-            raise StateUnavailable("this node keeps no lattice state")
-        return self.host.state
-
-    async def _record_actor(self, name: str) -> None:
+    async def _record_actor(self, name: str, **changes: Any) -> None:
         """Write the actor's desired state, so this node restores it after a restart."""
-        from drupelet.node.lattice.state import actor_key
-
-        actor = self.host.actors[name]
+        info = self.host.actor_info(name)
         await self._state().put(actor_key(self.node, name), {
-            "name": name, "digest": actor.loaded.digest, "instances": actor.instances,
-            "config": dict(actor.config), "node": self.node})
+            "name": name, "digest": info["digest"], "instances": info["instances"],
+            "config": dict(info["config"]), "node": self.node} | changes)
 
     async def _artifact(self, ref: str) -> bytes:
         if self.artifacts is None:
             raise BadRequest("this node has no artifact store (JetStream is not available)")
-        from drupelet.node.lattice.artifacts import resolve_ref
-
         return await resolve_ref(self.artifacts, ref)
 
     async def _actor_stop(self, req: dict[str, Any]) -> Any:
-        from drupelet.node.lattice.state import actor_key
-
         f = Fields(req, {"name"})
         name = f.string("name", pattern=NAME)
-        self.host._actor(name)  # not running here: actor-not-found, nothing written
-        state = self.host.state
-        # the record goes first: if the state cannot be written, the actor keeps running
-        if state is not None and state.get(actor_key(self.node, name)) is not None:
-            await state.delete(actor_key(self.node, name))
-        await self.host.stop_actor(name)
+        async with self._actor_lock(name):
+            if not self.host.has_actor(name):  # not running here: actor-not-found, nothing written
+                raise ActorNotFound(f"no actor named {name!r} runs on node {self.node}", actor=name)
+            # the record goes first: if the state cannot be written, the actor keeps running
+            if self.state is not None and self.state.get(actor_key(self.node, name)) is not None:
+                await self.state.delete(actor_key(self.node, name))
+            await self.host.stop_actor(name)
         return None
 
     async def _actor_scale(self, req: dict[str, Any]) -> Any:
@@ -237,19 +252,17 @@ class ControlPlane:
             raise BadRequest("is required", field="instances")
         name = f.string("name", pattern=NAME)
         instances = f.integer("instances", default=1, minimum=1, maximum=1000)
-        from drupelet.node.lattice.state import actor_key
-
-        state = self.host.state
-        recorded = state.get(actor_key(self.node, name)) if state is not None else None
-        before = self.host._actor(name).instances
-        if recorded is not None:  # the record goes first, as for stop
-            await state.put(actor_key(self.node, name), recorded | {"instances": instances})
-        try:
-            return await self.host.scale_actor(name, instances)
-        except DrupeletError:
-            if recorded is not None:
-                await state.put(actor_key(self.node, name), recorded | {"instances": before})
-            raise
+        async with self._actor_lock(name):
+            before = self.host.actor_info(name)["instances"]
+            recorded = self.state is not None and self.state.get(actor_key(self.node, name)) is not None
+            if recorded:  # the record goes first, as for stop
+                await self._record_actor(name, instances=instances)
+            try:
+                return await self.host.scale_actor(name, instances)
+            except DrupeletError:
+                if recorded:
+                    await self._record_actor(name, instances=before)
+                raise
 
     async def _provider_start(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"name"})
@@ -280,21 +293,21 @@ class ControlPlane:
         f = Fields(req, {"labels"})
         labels = f.strings("labels")
         self.host.check_labels(labels)
-        await self._record_labels({**self.host.config.labels, **labels})
-        return self.host.put_labels(labels)
+        async with self._labels_lock:
+            await self._record_labels({**self.host.labels, **labels})
+            return self.host.put_labels(labels)
 
     async def _labels_del(self, req: dict[str, Any]) -> Any:
         f = Fields(req, {"keys"})
         keys = f.string_list("keys")
-        await self._record_labels({k: v for k, v in self.host.config.labels.items() if k not in keys})
-        return self.host.del_labels(keys)
+        async with self._labels_lock:
+            await self._record_labels({k: v for k, v in self.host.labels.items() if k not in keys})
+            return self.host.del_labels(keys)
 
     async def _record_labels(self, labels: dict[str, str]) -> None:
         """Record the labels before changing them: a failed write changes nothing."""
-        from drupelet.node.lattice.state import labels_key
-
-        if self.host.state is not None:
-            await self.host.state.put(labels_key(self.node), labels)
+        if self.state is not None:
+            await self.state.put(labels_key(self.node), labels)
 
     async def _link_list(self, req: dict[str, Any]) -> Any:
         Fields(req, set())
@@ -303,8 +316,6 @@ class ControlPlane:
     # -- lattice requests (one node answers; every node applies through the state) -----
 
     async def _lattice_link_put(self, req: dict[str, Any]) -> Any:
-        from drupelet.node.lattice.state import link_key
-
         f = Fields(req, {"source", "interface", "target", "config"})
         source = f.string("source", pattern=NAME)
         target = f.string("target")
@@ -332,17 +343,14 @@ class ControlPlane:
         return made
 
     async def _lattice_link_del(self, req: dict[str, Any]) -> Any:
-        from drupelet.node.host.links import parse_interface
-        from drupelet.node.lattice.state import link_key
-
         f = Fields(req, {"source", "interface"})
         source = f.string("source", pattern=NAME)
-        package, iface = parse_interface(f.string("interface"))
+        interface = f.string("interface")
+        parse_interface(interface)
         state = self._state()
-        gone = [link for link in state.links() if link["source"] == source and (
-            link["interface"] == f"{package}/{iface}" if iface else link["interface"].startswith(package + "/"))]
+        gone = [link for link in state.links() if link["source"] == source and package_matches(link["interface"], interface)]
         if not gone:
-            raise BadRequest(f"no link for actor {source!r} and {f.string('interface')}")
+            raise BadRequest(f"no link for actor {source!r} and {interface}")
         for link in gone:
             await state.delete(link_key(source, link["interface"]))
         return gone
@@ -352,8 +360,6 @@ class ControlPlane:
         return self._state().links()
 
     async def _config_put(self, req: dict[str, Any]) -> Any:
-        from drupelet.node.lattice.state import config_key
-
         f = Fields(req, {"name", "values"})
         name = f.string("name", pattern=NAME)
         values = f.strings("values")

@@ -4,6 +4,7 @@ and CloudEvents. Pure functions; docs/protocol.md describes the same fields.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -11,27 +12,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, NotRequired, TypedDict
 
-from drupelet.node.errors import DrupeletError, InvalidRequest
+from drupelet.node.lattice.errors import BadRequest, UnknownRequest
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 DIGEST = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
 
 EVENT_TYPE_PREFIX = "dev.drupelet."
-
-
-class BadRequest(InvalidRequest):
-    """A control request that cannot be carried out as sent. ``field`` names the culprit."""
-
-    code = "bad-request"
-
-    def __init__(self, message: str, *, field: str = "") -> None:
-        super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
-
-
-class UnknownRequest(BadRequest):
-    code = "unknown-request"
 
 
 class ErrorBody(TypedDict):
@@ -145,3 +132,32 @@ def event(lattice: str, node: str, kind: str, data: Any) -> bytes:
         "data": data,
     }
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+# -- provider calls: bytes inside JSON ---------------------------------------------
+
+
+def encode(value: Any) -> Any:
+    """A provider call's arguments or result as JSON-able values; bytes become
+    ``{"$b": "<base64>"}``."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    return value
+
+
+def decode(value: Any) -> Any:
+    """The inverse of :func:`encode`; a malformed ``$b`` is :class:`BadRequest`."""
+    if isinstance(value, dict):
+        if set(value) == {"$b"} and isinstance(value["$b"], str):
+            try:
+                return base64.b64decode(value["$b"], validate=True)
+            except ValueError:
+                raise BadRequest("a $b value is not base64") from None
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value

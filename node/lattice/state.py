@@ -72,7 +72,7 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from drupelet.providers.base import atomic_write
 
-from drupelet.node.errors import BadStateEntry, StateError, StateUnavailable
+from drupelet.node.lattice.errors import BadStateEntry, StateError, StateUnavailable
 
 log = logging.getLogger(__name__)
 

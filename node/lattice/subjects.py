@@ -68,3 +68,17 @@ def events_all(lattice: str) -> str:
 def events_of_kind(lattice: str, kind: str) -> str:
     """One kind of event from every node."""
     return f"{PREFIX}.{token(lattice, 'lattice')}.evt.*.{kind}"
+
+
+def provider_calls(lattice: str, node: str, provider: str) -> str:
+    """Calls from other nodes' actors to ``provider`` on ``node``."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.prov.{token(node, 'node')}.{token(provider, 'provider')}"
+
+
+def provider_calls_all(lattice: str, node: str) -> str:
+    """Calls to every provider of ``node``."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.prov.{token(node, 'node')}.*"
+
+
+def deliver_prefix(lattice: str) -> str:
+    return f"{PREFIX}.{token(lattice, 'lattice')}.deliver."

@@ -3,15 +3,20 @@
 :class:`Runtime` owns the engine (epoch interruption on, one epoch ticker thread), the
 linker with every interface drupelet serves, and the on-disk compile cache.
 :class:`ActorInstance` is one instance of a component in its own store, driven by one
-worker thread.
+worker thread. :class:`Imports` is what an instance's imports ask of the host.
+
+Imports: ``wasmtime``, ``drupelet.node.errors`` and ``drupelet.providers.base``; nothing
+else of the node.
 """
 
-from drupelet.node.runtime.bindings import HANDLER_EXPORT, NODE_SERVED, SERVED_VERSIONS, ImportHost, missing_imports, split_version
-from drupelet.node.runtime.engine import (ActorInstance, CompileError, Limits, LoadedComponent, Runtime, RuntimeConfig, read_component,
-                     wat_to_wasm)
+from drupelet.node.runtime.bindings import (HANDLER_EXPORT, NODE_SERVED, SERVED_VERSIONS, Imports, missing_imports,
+                                            split_version)
+from drupelet.node.runtime.engine import (ActorInstance, Limits, LoadedComponent, Runtime, RuntimeConfig,
+                                          read_component, wat_to_wasm)
+from drupelet.node.runtime.errors import CompileError
 
 __all__ = [
-    "ActorInstance", "CompileError", "HANDLER_EXPORT", "ImportHost", "Limits", "LoadedComponent",
+    "ActorInstance", "CompileError", "HANDLER_EXPORT", "Imports", "Limits", "LoadedComponent",
     "NODE_SERVED", "Runtime", "RuntimeConfig", "SERVED_VERSIONS", "missing_imports", "read_component",
     "split_version", "wat_to_wasm",
 ]

@@ -1,7 +1,7 @@
 """Host implementations of the standard interfaces an actor may import.
 
 Each function here runs on the calling instance's worker thread. It finds the calling
-instance through a thread-local :class:`ImportHost`, resolves the link for the
+instance through a thread-local :class:`Imports`, resolves the link for the
 interface, calls the provider with plain Python values, and turns the provider's
 :class:`~drupelet.providers.base.ProviderError` into the interface's error value. Nothing
 here raises into the guest for an expected failure: a trap is only for host bugs.
@@ -69,7 +69,7 @@ BUCKET_TYPE = 1
 I2C_TYPE = 2
 
 
-class ImportHost(Protocol):
+class Imports(Protocol):
     """What an actor instance's imports need from the node."""
 
     actor: str
@@ -98,7 +98,7 @@ class _Handle:
 class InstanceContext:
     """Per-instance state the bindings need: the host and the resource table."""
 
-    def __init__(self, host: ImportHost) -> None:
+    def __init__(self, host: Imports) -> None:
         self.host = host
         self.resources: dict[int, Any] = {}
         self._next_rep = 1
@@ -183,7 +183,7 @@ def msg_error(exc: ProviderError) -> str:
     return f"{exc.code}: {exc.message}"
 
 
-def _check_payload(host: ImportHost, size: int) -> None:
+def _check_payload(host: Imports, size: int) -> None:
     if size > host.max_payload_bytes:
         raise ProviderError(f"payload of {size} bytes exceeds the limit of {host.max_payload_bytes} bytes")
 

@@ -21,11 +21,11 @@ from wasmtime.component import Component, Func, Linker
 
 from drupelet.providers.base import atomic_write
 
-from drupelet.node.errors import DeadlineExceeded, DrupeletError, StartRefused, Trapped
+from drupelet.node.runtime.errors import CompileError, DeadlineExceeded, StartRefused, Trapped
 from drupelet.node.runtime import bindings
 from drupelet.node.runtime import aot as aot
 from drupelet.node.runtime import values
-from drupelet.node.runtime.bindings import ImportHost, InstanceContext
+from drupelet.node.runtime.bindings import Imports, InstanceContext
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,6 @@ class LoadedComponent:
         return bindings.HANDLER_EXPORT in self.exports
 
 
-class CompileError(DrupeletError, ValueError):
-    code = "invalid-component"
-
-
 def check_wasm_header(wasm: bytes) -> None:
     if len(wasm) < 8 or wasm[:4] != WASM_MAGIC:
         raise CompileError("not a WebAssembly binary (no \\0asm header)")
@@ -94,6 +90,9 @@ class Runtime:
         self._ticker.start()
         self._loaded: dict[str, LoadedComponent] = {}
         self._load_lock = threading.Lock()
+        self._compile_lock = threading.Lock()
+        self._compiling: subprocess.Popen[str] | None = None
+        self._no_compiles = False
 
     @property
     def tick_ms(self) -> int:
@@ -104,7 +103,18 @@ class Runtime:
         while not self._stop.wait(interval):
             self.engine.increment_epoch()
 
+    def stop_compiling(self) -> None:
+        """Kill a compile in progress and refuse new ones (the node is stopping). Idempotent."""
+        with self._compile_lock:
+            self._no_compiles = True
+            child = self._compiling
+        if child is not None and child.poll() is None:
+            log.info("stopping: killing the compile in progress (pid %d)", child.pid)
+            child.kill()
+
     def close(self) -> None:
+        """Kill a compile in progress and stop the epoch ticker. Idempotent."""
+        self.stop_compiling()
         self._stop.set()
         if self._ticker.is_alive() and self._ticker is not threading.current_thread():
             self._ticker.join(timeout=2)
@@ -166,22 +176,45 @@ class Runtime:
                 fh.write(wasm)
                 src = Path(fh.name)
             try:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "drupelet.node.runtime.aot", str(src), str(dst)],
-                    capture_output=True, text=True, timeout=self.config.compile_timeout_s,
-                    env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-                )
-            except subprocess.TimeoutExpired:
-                raise CompileError(f"compiling took longer than {self.config.compile_timeout_s:.0f} s") from None
+                returncode, stderr = self._run_compiler(src, dst)
             finally:
                 src.unlink(missing_ok=True)
-            if proc.returncode != 0:
-                raise CompileError(f"wasmtime refused the component: {_first_line(proc.stderr)}")
+            if returncode != 0:
+                raise CompileError(f"wasmtime refused the component: {_first_line(stderr)}")
         log.info("compiled component to %s in %.1f s", dst.name, time.perf_counter() - started)
+
+    def _run_compiler(self, src: Path, dst: Path) -> tuple[int, str]:
+        """Run the compile child; :meth:`close` kills it (a node stopping mid-compile)."""
+        with self._compile_lock:
+            if self._no_compiles:
+                raise CompileError("the node is stopping; not compiling")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "drupelet.node.runtime.aot", str(src), str(dst)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            )
+            self._compiling = proc
+        try:
+            _, stderr = proc.communicate(timeout=self.config.compile_timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise CompileError(f"compiling took longer than {self.config.compile_timeout_s:.0f} s") from None
+        finally:
+            with self._compile_lock:
+                self._compiling = None
+        if self._no_compiles:
+            raise CompileError("the node stopped while the component was compiling")
+        return proc.returncode, stderr
+
+    @property
+    def compiling(self) -> bool:
+        """Whether a compile child is running now."""
+        return self._compiling is not None
 
     # -- instances ------------------------------------------------------------------
 
-    def instantiate(self, loaded: LoadedComponent, host: ImportHost, limits: Limits,
+    def instantiate(self, loaded: LoadedComponent, host: Imports, limits: Limits,
                     stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> ActorInstance:
         """Create one instance. Call from the thread that will run it."""
         return ActorInstance(self, loaded, host, limits, stdout, stderr)
@@ -210,7 +243,7 @@ class CallStats:
 class ActorInstance:
     """One instance of a component in its own Store. Not thread-safe: one thread uses it."""
 
-    def __init__(self, runtime: Runtime, loaded: LoadedComponent, host: ImportHost, limits: Limits,
+    def __init__(self, runtime: Runtime, loaded: LoadedComponent, host: Imports, limits: Limits,
                  stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> None:
         self.runtime = runtime
         self.loaded = loaded

@@ -10,12 +10,34 @@ them directly.
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
 
 from collections.abc import Callable
 
-from wasmtime import StoreContext, WasmtimeError
+from drupelet.node.runtime.errors import WasmtimeVersionError
+
+WASMTIME_SERIES = (50, 0)
+"""The wasmtime-py release series whose internals this module relies on (pyproject pins
+``wasmtime~=50.0.1``): ``_linker.FUNCTIONS``, ``_enter.catch_exceptions``, the C value
+layout of results and options. Another series may move them; refuse to run there."""
+
+
+def check_wasmtime_version(version: str | None = None) -> None:
+    """Raise :class:`WasmtimeVersionError` unless ``version`` (default: the installed
+    wasmtime) is in :data:`WASMTIME_SERIES`."""
+    found = version or importlib.metadata.version("wasmtime")
+    parts = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
+    if parts != WASMTIME_SERIES:
+        want = ".".join(map(str, WASMTIME_SERIES))
+        raise WasmtimeVersionError(f"drupelet's runtime needs wasmtime {want}.x (found {found}); install "
+                                   f"it with: pip install 'wasmtime~={want}.1'")
+
+
+check_wasmtime_version()
+
+from wasmtime import StoreContext, WasmtimeError  # noqa: E402  (only once the version is known)
 from wasmtime import _ffi as ffi
 from wasmtime.component import LinkerInstance, Record
 from wasmtime.component._enter import catch_exceptions

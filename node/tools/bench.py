@@ -40,6 +40,7 @@ from typing import Any
 
 from drupelet.node.config import NodeConfig
 from drupelet.node.host.host import Host
+from drupelet.node.node import Node
 from drupelet.node.runtime import baseline, read_component
 
 WAT_DIR = Path(__file__).resolve().parents[2] / "actors" / "wat"
@@ -141,18 +142,18 @@ async def _measure_remote(iterations: int, workdir: Path, kvloop: bytes) -> dict
     hub, leaf = await start_hub_and_leaf(workdir, "pi")
     common = {"lattice": "bench", "providers": {"keyvalue": {"backend": "memory"}}, "call_deadline_ms": 120000,
               "nats_jetstream_domain": "hub"}
-    hub_node = Host(NodeConfig(name="laptop", data_dir=workdir / "laptop", nats_url=hub.url, **common))  # type: ignore[arg-type]
-    leaf_node = Host(NodeConfig(name="pi", data_dir=workdir / "pi", nats_url=leaf.url, **common))  # type: ignore[arg-type]
+    hub_node = Node(NodeConfig(name="laptop", data_dir=workdir / "laptop", nats_url=hub.url, **common))  # type: ignore[arg-type]
+    leaf_node = Node(NodeConfig(name="pi", data_dir=workdir / "pi", nats_url=leaf.url, **common))  # type: ignore[arg-type]
     out: dict[str, Any] = {}
     try:
         await hub_node.start()
         await leaf_node.start()
         for host in (hub_node, leaf_node):
-            await host.put_link("kvloop", "wasi:keyvalue/store", "laptop/keyvalue", strict=False)
-        await leaf_node.start_actor("kvloop", kvloop, instances=4)
+            await host.host.put_link("kvloop", "wasi:keyvalue/store", "laptop/keyvalue", strict=False)
+        await leaf_node.host.start_actor("kvloop", kvloop, instances=4)
         # wait until the leaf connection carries the provider's subscription
         deadline = time.monotonic() + 15
-        while await leaf_node.invoke("kvloop", "probe") != 0:
+        while await leaf_node.host.invoke("kvloop", "probe") != 0:
             if time.monotonic() > deadline:
                 raise RuntimeError("the leaf node never reached the hub node's provider")
             await asyncio.sleep(0.1)
@@ -175,7 +176,7 @@ async def _measure_remote(iterations: int, workdir: Path, kvloop: bytes) -> dict
         node_runs, raw_runs = [], []
         for _ in range(3):
             t0 = time.perf_counter()
-            n = await leaf_node.invoke("kvloop", "run", iterations)
+            n = await leaf_node.host.invoke("kvloop", "run", iterations)
             node_runs.append((time.perf_counter() - t0) / iterations)
             assert n == iterations
             t0 = time.perf_counter()
@@ -186,7 +187,7 @@ async def _measure_remote(iterations: int, workdir: Path, kvloop: bytes) -> dict
         out["remote_call_raw_us"] = _best_of(raw_runs) * 1e6
         out["remote_call_ratio"] = out["remote_call_us"] / out["remote_call_raw_us"]
         t0 = time.perf_counter()
-        done = await asyncio.gather(*(leaf_node.invoke("kvloop", "run", iterations) for _ in range(4)))
+        done = await asyncio.gather(*(leaf_node.host.invoke("kvloop", "run", iterations) for _ in range(4)))
         out["remote_calls_per_s"] = sum(done) / (time.perf_counter() - t0)
         await raw_nc_hub.close()
         await raw_nc_leaf.close()
@@ -207,15 +208,15 @@ async def _measure_gpio_edge(presses: int, workdir: Path) -> dict[str, Any]:
     hub, leaf = await start_hub_and_leaf(workdir, "pi")
     simulated = {"gpio": {"backend": "mock"}, "i2c": {"backend": "sim"}, "display": {"driver": "dummy"}}
     common = {"lattice": "bench", "providers": simulated, "nats_jetstream_domain": "hub"}
-    laptop = Host(NodeConfig(name="laptop", data_dir=workdir / "laptop", nats_url=hub.url, **common))  # type: ignore[arg-type]
-    pi = Host(NodeConfig(name="pi", data_dir=workdir / "pi", nats_url=leaf.url, **common))  # type: ignore[arg-type]
+    laptop = Node(NodeConfig(name="laptop", data_dir=workdir / "laptop", nats_url=hub.url, **common))  # type: ignore[arg-type]
+    pi = Node(NodeConfig(name="pi", data_dir=workdir / "pi", nats_url=leaf.url, **common))  # type: ignore[arg-type]
     written = threading.Event()
     stamp = [0.0]
     out: dict[str, Any] = {}
     try:
         await laptop.start()
         await pi.start()
-        gpio: Any = pi.providers["gpio"]
+        gpio: Any = pi.host.providers["gpio"]
         for name in ("configure_output", "toggle"):  # note when the actor's write reaches the provider
             def noting(*args: Any, _op: Any = getattr(gpio, name)) -> Any:
                 result = _op(*args)
@@ -252,15 +253,15 @@ async def _measure_gpio_edge(presses: int, workdir: Path) -> dict[str, Any]:
         for where, host in (("local", pi), ("remote", laptop)):
             target = "local/gpio" if host is pi else "pi/gpio"
             for h in (laptop, pi):
-                await h.put_link("led", "drupelet:hardware/gpio", target, {"pins": "17,27", "events": "17"},
+                await h.host.put_link("led", "drupelet:hardware/gpio", target, {"pins": "17,27", "events": "17"},
                                  strict=False)
-            await host.start_actor("led", led)
+            await host.host.start_actor("led", led)
             await asyncio.to_thread(warm_up)
             times = await asyncio.to_thread(press_and_wait, presses)
             out[f"gpio_edge_to_actor_us_{where}"] = statistics.median(times) * 1e6
-            await host.stop_actor("led")
+            await host.host.stop_actor("led")
             for h in (laptop, pi):
-                await h.del_link("led", "drupelet:hardware/gpio")
+                await h.host.del_link("led", "drupelet:hardware/gpio")
         out["gpio_edge_to_actor_us"] = out["gpio_edge_to_actor_us_remote"]
     finally:
         await pi.stop()
@@ -280,14 +281,15 @@ _CHILD = r"""
 import asyncio, json, sys, time
 from pathlib import Path
 from drupelet.node.config import NodeConfig
-from drupelet.node.host.host import Host
+from drupelet.node.node import Node
 from drupelet.node.runtime import read_component
 from drupelet.node.tools.bench import wat_path, _rss_mb
 
 async def main():
     cfg = NodeConfig(name="bench-mem", lattice="bench", data_dir=Path(sys.argv[1]), nats_embedded_port=0,
                      providers={"keyvalue": {"backend": "memory"}})
-    async with Host(cfg) as host:
+    async with Node(cfg) as node:
+        host = node.host
         await asyncio.sleep(0.5)
         idle = _rss_mb()
         await host.start_actor("noop", read_component(wat_path("noop")), instances=1)

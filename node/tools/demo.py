@@ -96,7 +96,7 @@ def ascii_frame(png: bytes) -> str:
 async def run(cfg: NodeConfig, stop: asyncio.Event) -> int:
     """Run both nodes and the demo until ``stop`` is set."""
     from drupelet.node.lattice.client import LatticeClient
-    from drupelet.node.host.host import Host
+    from drupelet.node.node import Node
     from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
 
     demo_dir = cfg.data_dir / "demo"
@@ -109,7 +109,7 @@ async def run(cfg: NodeConfig, stop: asyncio.Event) -> int:
     assert hub.leafnode_url is not None
     leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=demo_dir / "nats-leaf", jetstream_domain="pi1",
                                                leaf_remotes=[hub.leafnode_url], server_name="pi1-leaf"))
-    hosts: list[Host] = []
+    hosts: list[Node] = []
     try:
         await leaf.start()
         laptop_cfg = dataclasses.replace(
@@ -122,10 +122,10 @@ async def run(cfg: NodeConfig, stop: asyncio.Event) -> int:
         pi_cfg = NodeConfig(name=PI_NODE, lattice=cfg.lattice, labels={"board": "simulated-pi"},
                             data_dir=demo_dir / PI_NODE, nats_url=leaf.url, nats_jetstream_domain="hub",
                             providers=pi_providers(), compile_in_subprocess=cfg.compile_in_subprocess)
-        pi = Host(pi_cfg)
+        pi = Node(pi_cfg)
         await pi.start()
         hosts.append(pi)
-        laptop = Host(laptop_cfg)
+        laptop = Node(laptop_cfg)
         await laptop.start()
         hosts.append(laptop)
         async with await LatticeClient.connect(hub.url, cfg.lattice) as client:
@@ -137,7 +137,7 @@ async def run(cfg: NodeConfig, stop: asyncio.Event) -> int:
         log.info("demo:   drupelet display snapshot %s -o oled.png", pi.name)
         log.info("demo:   drupelet gpio simulate %s %d low     (press the button: the LED toggles)", pi.name, BUTTON_PIN)
         log.info("demo:   drupelet call thermometer now read   drupelet call counter %s hi", COUNTER_SUBJECT)
-        await _drive(pi, demo_dir, stop)
+        await _drive(pi.host, demo_dir, stop)
     finally:
         for host in reversed(hosts):
             await host.stop()

@@ -1,0 +1,197 @@
+"""The host's way into the lattice: deliveries, forwarded messages, remote providers, logs.
+
+:class:`NatsPort` implements :class:`~drupelet.node.host.api.LatticePort` over the node's
+NATS connection. The host calls it; it calls the host back (through
+:class:`~drupelet.node.host.api.HostApi`) for every delivery that arrives.
+
+* An actor running here takes the messages of ``drupelet.<lattice>.deliver.<actor>`` in a
+  queue group named after it, so instances on several nodes share the load. A delivery
+  whose handler fails is answered with the ``Drupelet-Error`` / ``Drupelet-Message``
+  headers rather than left to time out.
+* A provider's event for an actor that does not run here is published to that subject.
+* Calls to other nodes' providers share one reply inbox (:class:`ReplyInbox`).
+* Actor log lines go to ``drupelet.<lattice>.logs.<node>.<actor>`` as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from drupelet.providers.base import Message, Provider
+
+from drupelet.node.errors import DrupeletError
+from drupelet.node.host.api import HostApi
+from drupelet.node.lattice import subjects
+from drupelet.node.lattice.calls import RemoteProvider, ReplyInbox
+from drupelet.node.lattice.connect import unsubscribe_all
+from drupelet.node.lattice.errors import NatsUnavailable
+from drupelet.node.runtime.errors import CallFailed
+
+log = logging.getLogger(__name__)
+
+
+class NatsPort:
+    """One node's NATS side of the host. :meth:`start` before the host starts, :meth:`close` after it stopped."""
+
+    def __init__(self, nc: NatsClient, lattice: str, node: str, *, remote_call_timeout_s: float) -> None:
+        self._nc = nc
+        self.lattice = lattice
+        self.node = node
+        self.remote_call_timeout_s = remote_call_timeout_s
+        self.inbox = ReplyInbox(nc)
+        self._host: HostApi | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deliveries: dict[str, Any] = {}
+        self._remotes: dict[tuple[str, str], RemoteProvider] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    @property
+    def nats(self) -> NatsClient:
+        return self._nc
+
+    def bind(self, host: HostApi) -> None:
+        """The host deliveries go to (set before it starts actors)."""
+        self._host = host
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.inbox.start()
+
+    async def close(self) -> None:
+        """Stop taking deliveries and answering for remote calls. Idempotent."""
+        self._closed = True
+        subs = list(self._deliveries.values())
+        self._deliveries.clear()
+        await unsubscribe_all(subs)
+        await self.inbox.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- deliveries ---------------------------------------------------------------------
+
+    async def actor_added(self, actor: str) -> None:
+        subject = subjects.deliver(self.lattice, actor)
+
+        async def on_delivery(msg: Msg) -> None:
+            self._spawn(self._handle_delivery(actor, msg))
+
+        self._deliveries[actor] = await self._nc.subscribe(subject, queue=actor, cb=on_delivery)
+        await self._nc.flush()  # the server knows the subscription before the start returns
+
+    async def actor_removed(self, actor: str) -> None:
+        sub = self._deliveries.pop(actor, None)
+        if sub is not None:
+            await unsubscribe_all([sub])
+
+    async def _handle_delivery(self, actor: str, msg: Msg) -> None:
+        host = self._host
+        if host is None:
+            return
+        headers = msg.headers or {}
+        subject = headers.get(subjects.HEADER_SUBJECT) or msg.subject
+        try:
+            await host.deliver(actor, subject, msg.data, msg.reply or None)
+        except DrupeletError as exc:
+            log.info("delivery to actor %s failed: %s", actor, exc.message)
+            if msg.reply:
+                await self.reply_error(msg.reply, exc.code, exc.message)
+
+    async def forward(self, actor: str, message: Message) -> None:
+        await self._nc.publish(subjects.deliver(self.lattice, actor), message.body, reply=message.reply_to or "",
+                               headers={subjects.HEADER_SUBJECT: message.subject})
+
+    async def reply_error(self, reply_to: str, code: str, message: str) -> None:
+        """Tell a requester waiting on ``reply_to`` that its message failed (error headers,
+        empty body) rather than leave it to time out."""
+        if not self._nc.is_connected:
+            return
+        try:
+            await self._nc.publish(reply_to, b"", headers={
+                subjects.HEADER_ERROR: code, subjects.HEADER_MESSAGE: message.replace("\n", " ")})
+        except Exception as exc:
+            log.debug("cannot send the error reply to %s: %s", reply_to, exc)
+
+    async def call(self, actor: str, subject: str, body: bytes, timeout_s: float) -> bytes:
+        """Deliver to ``actor`` with a reply inbox and return the body it publishes there.
+
+        An actor running here gets the message directly, so its failure is raised as
+        itself (HandlerError, Trapped…); one elsewhere gets it through the lattice."""
+        if not self._nc.is_connected:
+            raise NatsUnavailable("the node is not connected to NATS")
+        host = self._host
+        if host is None or not host.has_actor(actor):
+            return await self._request(actor, subject, body, timeout_s)
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox, max_msgs=1)
+        try:
+            await host.deliver(actor, subject, body, inbox)
+            try:
+                reply = await sub.next_msg(timeout=timeout_s)
+            except nats.errors.TimeoutError:
+                raise CallFailed(f"actor {actor!r} handled the message but sent no reply within {timeout_s:.1f} s",
+                                 actor=actor) from None
+            return bytes(reply.data)
+        finally:
+            await unsubscribe_all([sub])
+
+    async def _request(self, actor: str, subject: str, body: bytes, timeout_s: float) -> bytes:
+        try:
+            reply = await self._nc.request(subjects.deliver(self.lattice, actor), body, timeout=timeout_s,
+                                           headers={subjects.HEADER_SUBJECT: subject})
+        except nats.errors.NoRespondersError:
+            raise CallFailed(f"no actor {actor!r} runs in lattice {self.lattice!r}", actor=actor) from None
+        except nats.errors.TimeoutError:
+            raise CallFailed(f"actor {actor!r} sent no reply within {timeout_s:.1f} s", actor=actor) from None
+        headers = reply.headers or {}
+        if subjects.HEADER_ERROR in headers:
+            raise CallFailed(f"{headers[subjects.HEADER_ERROR]}: {headers.get(subjects.HEADER_MESSAGE, '')}",
+                             actor=actor)
+        return bytes(reply.data)
+
+    # -- remote providers ------------------------------------------------------------------
+
+    def remote_provider(self, node: str, provider: str) -> Provider:
+        key = (node, provider)
+        remote = self._remotes.get(key)
+        if remote is None:
+            if self._loop is None:
+                raise RuntimeError("the lattice port is not started")
+            remote = RemoteProvider(self._nc, self._loop, self.lattice, self.node, node, provider,
+                                    self.remote_call_timeout_s, inbox=self.inbox)
+            self._remotes[key] = remote
+        return remote
+
+    # -- logs -------------------------------------------------------------------------------
+
+    def publish_log(self, actor: str, level: str, context: str, message: str) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._closed:
+            return
+        payload = json.dumps({"node": self.node, "actor": actor, "level": level, "context": context,
+                              "message": message, "time": time.time()}).encode()
+        subject = subjects.logs(self.lattice, self.node, actor)
+        try:
+            loop.call_soon_threadsafe(self._publish_soon, subject, payload)
+        except RuntimeError:
+            pass  # the loop closed between the check and the call; the line went to the local log
+
+    def _publish_soon(self, subject: str, payload: bytes) -> None:
+        if self._closed or not self._nc.is_connected:
+            return
+        self._spawn(self._nc.publish(subject, payload))

@@ -1,0 +1,295 @@
+"""Capability calls across the lattice, the provider's side.
+
+:class:`ProviderServer` serves this node's providers to actors on other nodes: it checks
+that the lattice has the caller's link, runs the call on the provider in a worker thread
+(quick reads of a bucket held here are answered on the loop), and answers every request
+with the reply envelope, a malformed one included. Handles of resources opened for
+callers are kept here and released when the guest drops them, when the actor stops on
+its node, or when its node stops or stops answering pings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from drupelet.providers.base import Denied, Link, Message, NotFound, PayloadTooLarge, ProviderError, Unavailable, invoke_method
+
+from drupelet.node.host.api import HostApi
+from drupelet.node.lattice import protocol, subjects
+from drupelet.node.lattice.connect import unsubscribe_all
+from drupelet.node.lattice.errors import BadRequest
+from drupelet.node.lattice.protocol import decode, encode
+
+log = logging.getLogger(__name__)
+
+INLINE_OPS = frozenset({"bucket.get", "bucket.exists", "bucket.list_keys", "bucket.get_many", "bucket.release"})
+"""Reads of a bucket's in-memory contents: quick and lock-guarded, so they run on the event
+loop; every other call (writes that fsync, messaging that waits on the network) runs in a
+worker thread."""
+
+BUCKET_METHODS = frozenset({"get", "set", "delete", "exists", "list_keys", "increment", "get_many", "set_many",
+                            "delete_many"})
+RELEASE_TIMEOUT_S = 1.0
+SWEEP_INTERVAL_S = 30.0
+"""How often a provider's node checks that the callers holding handles still answer pings."""
+
+@dataclass
+class _Handle:
+    caller: str
+    source: str
+    link: Link
+    obj: Any
+    """A keyvalue bucket, or a resource whose class lists its ``methods``."""
+
+    def close(self) -> None:
+        close = getattr(self.obj, "close", None)
+        if callable(close):
+            try:
+                close()
+            except ProviderError as exc:
+                log.debug("closing a handle of %s/%s: %s", self.caller, self.source, exc.message)
+
+
+class ProviderServer:
+    """Serves this node's providers to actors on other nodes, through the lattice's links."""
+
+    def __init__(self, host: HostApi, nc: NatsClient) -> None:
+        self.host = host
+        self.nc = nc
+        self.lattice: str = host.lattice
+        self.node: str = host.name
+        self._handles: dict[int, _Handle] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._subs: list[Any] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.sweep_interval_s = SWEEP_INTERVAL_S
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._subs.append(await self.nc.subscribe(subjects.provider_calls_all(self.lattice, self.node),
+                                                  cb=self._on_request))
+        self._subs.append(await self.nc.subscribe(subjects.events_of_kind(self.lattice, "actor_stopped"),
+                                                  cb=self._on_actor_stopped))
+        self._subs.append(await self.nc.subscribe(subjects.events_of_kind(self.lattice, "node_stopped"),
+                                                  cb=self._on_node_stopped))
+        await self.nc.flush()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await unsubscribe_all(self._subs)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        with self._lock:
+            closing = list(self._handles.values())
+            self._handles.clear()
+        for entry in closing:
+            entry.close()
+
+    @property
+    def handles(self) -> int:
+        return len(self._handles)
+
+    async def _on_request(self, msg: Msg) -> None:
+        try:
+            req = protocol.parse_request(msg.data)
+        except BadRequest as exc:
+            await self._send(msg, protocol.error(exc.code, exc.message))
+            return
+        provider_name = msg.subject.rsplit(".", 1)[-1]
+        if self._is_inline(req):  # quick: answer in this callback, in order
+            await self._send(msg, self._reply(lambda: self._inline(req), provider_name))
+            return
+        task = asyncio.ensure_future(self._answer(msg, req, provider_name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _is_inline(self, req: dict[str, Any]) -> bool:
+        """A quick read of a bucket whose contents are in this process (not a proxy to
+        yet another node): answered on the loop. ``_bucket_call`` checks the rest."""
+        handle = req.get("handle")
+        op = req.get("op")
+        entry = self._handles.get(handle) if type(op) is str and op in INLINE_OPS and type(handle) is int else None
+        return entry is not None and not hasattr(entry.obj, "remote")
+
+    def _inline(self, req: dict[str, Any]) -> Any:
+        f = protocol.Fields(req, {"caller", "source", "interface", "op", "args", "handle"})
+        args = decode(req.get("args") or [])
+        if not isinstance(args, list):
+            raise BadRequest("must be a list", field="args")
+        return self._bucket_call(f.string("caller"), f.string("source"), f.string("op").removeprefix("bucket."),
+                                 args, req["handle"])
+
+    async def _answer(self, msg: Msg, req: dict[str, Any], provider_name: str) -> None:
+        reply = await asyncio.to_thread(self._reply, lambda: self._call(provider_name, req), provider_name)
+        await self._send(msg, reply)
+
+    def _reply(self, run: Any, provider_name: str) -> bytes:
+        """Run one call and make its reply envelope, whatever happens: a provider's error
+        is its code, malformed input is ``bad-request``, a bug is ``internal`` (logged)."""
+        try:
+            return protocol.ok(encode(run()))
+        except ProviderError as exc:
+            return protocol.error(exc.code, exc.message)
+        except BadRequest as exc:
+            return protocol.error(exc.code, exc.message)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError,
+                MemoryError) as exc:
+            return protocol.error("bad-request", f"malformed provider call: {type(exc).__name__}: "
+                                                 f"{str(exc)[:200] or 'bad arguments'}")
+        except Exception as exc:
+            log.exception("provider %s: a call failed", provider_name)
+            return protocol.error("internal", f"provider {provider_name} failed: {type(exc).__name__}")
+
+    async def _send(self, msg: Msg, reply: bytes) -> None:
+        if not msg.reply:
+            return
+        try:
+            await self.nc.publish(msg.reply, reply)
+        except Exception as exc:
+            log.warning("cannot send a provider call's reply: %s", exc)
+
+    def _call(self, provider_name: str, req: dict[str, Any]) -> Any:
+        f = protocol.Fields(req, {"caller", "source", "interface", "op", "args", "handle"})
+        caller = f.string("caller", pattern=protocol.NAME)
+        source = f.string("source", pattern=protocol.NAME)
+        interface = f.string("interface")
+        op = f.string("op")
+        args = decode(req.get("args") or [])
+        if not isinstance(args, list):
+            raise BadRequest("must be a list", field="args")
+        if op.startswith("bucket."):
+            return self._bucket_call(caller, source, op.removeprefix("bucket."), args, req.get("handle"))
+        if op.startswith("handle."):
+            return self._handle_call(caller, source, op.removeprefix("handle."), args, req.get("handle"))
+        provider = self.host.provider(provider_name)
+        if provider is None:
+            raise Unavailable(f"no provider {provider_name!r} runs on node {self.node}")
+        link = self.host.link_for(source, interface)
+        if link is None or link.target != f"{self.node}/{provider_name}":
+            raise Denied(f"the lattice has no link from actor {source!r}'s {interface} to "
+                         f"{self.node}/{provider_name}")
+        plain = link.as_link()
+        if interface == "wasi:keyvalue/store" and op == "open":
+            bucket = getattr(provider, "open")(plain, str(args[0]))
+            return {"handle": self._keep(_Handle(caller, source, plain, bucket))}
+        if interface == "wasmcloud:messaging/consumer" and op == "publish":
+            subject, body, reply_to = args
+            self._check_size(body)
+            getattr(provider, "publish")(plain, Message(subject=str(subject), body=bytes(body), reply_to=reply_to))
+            return None
+        if interface == "wasmcloud:messaging/consumer" and op == "request":
+            subject, body, timeout_ms = args
+            self._check_size(body)
+            reply = getattr(provider, "request")(plain, str(subject), bytes(body), int(timeout_ms))
+            return {"subject": reply.subject, "body": reply.body, "reply_to": reply.reply_to}
+        if op in provider.operations.get(interface, frozenset()):
+            self._check_size(*args)
+            result = provider.invoke(plain, op, args)
+            methods = getattr(result, "methods", None)
+            if isinstance(methods, frozenset):
+                return {"$h": self._keep(_Handle(caller, source, plain, result)), "methods": sorted(methods)}
+            return result
+        raise BadRequest(f"{interface} has no remote operation {op!r}")
+
+    def _keep(self, entry: _Handle) -> int:
+        handle = next(self._ids)
+        with self._lock:
+            self._handles[handle] = entry
+        return handle
+
+    def _take(self, caller: str, source: str, handle: Any, what: str, *, release: bool) -> _Handle:
+        """The open handle ``handle`` of ``source`` on node ``caller`` (forgotten if ``release``)."""
+        if not isinstance(handle, int):
+            raise BadRequest("must be an integer", field="handle")
+        with self._lock:
+            entry = self._handles.get(handle)
+            if entry is None or entry.caller != caller or entry.source != source:
+                raise NotFound(f"{what} {handle} is not open for actor {source!r} of node {caller}")
+            if release:
+                del self._handles[handle]
+        return entry
+
+    def _handle_call(self, caller: str, source: str, method: str, args: list[Any], handle: Any) -> Any:
+        entry = self._take(caller, source, handle, "handle", release=method == "release")
+        if method == "release":
+            entry.close()
+            return None
+        self._check_size(*args)
+        return invoke_method(entry.obj, method, args)
+
+    def _check_size(self, *values: Any) -> None:
+        limit = self.host.max_payload_bytes
+        size = sum(len(v) for v in values if isinstance(v, bytes))
+        if size > limit:
+            raise PayloadTooLarge(size, limit)
+
+    def _bucket_call(self, caller: str, source: str, method: str, args: list[Any], handle: Any) -> Any:
+        entry = self._take(caller, source, handle, "bucket handle", release=method == "release")
+        if method == "release":
+            entry.close()
+            return None
+        if method not in BUCKET_METHODS:
+            raise BadRequest(f"buckets have no operation {method!r}")
+        if method == "set":
+            self._check_size(args[1])
+        if method == "set_many":
+            args = [[(str(k), bytes(v)) for k, v in args[0]]]
+        if method == "list_keys":
+            keys, cursor = entry.obj.list_keys(args[0])
+            return [keys, cursor]
+        return getattr(entry.obj, method)(*args)
+
+    def release(self, caller: str, source: str | None = None) -> int:
+        with self._lock:
+            gone = [h for h, e in self._handles.items()
+                    if e.caller == caller and (source is None or e.source == source)]
+            closing = [self._handles.pop(h) for h in gone]
+        for entry in closing:
+            entry.close()
+        if gone:
+            log.info("released %d bucket handle(s) of %s%s", len(gone), caller, f"/{source}" if source else "")
+        return len(gone)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweeping bucket handles failed")
+
+    async def sweep(self, window_s: float = 0.5) -> int:
+        """Release the handles of caller nodes that no longer answer a ping."""
+        callers = {e.caller for e in list(self._handles.values())}
+        if not callers or not self.nc.is_connected:
+            return 0
+        from drupelet.node.lattice.client import LatticeClient
+
+        alive = {n["name"] for n in await LatticeClient(self.nc, self.lattice).ping(window_s)}
+        return sum(self.release(caller) for caller in callers - alive)
+
+    async def _on_actor_stopped(self, msg: Msg) -> None:
+        caller = msg.subject.split(".")[-2]
+        try:
+            actor = json.loads(msg.data)["data"]["actor"]
+        except (ValueError, KeyError, TypeError):
+            return
+        self.release(caller, actor)
+        if caller != self.node:  # this node's own stops are handled where they happen
+            await self.host.actor_stopped(actor, caller)
+
+    async def _on_node_stopped(self, msg: Msg) -> None:
+        self.release(msg.subject.split(".")[-2])
