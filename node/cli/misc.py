@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 
+from drupelet.node.cli.output import emit, table
+
 
 def bench(args: argparse.Namespace) -> int:
-    from drupelet.node.tools.bench import run_bench
+    from drupelet.node.tools.bench import report_rows, run_bench
 
-    return run_bench(iterations=args.iterations, as_json=args.json)
+    results = run_bench(iterations=args.iterations)
+    emit(args, results, table(report_rows(results)))
+    return 0
 
 
 def config_doc(args: argparse.Namespace) -> int:
