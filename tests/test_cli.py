@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -155,6 +156,85 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         yield running
     finally:
         stop_node(running)
+
+
+# -- the parser and the import graph -------------------------------------------------------
+
+HEAVY = ("wasmtime", "nats", "drupelet.node.host")
+"""What ``firstboot`` (every boot of a Pi) and ``config-doc`` must not import."""
+LIGHT_CLI = {"drupelet.node.cli", "drupelet.node.cli.main", "drupelet.node.cli.parser", "drupelet.node.cli.common",
+             "drupelet.node.cli.output", "drupelet.node.cli.misc"}
+
+
+def imported_modules(*args: str) -> set[str]:
+    """The modules ``python -X importtime -m drupelet.node.cli ARGS`` imports."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "drupelet.node.cli", *args],
+                          capture_output=True, text=True, timeout=CALL_TIMEOUT_S, env=env())
+    assert proc.returncode == 0, proc.stderr
+    return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("args", [("firstboot", "--help"), ("config-doc",)])
+def test_boot_time_commands_import_no_nats_wasmtime_or_host(args: tuple[str, ...]) -> None:
+    modules = imported_modules(*args)
+    assert "drupelet.node.system.firstboot" in modules or args[0] != "firstboot"
+    heavy = sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+    assert heavy == [], f"drupelet {' '.join(args)} imported {heavy}"
+    # only the chosen command's module is imported, not every command group's
+    assert {m for m in modules if m.startswith("drupelet.node.cli")} <= LIGHT_CLI
+
+
+def walk_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[
+        tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every (sub)command parser, by its words (``("actor", "start")``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from walk_commands(sub, (*path, name))
+
+
+def test_every_command_has_a_handler_and_the_global_options() -> None:
+    from drupelet.node.cli.parser import Command, build_parser
+
+    commands = dict(walk_commands(build_parser()))
+    leaves = {words for words in commands if not any(other[:-1] == words for other in commands)}
+    assert {("up",), ("actor", "start"), ("link", "del"), ("gpio", "simulate"), ("firstboot",)} <= leaves
+    for words, sub in commands.items():
+        options = {o for a in sub._actions for o in a.option_strings}
+        assert {"--nats", "--lattice", "--creds", "--json", "-v"} <= options, words
+        handler = sub.get_default("handler")
+        if words in leaves:
+            assert isinstance(handler, Command), words
+            assert callable(handler.resolve()), words
+        else:
+            assert handler is None, words
+
+
+def test_help_lists_the_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("up", "actor", "push", "link", "nodes", "inventory", "logs", "events", "display", "gpio",
+                    "call", "bench", "config-doc", "firstboot"):
+        assert f"\n    {command} " in result.stdout, command
+
+
+def test_no_command_prints_the_help_and_exits_2() -> None:
+    result = run()
+    assert result.returncode == 2
+    assert result.stdout.startswith("usage: drupelet [-h] [--nats URL]") and "COMMAND" in result.stdout
+
+
+def test_a_usage_error_exits_2_with_argparse_s_message() -> None:
+    result = run("actor", "scale", "echo", "many")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == "drupelet actor scale: error: argument instances: invalid int value: 'many'"
+
+
+def test_a_bad_actor_name_is_one_line_without_a_server() -> None:
+    result = run("--nats", f"nats://127.0.0.1:{free_port()}", "call", "no such", "s")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "drupelet: actor 'no such' cannot be a subject token: use A-Z a-z 0-9 _ -\n"
 
 
 # -- call ---------------------------------------------------------------------------------

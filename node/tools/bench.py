@@ -312,33 +312,32 @@ def _memory_in_child(workdir: Path) -> dict[str, float]:
     return result
 
 
-def run_bench(*, iterations: int = 2000, as_json: bool = False) -> int:
+def run_bench(*, iterations: int = 2000) -> dict[str, Any]:
+    """Every figure (rounded) and ``targets``: what ``drupelet bench --json`` prints."""
     with tempfile.TemporaryDirectory(prefix="drupelet-bench-") as tmp:
         results = asyncio.run(_measure(iterations, Path(tmp)))
     results = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
     results["targets"] = TARGETS
-    if as_json:
-        print(json.dumps(results, indent=2, sort_keys=True))
-        return 0
-    rows = [
-        ("import call (node / raw wasmtime-py)", f"{results['import_call_us']:.1f} µs / {results['import_call_raw_us']:.1f} µs",
-         f"{results['import_call_ratio']:.2f}×", f"≤ {TARGETS['import_call_ratio']}×"),
-        ("message to actor and answer (node / raw)", f"{results['message_us']:.1f} µs / {results['message_raw_us']:.1f} µs",
-         f"{results['message_ratio']:.2f}×", f"≤ {TARGETS['message_ratio']}×"),
-        ("actor start from compile cache", f"{results['actor_start_cached_ms']:.1f} ms", "",
-         f"≤ {TARGETS['actor_start_cached_ms']:.0f} ms"),
-        ("actor → provider on another node (node / raw NATS)",
+    return results
+
+
+def report_rows(results: dict[str, Any]) -> list[list[str]]:
+    """The figures for people: what, node / raw, ratio, target (``drupelet bench`` prints them as a table)."""
+    return [
+        ["import call (node / raw wasmtime-py)", f"{results['import_call_us']:.1f} µs / {results['import_call_raw_us']:.1f} µs",
+         f"{results['import_call_ratio']:.2f}×", f"≤ {TARGETS['import_call_ratio']}×"],
+        ["message to actor and answer (node / raw)", f"{results['message_us']:.1f} µs / {results['message_raw_us']:.1f} µs",
+         f"{results['message_ratio']:.2f}×", f"≤ {TARGETS['message_ratio']}×"],
+        ["actor start from compile cache", f"{results['actor_start_cached_ms']:.1f} ms", "",
+         f"≤ {TARGETS['actor_start_cached_ms']:.0f} ms"],
+        ["actor → provider on another node (node / raw NATS)",
          f"{results['remote_call_us']:.1f} µs / {results['remote_call_raw_us']:.1f} µs",
-         f"{results['remote_call_ratio']:.2f}×", f"≤ {TARGETS['remote_call_ratio']}×"),
-        ("remote calls per second, 4 instances", f"{results['remote_calls_per_s']:.0f}/s", "", ""),
-        ("GPIO edge to the actor's LED write, same node",
-         f"{results['gpio_edge_to_actor_us_local']:.0f} µs", "", ""),
-        ("GPIO edge to the actor's LED write, across hub and leaf",
-         f"{results['gpio_edge_to_actor_us_remote']:.0f} µs", "", ""),
-        ("node idle RSS", f"{results['node_rss_mb']:.1f} MB", "", f"≤ {TARGETS['node_rss_mb']:.0f} MB"),
-        ("per small actor instance", f"{results['instance_rss_mb']:.2f} MB", "", f"≤ {TARGETS['instance_rss_mb']:.0f} MB"),
+         f"{results['remote_call_ratio']:.2f}×", f"≤ {TARGETS['remote_call_ratio']}×"],
+        ["remote calls per second, 4 instances", f"{results['remote_calls_per_s']:.0f}/s", "", ""],
+        ["GPIO edge to the actor's LED write, same node",
+         f"{results['gpio_edge_to_actor_us_local']:.0f} µs", "", ""],
+        ["GPIO edge to the actor's LED write, across hub and leaf",
+         f"{results['gpio_edge_to_actor_us_remote']:.0f} µs", "", ""],
+        ["node idle RSS", f"{results['node_rss_mb']:.1f} MB", "", f"≤ {TARGETS['node_rss_mb']:.0f} MB"],
+        ["per small actor instance", f"{results['instance_rss_mb']:.2f} MB", "", f"≤ {TARGETS['instance_rss_mb']:.0f} MB"],
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-    return 0

@@ -1,0 +1,32 @@
+"""``drupelet bench``, ``config-doc`` and ``firstboot``: commands that need no running lattice.
+
+``config-doc`` and ``firstboot`` import neither nats-py nor wasmtime: ``firstboot`` runs at
+every boot of a Pi.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from drupelet.node.cli.output import emit, table
+
+
+def bench(args: argparse.Namespace) -> int:
+    from drupelet.node.tools.bench import report_rows, run_bench
+
+    results = run_bench(iterations=args.iterations)
+    emit(args, results, table(report_rows(results)))
+    return 0
+
+
+def config_doc(args: argparse.Namespace) -> int:
+    from drupelet.node.config import schema_markdown
+
+    print(schema_markdown())
+    return 0
+
+
+def firstboot(args: argparse.Namespace) -> int:
+    from drupelet.node.system.firstboot import run
+
+    return run(args)

@@ -1,0 +1,84 @@
+"""How commands print: aligned tables for people, JSON for scripts (``--json``).
+
+Also used by ``drupelet bench``'s report. Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def table(rows: Sequence[Sequence[str]], headers: Sequence[str] | None = None) -> str:
+    """Columns padded to their widest cell, two spaces apart; ``headers`` (upper-cased) on top."""
+    head = [[h.upper() for h in headers]] if headers is not None else []
+    every = [*head, *([str(c) for c in r] for r in rows)]
+    if not every:
+        return ""
+    widths = [max(len(r[i]) for r in every) for i in range(len(every[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in every)
+
+
+def to_json(data: Any, *, one_line: bool = False) -> str:
+    """``data`` as the CLI prints it: indented with sorted keys, or one line as given."""
+    return json.dumps(data) if one_line else json.dumps(data, indent=2, sort_keys=True)
+
+
+def emit(args: argparse.Namespace, data: Any, text: str, *, one_line: bool = False) -> None:
+    """Print ``data`` as JSON under ``--json``, else ``text`` (flushed: a pipe sees each line at once)."""
+    print(to_json(data, one_line=one_line) if args.json else text, flush=True)
+
+
+def key_values(values: Mapping[str, Any]) -> str:
+    """``{"a": 1, "b": 2}`` as ``a=1,b=2``, by key."""
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items()))
+
+
+def links_table(links: Sequence[Mapping[str, Any]]) -> str:
+    return table([[l["source"], l["interface"], l["target"], key_values(l["config"])] for l in links],
+                 ["source", "interface", "target", "config"])
+
+
+def nodes_table(nodes: Sequence[Mapping[str, Any]]) -> str:
+    """The summaries of a ping (``drupelet nodes``)."""
+    rows = [[n["name"], key_values(n.get("labels", {})), str(n.get("actors", "")), ",".join(n.get("providers", [])),
+             n.get("version", ""), f"{n.get('uptime_s', 0):.0f}s"] for n in nodes]
+    return table(rows, ["node", "labels", "actors", "providers", "version", "uptime"])
+
+
+def inventory_text(inv: Mapping[str, Any]) -> str:
+    """One node's inventory: a summary line, then its actors, providers, links and hardware."""
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(inv.get("labels", {}).items())) or "-"
+    out = [f"node {inv['name']} (lattice {inv['lattice']}, labels {labels}, drupelet {inv['version']}, "
+           f"up {inv['uptime_s']:.0f}s, NATS {'connected' if inv['nats']['connected'] else 'DISCONNECTED'})"]
+    out.append(table([[a["name"], str(a["instances"]), a["digest"][:12], str(a["calls"]), str(a["traps"])]
+                      for a in inv["actors"]], ["actor", "instances", "digest", "calls", "traps"]))
+    out.append(table([[p["name"], p["health"], ", ".join(p["interfaces"])] for p in inv["providers"]],
+                     ["provider", "health", "interfaces"]))
+    out.append(links_table(inv["links"]))
+    out.extend(hardware_tables(inv.get("hardware") or {}))
+    return "\n\n".join(out)
+
+
+def hardware_tables(hw: Mapping[str, Any]) -> list[str]:
+    """The inventory's hardware as tables: pins in use, I2C buses, displays."""
+    out = []
+    gpio = hw.get("gpio")
+    if gpio:
+        sim = " (simulated)" if gpio.get("simulated") else ""
+        rows = [[str(p["pin"]), p["mode"], p["owner"] or "-", str(p["value"])] for p in gpio.get("pins", [])]
+        rows += [[str(p["pin"]), "released", "-", str(p["value"])] for p in gpio.get("released", [])]
+        out.append(f"GPIO: {gpio.get('backend')}{sim}\n" + table(rows, ["pin", "mode", "owner", "value"]))
+    i2c = hw.get("i2c")
+    if i2c:
+        sim = " (simulated)" if i2c.get("simulated") else ""
+        rows = [[b["name"], b["device"], " ".join(b.get("devices", [])) or "-"] for b in i2c.get("buses", [])]
+        out.append(f"I2C: {i2c.get('backend')}{sim}\n" + table(rows, ["bus", "device", "addresses found"]))
+    displays = (hw.get("display") or {}).get("displays", [])
+    if displays:
+        rows = [[d["name"], d["driver"] + (" (simulated)" if d.get("simulated") else ""),
+                 f"{d['width']}x{d['height']}", d["mode"], d.get("owner") or "-"] for d in displays]
+        out.append(table(rows, ["display", "driver", "size", "mode", "owner"]))
+    return out

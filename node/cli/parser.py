@@ -1,0 +1,191 @@
+"""Every ``drupelet`` command and its options: the CLI's reference in one place.
+
+The global options live in one parent parser, given to the top parser and to every
+(sub)command, so they work before or after the command. They default to *absent*
+(``argparse.SUPPRESS``): a subcommand's parser would otherwise overwrite what was given
+before it with its own default. :func:`resolve_globals` then fills them from the
+environment (``DRUPELET_NATS``, ``DRUPELET_LATTICE``, ``DRUPELET_CREDS``, ``DRUPELET_JSON``).
+
+Each command sets ``handler``: a :class:`Command` naming the function that runs it, in
+the module of its group. That module is imported only when its command runs, so
+``drupelet firstboot`` at boot never imports nats-py, wasmtime or the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from drupelet.node import __version__
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    """The handler of a command: ``function`` of ``drupelet.node.cli.<module>``, imported when called."""
+
+    module: str
+    function: str
+
+    def resolve(self) -> Handler:
+        module = importlib.import_module(f"drupelet.node.cli.{self.module}")
+        return cast(Handler, getattr(module, self.function))
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        return self.resolve()(args)
+
+
+def global_options() -> argparse.ArgumentParser:
+    """The parent parser of every command: ``--nats``, ``--lattice``, ``--creds``, ``--json``, ``-v``."""
+    parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    g = parent.add_argument_group("global options")
+    g.add_argument("--nats", metavar="URL", help="NATS server URL [env DRUPELET_NATS]")
+    g.add_argument("--lattice", metavar="NAME", help="lattice name [env DRUPELET_LATTICE]")
+    g.add_argument("--creds", metavar="FILE", help="NATS credentials file [env DRUPELET_CREDS]")
+    g.add_argument("--json", action="store_true", help="machine-readable output [env DRUPELET_JSON=1]")
+    g.add_argument("-v", "--verbose", action="count",
+                   help="more log output: -v for debug (other commands than up: -v info, -vv debug)")
+    return parent
+
+
+def resolve_globals(args: argparse.Namespace) -> None:
+    """The global options as given, else from the environment; ``nats``, ``lattice`` and
+    ``creds`` stay None when neither names them (``up`` then runs its embedded server)."""
+    args.nats = getattr(args, "nats", None) or os.environ.get("DRUPELET_NATS") or None
+    args.lattice = getattr(args, "lattice", None) or os.environ.get("DRUPELET_LATTICE") or None
+    args.creds = getattr(args, "creds", None) or os.environ.get("DRUPELET_CREDS") or None
+    args.json = bool(getattr(args, "json", False) or os.environ.get("DRUPELET_JSON", "") not in ("", "0"))
+    args.verbose = getattr(args, "verbose", 0)
+
+
+class _Commands:
+    """Adds (sub)commands that all take the global options."""
+
+    def __init__(self, parser: argparse.ArgumentParser, parent: argparse.ArgumentParser, dest: str,
+                 metavar: str, *, required: bool) -> None:
+        self._sub = parser.add_subparsers(dest=dest, metavar=metavar, required=required)
+        self._parent = parent
+
+    def add(self, name: str, help_text: str, handler: Command | None = None) -> argparse.ArgumentParser:
+        p = self._sub.add_parser(name, help=help_text, description=help_text, parents=[self._parent])
+        if handler is not None:
+            p.set_defaults(handler=handler)
+        return p
+
+    def group(self, name: str, help_text: str, dest: str) -> _Commands:
+        """A command whose actions are subcommands (``actor start``)."""
+        return _Commands(self.add(name, help_text), self._parent, dest, "ACTION", required=True)
+
+
+def _selector(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--node", help="node name")
+    g.add_argument("--label", action="append", default=[], metavar="K=V", help="every node with these labels")
+
+
+def _config_pairs(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--config", action="append", default=[], metavar="K=V", help=f"{what} (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parent = global_options()
+    parser = argparse.ArgumentParser(prog="drupelet", description="A lattice node for Raspberry Pi.",
+                                     parents=[parent])
+    parser.add_argument("--version", action="version", version=f"drupelet {__version__}")
+    # -v counts from INFO for `up` and from WARNING for every other command
+    parser.set_defaults(handler=None, default_verbosity=-1)
+    commands = _Commands(parser, parent, "command", "COMMAND", required=False)
+
+    up = commands.add("up", "run a node (with an embedded nats-server unless --nats or the config names one)",
+                      Command("up", "up"))
+    up.set_defaults(default_verbosity=0)
+    up.add_argument("--config", type=Path, metavar="FILE", help="node config (TOML)")
+    up.add_argument("--name", help="node name (default: config, then the host name)")
+    up.add_argument("--label", action="append", default=[], metavar="K=V", help="add a label (repeatable)")
+    up.add_argument("--data-dir", type=Path, metavar="DIR", help="state directory")
+    up.add_argument("--demo", action="store_true",
+                    help="run the hardware demo instead: this node plus a simulated Pi node (pi-1) on a leaf "
+                         "server, the thermometer actor here driving the Pi's sensor, OLED and LED")
+
+    actor = commands.group("actor", "build, start, stop, scale and list actors", "actor_command")
+    build = actor.add("build", "build a Python actor directory into a component", Command("actors", "build"))
+    build.add_argument("dir", type=Path)
+    build.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    start = actor.add("start", "start an actor from a pushed artifact on a node, or on every node with the labels",
+                      Command("actors", "start"))
+    start.add_argument("ref", metavar="DIGEST|NAME", help="artifact digest (sha256:… or hex) or the name it was pushed with")
+    start.add_argument("--name", required=True, help="actor name")
+    start.add_argument("--instances", type=int, default=1)
+    _config_pairs(start, "config value")
+    _selector(start)
+    stop = actor.add("stop", "stop an actor", Command("actors", "stop"))
+    stop.add_argument("name")
+    _selector(stop, required=False)
+    scale = actor.add("scale", "change how many instances of an actor run", Command("actors", "scale"))
+    scale.add_argument("name")
+    scale.add_argument("instances", type=int)
+    _selector(scale, required=False)
+    actor.add("list", "list the actors of every node", Command("actors", "list_actors"))
+
+    push = commands.add("push", "upload a component to the lattice's artifact store and print its digest",
+                        Command("actors", "push"))
+    push.add_argument("file", type=Path)
+    push.add_argument("--name", help="a name to start it by (default: the file name without .wasm)")
+    push.add_argument("--domain", default=None, help="JetStream domain of the store (a leaf's hub)")
+
+    link = commands.group("link", "put, delete and list the lattice's links", "link_command")
+    lput = link.add("put", "link an actor's import to a provider (every node follows)", Command("links", "put"))
+    lput.add_argument("source", help="actor name")
+    lput.add_argument("interface", help="an interface (wasi:keyvalue/store) or a package (wasi:keyvalue)")
+    lput.add_argument("target", help="local/<provider> or <node>/<provider>")
+    _config_pairs(lput, "link config")
+    ldel = link.add("del", "delete a link (or every link of a package)", Command("links", "delete"))
+    ldel.add_argument("source")
+    ldel.add_argument("interface")
+    link.add("list", "list the lattice's links", Command("links", "list_links"))
+
+    commands.add("nodes", "list the nodes of the lattice", Command("observe", "nodes"))
+    inventory = commands.add("inventory", "show a node's actors, providers and links (default: every node)",
+                             Command("observe", "inventory"))
+    inventory.add_argument("node", nargs="?")
+    logs = commands.add("logs", "show actor logs from every node", Command("observe", "logs"))
+    logs.add_argument("-f", "--follow", action="store_true", required=True, help="stream until interrupted")
+    logs.add_argument("--actor", help="only this actor")
+    events = commands.add("events", "show node events (CloudEvents) from every node", Command("observe", "events"))
+    events.add_argument("-f", "--follow", action="store_true", required=True, help="stream until interrupted")
+
+    display = commands.group("display", "the displays of nodes", "display_command")
+    snap = display.add("snapshot", "save what a node's display shows as a PNG", Command("hardware", "display_snapshot"))
+    snap.add_argument("node")
+    snap.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    snap.add_argument("--provider", default="display", help="the display provider's name")
+
+    gpio = commands.group("gpio", "the GPIO pins of nodes", "gpio_command")
+    gsim = gpio.add("simulate", "drive a simulated input pin high or low (a button press is low)",
+                    Command("hardware", "gpio_simulate"))
+    gsim.add_argument("node")
+    gsim.add_argument("pin", type=int)
+    gsim.add_argument("level", choices=["high", "low"])
+
+    call = commands.add("call", "send a message to an actor's handler and print its reply", Command("call", "call"))
+    call.add_argument("actor")
+    call.add_argument("subject", help="the subject the actor's handler sees")
+    call.add_argument("body", nargs="?", default="", help="message body (default: empty; - reads stdin)")
+    call.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+
+    bench = commands.add("bench", "measure the node against raw wasmtime-py baselines", Command("misc", "bench"))
+    bench.add_argument("--iterations", type=int, default=2000, help="calls per measurement")
+
+    commands.add("config-doc", "print the node config reference (Markdown)", Command("misc", "config_doc"))
+
+    from drupelet.node.system.firstboot import add_arguments as firstboot_arguments
+
+    firstboot_arguments(commands.add("firstboot", "validate the boot partition's drupelet.toml and install it "
+                                     "to /etc/drupelet", Command("misc", "firstboot")))
+    return parser
