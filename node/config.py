@@ -1,8 +1,18 @@
-"""The node config: one TOML file, validated on load against one schema.
+"""The node config: one TOML file, declared once, validated on load.
 
-Every key, its type, default and meaning is in :data:`SCHEMA`; ``docs/config.md`` is
-generated from the same table by ``drupelet config-doc``. An unknown key or a wrong type
-is a :class:`~drupelet.node.errors.ConfigError` naming the key.
+Every section is a msgspec ``Struct`` below (:class:`NodeSection`, :class:`NatsSection`,
+:class:`LimitsSection`, :class:`RuntimeSection`, :class:`ActorEntry`, :class:`LinkEntry`):
+each key's type, default, constraints and meaning are written there and nowhere else.
+:func:`parse` validates a document against them, each ``[providers.<name>]`` table against
+its provider's own schema (:attr:`drupelet.providers.base.Provider.config_schema`), and
+builds a :class:`NodeConfig`, whose defaults are read from the same declarations.
+``drupelet config-doc`` and docs/config.md are generated from them by :func:`schema_markdown`.
+
+An unknown key or a wrong value is a :class:`~drupelet.node.errors.ConfigError`: one line
+naming the file, the key and what it accepts.
+
+This module sits below every layer of the node (the host, the lattice and the system
+code read it); it imports only the providers' schema helper and registry.
 """
 
 from __future__ import annotations
@@ -11,14 +21,130 @@ import os
 import re
 import socket
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from drupelet.providers.registry import discover_providers
+from drupelet.providers.schema import SchemaError, convert, key_docs, markdown_table
 
 from drupelet.node.errors import ConfigError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+Scalar = str | int | float | bool
+"""A config or label value as written; numbers and booleans are kept as their text."""
+
+Positive = Meta(gt=0)
+NotNegative = Meta(ge=0)
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A table of the node config."""
+
+
+class NodeSection(_Section):
+    """``[node]``"""
+
+    name: Annotated[str | None, Meta(description="node name, unique in the lattice; default: the host name")] = None
+    lattice: Annotated[str, Meta(description="lattice name; subjects are drupelet.<lattice>.…")] = "default"
+    labels: Annotated[dict[str, Scalar], Meta(description="labels (string → string) used to select nodes")] = {}
+    data_dir: Annotated[str, Meta(description="state, buckets and the compile cache; default: $STATE_DIRECTORY "
+                                              "or ~/.local/state/drupelet")] = ""
+
+
+class NatsSection(_Section):
+    """``[nats]``"""
+
+    url: Annotated[str, Meta(description="NATS server to connect to; empty: start an embedded nats-server")] = ""
+    embedded_host: Annotated[str, Meta(description="listen address of the embedded server")] = "127.0.0.1"
+    embedded_port: Annotated[int, Meta(ge=0, le=65535, description="client port of the embedded server "
+                                                                   "(0: any free port)")] = 4222
+    embedded_jetstream: Annotated[bool, Meta(description="enable JetStream on the embedded server")] = True
+    connect_timeout_s: Annotated[float, Meta(gt=0, description="how long to wait for the first connection")] = 5.0
+    creds: Annotated[str, Meta(description="NATS credentials file for the connection")] = ""
+    jetstream_domain: Annotated[str, Meta(description="JetStream domain of the lattice's shared artifacts and "
+                                                      "state (the hub's, in a leaf setup); empty: the connected "
+                                                      "server's")] = ""
+
+
+class LimitsSection(_Section):
+    """``[limits]``"""
+
+    call_deadline_ms: Annotated[int, Meta(gt=0, description="how long one call into an actor may run "
+                                                            "(epoch deadline)")] = 5000
+    max_memory_bytes: Annotated[int, Meta(gt=0, description="linear-memory cap per actor instance")] = 256 << 20
+    max_payload_bytes: Annotated[int, Meta(gt=0, description="largest message body or value an actor may send "
+                                                             "or receive")] = 1 << 20
+    max_queue: Annotated[int, Meta(gt=0, description="messages waiting per actor before deliveries are "
+                                                     "refused")] = 1000
+    stop_timeout_s: Annotated[float, Meta(ge=0, description="how long stopping an actor waits for in-flight "
+                                                            "calls")] = 5.0
+    remote_call_timeout_ms: Annotated[int, Meta(gt=0, description="deadline of a call to a provider on another "
+                                                                  "node (a link's timeout_ms config overrides "
+                                                                  "it)")] = 2000
+    health_check_interval_s: Annotated[float, Meta(gt=0, description="how often provider health is read; a "
+                                                                     "change is an event")] = 5.0
+    heartbeat_interval_s: Annotated[float, Meta(gt=0, description="how often the node publishes a heartbeat "
+                                                                  "event with its inventory")] = 30.0
+    trap_backoff_base_ms: Annotated[int, Meta(ge=0, description="first delay before replacing an instance that "
+                                                                "keeps trapping")] = 100
+    trap_backoff_max_ms: Annotated[int, Meta(ge=0, description="longest such delay (at least "
+                                                               "trap_backoff_base_ms)")] = 30000
+
+
+class RuntimeSection(_Section):
+    """``[runtime]``"""
+
+    epoch_tick_ms: Annotated[int, Meta(gt=0, description="granularity of call deadlines")] = 10
+    compile_in_subprocess: Annotated[bool, Meta(description="compile components in a short-lived child "
+                                                            "process")] = True
+    cache_dir: Annotated[str, Meta(description="compile cache; default: <data_dir>/cache")] = ""
+
+
+class ActorEntry(_Section):
+    """``[[actors]]``: an actor the node starts from a file."""
+
+    name: Annotated[str, Meta(description="actor name")]
+    file: Annotated[str, Meta(description="path to the component, relative to the config file")]
+    instances: Annotated[int, Meta(ge=1, le=1000, description="how many instances to run")] = 1
+    config: Annotated[dict[str, Scalar], Meta(description="config values the actor reads through "
+                                                           "wasi:config")] = {}
+
+
+class LinkEntry(_Section):
+    """``[[links]]``: a link of this node's own (the lattice's links come from its state)."""
+
+    source: Annotated[str, Meta(description="actor name")]
+    interface: Annotated[str, Meta(description="an interface (wasi:keyvalue/store) or a package (wasi:keyvalue)")]
+    target: Annotated[str, Meta(description="local/<provider> or <node>/<provider>")]
+    config: Annotated[dict[str, Scalar], Meta(description="link config")] = {}
+
+
+SECTIONS: dict[str, type[_Section]] = {"node": NodeSection, "nats": NatsSection, "limits": LimitsSection,
+                                       "runtime": RuntimeSection}
+"""The tables of the node config, by name; ``[providers.<name>]``, ``[[actors]]`` and
+``[[links]]`` come after them."""
+ENTRIES: dict[str, type[_Section]] = {"actors": ActorEntry, "links": LinkEntry}
+TOP_LEVEL = (*SECTIONS, "providers", *ENTRIES)
+
+DERIVED = {"node": {"name": "the host name", "data_dir": "$STATE_DIRECTORY or ~/.local/state/drupelet"},
+           "runtime": {"cache_dir": "<data_dir>/cache"}}
+"""Keys whose default is worked out at run time, with how (the docs show this)."""
+
+
+def _default(section: type[_Section], key: str) -> Any:
+    for f in msgspec.structs.fields(section):
+        if f.name == key:
+            if f.default_factory is not msgspec.NODEFAULT:
+                return f.default_factory()
+            return f.default
+    raise KeyError(key)
 
 
 def default_node_name() -> str:
@@ -35,60 +161,10 @@ def default_data_dir() -> Path:
     return Path(base) / "drupelet"
 
 
-# (section, key) -> (type, default, doc). A default of None means "derived", see doc.
-SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], Any, str]]] = {
-    "node": {
-        "name": (str, None, "node name, unique in the lattice; default: the host name"),
-        "lattice": (str, "default", "lattice name; subjects are drupelet.<lattice>.…"),
-        "labels": (dict, {}, "labels (string → string) used to select nodes"),
-        "data_dir": (str, None, "state, buckets and the compile cache; default: $STATE_DIRECTORY or ~/.local/state/drupelet"),
-    },
-    "nats": {
-        "url": (str, "", "NATS server to connect to; empty: start an embedded nats-server"),
-        "embedded_host": (str, "127.0.0.1", "listen address of the embedded server"),
-        "embedded_port": (int, 4222, "client port of the embedded server (0: any free port)"),
-        "embedded_jetstream": (bool, True, "enable JetStream on the embedded server"),
-        "connect_timeout_s": (float, 5.0, "how long to wait for the first connection"),
-        "creds": (str, "", "NATS credentials file for the connection"),
-        "jetstream_domain": (str, "", "JetStream domain of the lattice's shared artifacts and state (the hub's, in a leaf setup); empty: the connected server's"),
-    },
-    "limits": {
-        "call_deadline_ms": (int, 5000, "how long one call into an actor may run (epoch deadline)"),
-        "max_memory_bytes": (int, 256 << 20, "linear-memory cap per actor instance"),
-        "max_payload_bytes": (int, 1 << 20, "largest message body or value an actor may send or receive"),
-        "max_queue": (int, 1000, "messages waiting per actor before deliveries are refused"),
-        "stop_timeout_s": (float, 5.0, "how long stopping an actor waits for in-flight calls"),
-        "remote_call_timeout_ms": (int, 2000, "deadline of a call to a provider on another node (a link's "
-                                   "timeout_ms config overrides it)"),
-        "health_check_interval_s": (float, 5.0, "how often provider health is read; a change is an event"),
-        "heartbeat_interval_s": (float, 30.0, "how often the node publishes a heartbeat event with its inventory"),
-        "trap_backoff_base_ms": (int, 100, "first delay before replacing an instance that keeps trapping"),
-        "trap_backoff_max_ms": (int, 30000, "longest such delay"),
-    },
-    "runtime": {
-        "epoch_tick_ms": (int, 10, "granularity of call deadlines"),
-        "compile_in_subprocess": (bool, True, "compile components in a short-lived child process"),
-        "cache_dir": (str, None, "compile cache; default: <data_dir>/cache"),
-    },
-}
-
-ACTOR_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
-    "name": (str, None, "actor name (required)"),
-    "file": (str, None, "path to the component, relative to the config file (required)"),
-    "instances": (int, 1, "how many instances to run"),
-    "config": (dict, {}, "config values the actor reads through wasi:config"),
-}
-
-LINK_KEYS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
-    "source": (str, None, "actor name (required)"),
-    "interface": (str, None, "an interface (wasi:keyvalue/store) or a package (wasi:keyvalue) (required)"),
-    "target": (str, None, "local/<provider> or <node>/<provider> (required)"),
-    "config": (dict, {}, "link config, string values"),
-}
-
-
 @dataclass(frozen=True)
 class ActorSpec:
+    """An ``[[actors]]`` entry, validated, its file resolved."""
+
     name: str
     file: Path
     instances: int = 1
@@ -97,37 +173,48 @@ class ActorSpec:
 
 @dataclass(frozen=True)
 class LinkSpec:
+    """A ``[[links]]`` entry, validated."""
+
     source: str
     interface: str
     target: str
     config: dict[str, str] = field(default_factory=dict)
 
 
+def _d(section: type[_Section], key: str) -> Any:
+    """A :class:`NodeConfig` field default read from the section's declaration."""
+    value = _default(section, key)
+    return field(default_factory=lambda: type(value)(value)) if isinstance(value, (dict, list)) else value
+
+
 @dataclass
 class NodeConfig:
+    """The node config as the node uses it: the sections flattened (``[nats] url`` is
+    ``nats_url``), paths resolved. Defaults come from the section declarations."""
+
     name: str = field(default_factory=default_node_name)
-    lattice: str = "default"
+    lattice: str = _d(NodeSection, "lattice")
     labels: dict[str, str] = field(default_factory=dict)
     data_dir: Path = field(default_factory=default_data_dir)
-    nats_url: str = ""
-    nats_embedded_host: str = "127.0.0.1"
-    nats_embedded_port: int = 4222
-    nats_embedded_jetstream: bool = True
-    nats_connect_timeout_s: float = 5.0
-    nats_creds: str = ""
-    nats_jetstream_domain: str = ""
-    call_deadline_ms: int = 5000
-    max_memory_bytes: int = 256 << 20
-    max_payload_bytes: int = 1 << 20
-    max_queue: int = 1000
-    stop_timeout_s: float = 5.0
-    heartbeat_interval_s: float = 30.0
-    health_check_interval_s: float = 5.0
-    remote_call_timeout_ms: int = 2000
-    trap_backoff_base_ms: int = 100
-    trap_backoff_max_ms: int = 30000
-    epoch_tick_ms: int = 10
-    compile_in_subprocess: bool = True
+    nats_url: str = _d(NatsSection, "url")
+    nats_embedded_host: str = _d(NatsSection, "embedded_host")
+    nats_embedded_port: int = _d(NatsSection, "embedded_port")
+    nats_embedded_jetstream: bool = _d(NatsSection, "embedded_jetstream")
+    nats_connect_timeout_s: float = _d(NatsSection, "connect_timeout_s")
+    nats_creds: str = _d(NatsSection, "creds")
+    nats_jetstream_domain: str = _d(NatsSection, "jetstream_domain")
+    call_deadline_ms: int = _d(LimitsSection, "call_deadline_ms")
+    max_memory_bytes: int = _d(LimitsSection, "max_memory_bytes")
+    max_payload_bytes: int = _d(LimitsSection, "max_payload_bytes")
+    max_queue: int = _d(LimitsSection, "max_queue")
+    stop_timeout_s: float = _d(LimitsSection, "stop_timeout_s")
+    heartbeat_interval_s: float = _d(LimitsSection, "heartbeat_interval_s")
+    health_check_interval_s: float = _d(LimitsSection, "health_check_interval_s")
+    remote_call_timeout_ms: int = _d(LimitsSection, "remote_call_timeout_ms")
+    trap_backoff_base_ms: int = _d(LimitsSection, "trap_backoff_base_ms")
+    trap_backoff_max_ms: int = _d(LimitsSection, "trap_backoff_max_ms")
+    epoch_tick_ms: int = _d(RuntimeSection, "epoch_tick_ms")
+    compile_in_subprocess: bool = _d(RuntimeSection, "compile_in_subprocess")
     cache_dir: Path | None = None
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     actors: list[ActorSpec] = field(default_factory=list)
@@ -139,43 +226,22 @@ class NodeConfig:
         return self.cache_dir or (self.data_dir / "cache")
 
     def check(self) -> None:
-        """Cross-field checks, also run after command-line overrides."""
+        """Checks across keys and of values set in code or on the command line (the
+        file's values were checked against the declarations when it was parsed)."""
         _check_name(self.name, "node.name", self.source)
         _check_name(self.lattice, "node.lattice", self.source)
-        for key, value in self.labels.items():
-            if not LABEL_KEY.match(key) or not isinstance(value, str):
-                raise ConfigError(f"label {key!r}={value!r}: keys are [A-Za-z0-9_.-], values strings",
-                                  key="node.labels", path=self.source)
-        positive: dict[str, int | float] = {
-            "limits.call_deadline_ms": self.call_deadline_ms,
-            "limits.max_memory_bytes": self.max_memory_bytes,
-            "limits.max_payload_bytes": self.max_payload_bytes,
-            "limits.max_queue": self.max_queue,
-            "runtime.epoch_tick_ms": self.epoch_tick_ms,
-            "nats.connect_timeout_s": self.nats_connect_timeout_s,
-            "limits.heartbeat_interval_s": self.heartbeat_interval_s,
-            "limits.health_check_interval_s": self.health_check_interval_s,
-            "limits.remote_call_timeout_ms": self.remote_call_timeout_ms,
-        }
-        for limit_key, limit in positive.items():
-            if limit <= 0:
-                raise ConfigError(f"must be greater than 0, got {limit}", key=limit_key, path=self.source)
-        not_negative: dict[str, int | float] = {
-            "limits.stop_timeout_s": self.stop_timeout_s,
-            "limits.trap_backoff_base_ms": self.trap_backoff_base_ms,
-            "limits.trap_backoff_max_ms": self.trap_backoff_max_ms,
-        }
-        for limit_key, limit in not_negative.items():
-            if limit < 0:
-                raise ConfigError(f"must not be negative, got {limit}", key=limit_key, path=self.source)
+        check_labels(self.labels, "node.labels", self.source)
+        for key, section in (("limits", LimitsSection), ("runtime", RuntimeSection)):
+            table = {f.name: getattr(self, f.name) for f in msgspec.structs.fields(section) if f.name != "cache_dir"}
+            _convert(table, section, key, self.source)
+        nats = {"embedded_port": self.nats_embedded_port, "connect_timeout_s": self.nats_connect_timeout_s}
+        _convert(nats, NatsSection, "nats", self.source)
         if self.trap_backoff_max_ms < self.trap_backoff_base_ms:
             raise ConfigError(f"must be at least limits.trap_backoff_base_ms ({self.trap_backoff_base_ms}), "
                               f"got {self.trap_backoff_max_ms}", key="limits.trap_backoff_max_ms", path=self.source)
-        if not 0 <= self.nats_embedded_port <= 65535:
-            raise ConfigError(f"not a port number: {self.nats_embedded_port}", key="nats.embedded_port",
-                              path=self.source)
         seen: set[str] = set()
         for i, actor in enumerate(self.actors):
+            _check_name(actor.name, f"actors[{i}].name", self.source)
             if actor.name in seen:
                 raise ConfigError(f"actor {actor.name!r} is declared twice", key=f"actors[{i}].name",
                                   path=self.source)
@@ -188,24 +254,15 @@ def _check_name(value: str, key: str, path: str) -> None:
                           key=key, path=path)
 
 
-def _typed(value: Any, expected: type | tuple[type, ...], key: str, path: str) -> Any:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, bool) and expected is not bool:
-        raise ConfigError(f"expected {_type_name(expected)}, got a boolean", key=key, path=path)
-    if not isinstance(value, expected):
-        raise ConfigError(f"expected {_type_name(expected)}, got {type(value).__name__} {value!r}", key=key, path=path)
-    return value
+def check_labels(labels: Mapping[str, Any], key: str, path: str) -> None:
+    for name, value in labels.items():
+        if not LABEL_KEY.match(name) or not isinstance(value, str):
+            raise ConfigError(f"label {name!r}={value!r}: keys are 1-63 of A-Z a-z 0-9 _ . - (not starting with "
+                              ". _ or -), values strings", key=key, path=path)
 
 
-def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table", list: "a list"}
-    if isinstance(t, tuple):
-        return " or ".join(names.get(x, x.__name__) for x in t)
-    return names.get(t, t.__name__)
-
-
-def _string_table(value: dict[str, Any], key: str, path: str) -> dict[str, str]:
+def _string_table(value: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
+    """A table of scalars as strings (``5`` → ``"5"``, ``true`` → ``"true"``)."""
     out = {}
     for k, v in value.items():
         if isinstance(v, bool):
@@ -218,72 +275,121 @@ def _string_table(value: dict[str, Any], key: str, path: str) -> dict[str, str]:
     return out
 
 
-def _entries(raw: Any, section: str, keys: dict[str, tuple[Any, Any, str]], path: str) -> list[dict[str, Any]]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ConfigError(f"expected a list of tables ([[{section}]])", key=section, path=path)
-    out = []
-    for i, entry in enumerate(raw):
-        where = f"{section}[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError("expected a table", key=where, path=path)
-        for k in entry:
-            if k not in keys:
-                raise ConfigError(f"unknown key (known: {', '.join(keys)})", key=f"{where}.{k}", path=path)
-        values: dict[str, Any] = {}
-        for k, (typ, default, _doc) in keys.items():
-            if k not in entry:
-                if default is None:
-                    raise ConfigError("is required", key=f"{where}.{k}", path=path)
-                values[k] = default
-                continue
-            values[k] = _typed(entry[k], typ, f"{where}.{k}", path)
-        values["config"] = _string_table(values["config"], f"{where}.config", path)
-        out.append(values)
-    return out
+def _typed(value: Any, expected: type | tuple[type, ...], key: str, path: str) -> Any:
+    """One value against a plain type (the boot file's older checks use it)."""
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table",
+             list: "a list"}
+    want = " or ".join(names.get(t, t.__name__) for t in (expected if isinstance(expected, tuple) else (expected,)))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and expected is not bool:
+        raise ConfigError(f"expected {want}, got a boolean", key=key, path=path)
+    if not isinstance(value, expected):
+        raise ConfigError(f"expected {want}, got {type(value).__name__} {value!r}", key=key, path=path)
+    return value
 
 
-def parse(doc: dict[str, Any], *, path: str = "", base_dir: Path | None = None) -> NodeConfig:
-    """Validate a parsed TOML document and build a NodeConfig."""
+def _convert(table: Any, cls: type[_Section], where: str, path: str) -> Any:
+    try:
+        return convert(table, cls, where=where)
+    except SchemaError as exc:
+        raise ConfigError(exc.reason, key=exc.key or where, path=path) from None
+
+
+def _path(base: Path, value: str) -> Path:
+    return base / Path(value).expanduser()
+
+
+def parse(doc: Mapping[str, Any], *, path: str = "", base_dir: Path | None = None,
+          check_providers: bool = True) -> NodeConfig:
+    """Validate a parsed TOML document and build a :class:`NodeConfig`.
+
+    ``check_providers``: validate each ``[providers.<name>]`` table against the installed
+    provider's schema (the default; a config naming a provider that is not installed is
+    refused)."""
     base = base_dir or Path.cwd()
-    cfg = NodeConfig(source=path)
-    known_top = set(SCHEMA) | {"providers", "actors", "links"}
     for top in doc:
-        if top not in known_top:
-            raise ConfigError(f"unknown section (known: {', '.join(sorted(known_top))})", key=top, path=path)
-    for section, keys in SCHEMA.items():
-        table = doc.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError("expected a table", key=section, path=path)
-        for k in table:
-            if k not in keys:
-                raise ConfigError(f"unknown key (known: {', '.join(keys)})", key=f"{section}.{k}", path=path)
-        for k, (typ, _default, _doc) in keys.items():
-            if k not in table:
-                continue
-            value = _typed(table[k], typ, f"{section}.{k}", path)
-            attr = k if section in ("node", "limits", "runtime") else f"nats_{k}"
-            if k == "labels":
-                value = _string_table(value, "node.labels", path)
-            if k in ("data_dir", "cache_dir", "creds"):
-                value = (base / Path(value).expanduser()) if value else None
-                if value is None:
-                    continue
-                if k == "creds":
-                    value = str(value)
-            setattr(cfg, attr, value)
+        if top not in TOP_LEVEL:
+            raise ConfigError(f"unknown section (known: {', '.join(sorted(TOP_LEVEL))})", key=top, path=path)
+    node, nats, limits, runtime = (_convert(doc.get(key, {}), cls, key, path) for key, cls in SECTIONS.items())
+    cfg = NodeConfig(source=path)
+    if node.name is not None:
+        cfg.name = node.name
+    cfg.lattice = node.lattice
+    cfg.labels = _string_table(node.labels, "node.labels", path)
+    if node.data_dir:
+        cfg.data_dir = _path(base, node.data_dir)
+    for f in msgspec.structs.fields(NatsSection):
+        setattr(cfg, f"nats_{f.name}", getattr(nats, f.name))
+    if nats.creds:
+        cfg.nats_creds = str(_path(base, nats.creds))
+    for section in (limits, runtime):
+        for f in msgspec.structs.fields(section):
+            if f.name != "cache_dir":
+                setattr(cfg, f.name, getattr(section, f.name))
+    cfg.cache_dir = _path(base, runtime.cache_dir) if runtime.cache_dir else None
     providers = doc.get("providers", {})
     if not isinstance(providers, dict) or not all(isinstance(v, dict) for v in providers.values()):
         raise ConfigError("expected tables [providers.<name>]", key="providers", path=path)
     cfg.providers = {k: dict(v) for k, v in providers.items()}
-    for values in _entries(doc.get("actors"), "actors", ACTOR_KEYS, path):
-        cfg.actors.append(ActorSpec(name=values["name"], file=base / values["file"], instances=values["instances"],
-                                    config=values["config"]))
-    for values in _entries(doc.get("links"), "links", LINK_KEYS, path):
-        cfg.links.append(LinkSpec(**values))
+    if check_providers:
+        check_provider_tables(cfg.providers, path=path)
+    for i, entry in enumerate(_entries(doc, "actors", path)):
+        actor = _convert(entry, ActorEntry, f"actors[{i}]", path)
+        cfg.actors.append(ActorSpec(name=actor.name, file=base / actor.file, instances=actor.instances,
+                                    config=_string_table(actor.config, f"actors[{i}].config", path)))
+    for i, entry in enumerate(_entries(doc, "links", path)):
+        link = _convert(entry, LinkEntry, f"links[{i}]", path)
+        cfg.links.append(LinkSpec(source=link.source, interface=link.interface, target=link.target,
+                                  config=_string_table(link.config, f"links[{i}].config", path)))
     cfg.check()
     return cfg
+
+
+def _entries(doc: Mapping[str, Any], key: str, path: str) -> list[Any]:
+    raw = doc.get(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"expected a list of tables ([[{key}]])", key=key, path=path)
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise ConfigError("expected a table", key=f"{key}[{i}]", path=path)
+    return raw
+
+
+ENABLED_KEY = "enabled"
+"""The node's own key in every ``[providers.<name>]`` table (the rest is the provider's)."""
+
+
+def provider_table(tables: Mapping[str, Mapping[str, Any]], name: str) -> dict[str, Any]:
+    """A provider's own keys from the node config (without ``enabled``)."""
+    table = dict(tables.get(name, {}))
+    table.pop(ENABLED_KEY, None)
+    return table
+
+
+def check_provider_tables(tables: Mapping[str, Mapping[str, Any]], *, path: str = "") -> None:
+    """Validate every ``[providers.<name>]`` table against its provider's schema, at load:
+    a bad key fails the config, not the provider's first use."""
+    installed = discover_providers()
+    for name, table in tables.items():
+        where = f"providers.{name}"
+        flag = table.get(ENABLED_KEY, True)
+        if not isinstance(flag, bool):
+            raise ConfigError("expected true or false", key=f"{where}.{ENABLED_KEY}", path=path)
+        cls = installed.get(name)
+        if cls is None:
+            raise ConfigError(f"no provider {name!r} is installed (installed: "
+                              f"{', '.join(sorted(installed)) or 'none'})", key=where, path=path)
+        if flag is False:
+            continue
+        try:
+            cls.parse_config(provider_table(tables, name), where=where)
+        except SchemaError as exc:
+            raise ConfigError(exc.reason, key=exc.key or where, path=path) from exc
+        except ValueError as exc:
+            raise ConfigError(str(exc).removeprefix(f"{where}: "), key=where, path=path) from exc
 
 
 def load(path: Path) -> NodeConfig:
@@ -301,33 +407,26 @@ def load(path: Path) -> NodeConfig:
 
 
 def schema_markdown() -> str:
-    """The config reference as Markdown tables (used by the docs)."""
-    lines = []
-    for section, keys in SCHEMA.items():
-        lines += [f"### [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        for k, (typ, default, doc) in keys.items():
-            shown = "(derived)" if default is None else f"`{_toml(default)}`"
-            lines.append(f"| `{k}` | {_type_name(typ)} | {shown} | {_md(doc)} |")
-        lines.append("")
-    for title, keys in (("[[actors]]", ACTOR_KEYS), ("[[links]]", LINK_KEYS)):
-        lines += [f"### {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        for k, (typ, default, doc) in keys.items():
-            shown = "—" if default is None else f"`{_toml(default)}`"
-            lines.append(f"| `{k}` | {_type_name(typ)} | {shown} | {_md(doc)} |")
-        lines.append("")
-    return "\n".join(lines)
+    """The config reference as Markdown tables: the node's sections, ``[[actors]]``,
+    ``[[links]]``, then every installed provider's ``[providers.<name>]``."""
+    parts = []
+    for key, cls in SECTIONS.items():
+        parts.append(f"### [{key}]\n\n{markdown_table(key_docs(cls, derived=DERIVED.get(key)))}\n")
+    for key, cls in ENTRIES.items():
+        parts.append(f"### [[{key}]]\n\n{markdown_table(key_docs(cls))}\n")
+    for name, provider in sorted(discover_providers().items()):
+        schema = provider.config_schema
+        doc = (provider.__doc__ or "").strip().splitlines()
+        head = f"### [providers.{name}]\n\n" + (f"{doc[0].replace('``', '`')}\n\n" if doc else "")
+        enabled = f"Every provider table also takes `{ENABLED_KEY} = false`, which keeps the provider from starting."
+        if schema is None:
+            parts.append(f"{head}This provider declares no schema: it checks its table when it starts. {enabled}\n")
+        else:
+            parts.append(f"{head}{markdown_table(key_docs(schema))}\n\n{enabled}\n")
+    return "\n".join(parts)
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, dict):
-        return "{}"
-    return str(value)
+__all__ = ["ActorEntry", "ActorSpec", "LABEL_KEY", "LimitsSection", "LinkEntry", "LinkSpec", "NAME", "NatsSection",
+           "NodeConfig", "NodeSection", "RuntimeSection", "SECTIONS", "check_labels", "check_provider_tables",
+           "default_data_dir", "default_node_name", "load", "parse", "provider_table", "schema_markdown"]
 
-
-def _md(text: str) -> str:
-    """Placeholders like <data_dir> and paths in backticks, so Markdown keeps them."""
-    return re.sub(r"(\S*<[^>\s]+>\S*)", r"`\1`", text)

@@ -21,8 +21,9 @@ What a provider may override:
                      (:mod:`drupelet.providers.schema`): the node validates the table
                      against it when the node config is loaded, and ``drupelet
                      config-doc`` documents every key from it. None: the provider
-                     takes no keys. ``parse_config(table)`` returns the validated
-                     struct; override it for checks across keys.
+                     declares no schema and checks its table itself at start.
+                     ``parse_config(table)`` returns the validated struct; override it
+                     for checks across keys.
     ``relink_when_actor_stops``  True: when a linked actor stops (on this node for a
                      ``local/`` link; on any node for a link that names this node), the
                      node calls ``link_removed`` then ``link_added``, so what the actor held
@@ -58,7 +59,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
-from .schema import SchemaError, convert
+from .schema import convert
 
 T = TypeVar("T")
 
@@ -213,9 +214,7 @@ class Provider:
         key); :class:`~drupelet.providers.schema.SchemaError` names the key."""
         where = where or f"providers.{cls.name}"
         if cls.config_schema is None:
-            if table:
-                raise SchemaError(f"takes no keys, got {', '.join(sorted(table))}", key=where)
-            return None
+            return dict(table)
         return convert(table, cls.config_schema, where=where)
 
     def __init__(self) -> None:

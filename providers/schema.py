@@ -136,7 +136,7 @@ def _describe_expected(message: str) -> str:
         return message
     names = [n.strip() for n in match.group(1).split("|")]
     words = " or ".join(_TYPE_WORDS.get(n, n) for n in names)
-    return words + match.group(2).rstrip()
+    return words + re.sub(r"(\d)\.0\b", r"\1", match.group(2).rstrip())
 
 
 def _kind(value: Any) -> str:
@@ -193,10 +193,10 @@ def type_name(tp: Any) -> str:
         text = " or ".join(type_name(a) for a in get_args(tp) if a is not type(None))
     elif origin is list or tp is list:
         inner = get_args(tp)
-        text = f"a list of {_plural(type_name(inner[0]))}" if inner else "a list"
+        text = f"a list of {_plural_of(inner[0])}" if inner else "a list"
     elif origin is dict or tp is dict:
         inner = get_args(tp)
-        text = f"a table of {_plural(type_name(inner[1]))}" if inner else "a table"
+        text = f"a table of {_plural_of(inner[1])}" if inner else "a table"
     else:
         text = {int: "an integer", str: "a string", float: "a number", bool: "true or false"}.get(tp, str(tp))
     if meta is not None:
@@ -205,6 +205,16 @@ def type_name(tp: Any) -> str:
         if bounds:
             text += " " + ", ".join(bounds)
     return text
+
+
+def _plural_of(tp: Any) -> str:
+    """``int`` → ``integers``; ``str | int | bool`` → ``strings, integers or booleans``."""
+    inner = _unwrap(tp)
+    if get_origin(inner) in (typing.Union, types.UnionType):
+        words = [_plural(type_name(a)).replace("true or false", "booleans") for a in get_args(inner)
+                 if a is not type(None)]
+        return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
+    return _plural(type_name(tp)).replace("true or false", "booleans")
 
 
 def _number(value: Any) -> str:
@@ -253,12 +263,18 @@ def key_docs(cls: type[msgspec.Struct], *, derived: Mapping[str, str] | None = N
     return docs
 
 
+def _code_placeholders(text: str) -> str:
+    """Placeholders like <data_dir> and paths in backticks, so Markdown keeps them."""
+    return re.sub(r"([^\s(`]*<[^>\s]+>[^\s)`]*)", r"`\1`", text)
+
+
 def markdown_table(docs: list[KeyDoc]) -> str:
     """The rows of :func:`key_docs` as a Markdown table."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for doc in docs:
-        meaning = re.sub(r"(\S*<[^>\s]+>\S*)", r"`\1`", doc.meaning).replace("|", "\\|")
-        lines.append(f"| `{doc.key}` | {doc.type.replace('|', '/')} | {doc.default} | {meaning} |")
+        meaning = _code_placeholders(doc.meaning).replace("|", "\\|")
+        default = doc.default if doc.default.startswith("`") else _code_placeholders(doc.default)
+        lines.append(f"| `{doc.key}` | {doc.type.replace('|', '/')} | {default} | {meaning} |")
     return "\n".join(lines)
 
 
