@@ -13,9 +13,11 @@ import shlex
 import tomllib
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from drupelet.node.system import firstboot
+from drupelet.node.system.bootfile import install, report
 from drupelet.node.cli.main import build_parser
 from drupelet.node.cli.main import main as cli_main
 from drupelet.node.config import load
@@ -117,14 +119,14 @@ def boot(tmp_path: Path) -> Boot:
 def shown(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, DisplayBackend | None]]:
     """What firstboot put on a display: (title, detail, the backend it used or None)."""
     calls: list[tuple[str, str, DisplayBackend | None]] = []
-    real = firstboot.show_on_display
+    real = report.show_on_display
 
     def spy(config: dict[str, object], title: str, detail: str) -> DisplayBackend | None:
         backend = real(config, title, detail)
         calls.append((title, detail, backend))
         return backend
 
-    monkeypatch.setattr(firstboot, "show_on_display", spy)
+    monkeypatch.setattr(report, "show_on_display", spy)
     return calls
 
 
@@ -154,14 +156,16 @@ def test_every_key_is_in_the_example_with_its_default() -> None:
     """The example documents the whole schema, and what it shows is what leaving a key out gives."""
     doc = tomllib.loads(EXAMPLE.read_text())
     examples_not_defaults = {("node", "labels")}
-    for section, keys in firstboot.BOOT_SCHEMA.items():
+    for section, cls in firstboot.SECTIONS.items():
         table = doc
         for part in section.split("."):
             table = table[part]
-        assert set(table) == set(keys), section
-        for key, (_type, default, _doc) in keys.items():
-            if default is not None and (section, key) not in examples_not_defaults:
-                assert table[key] == default, f"{section}.{key}"
+        fields = msgspec.structs.fields(cls)
+        assert set(table) == {f.encode_name for f in fields}, section
+        for f in fields:
+            default = f.default_factory() if f.default_factory is not msgspec.NODEFAULT else f.default
+            if default is not msgspec.NODEFAULT and (section, f.encode_name) not in examples_not_defaults:
+                assert table[f.encode_name] == default, f"{section}.{f.encode_name}"
 
 
 def test_a_full_file_installs_credentials_keys_and_hardware(boot: Boot) -> None:
@@ -343,7 +347,7 @@ def test_a_changed_mode_is_put_back_without_rewriting(boot: Boot) -> None:
 
 
 def test_the_creds_file_belongs_to_the_user_that_runs_nats_server(boot: Boot, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(firstboot, "SERVICE_USER", "nobody")  # the image's user is drupelet
+    monkeypatch.setattr(install, "SERVICE_USER", "nobody")  # the image's user is drupelet
     assert boot.write(GOOD).run() == 0
     creds = (boot.etc / "leaf.creds").stat()
     nobody = pwd.getpwnam("nobody")
