@@ -6,10 +6,13 @@ and /var/lib/drupelet, through the real command line (``drupelet firstboot``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -437,3 +440,56 @@ def test_the_units_command_line_is_one_the_cli_takes() -> None:
     assert (args.command, args.boot, args.etc, args.state, args.dry_run) == (
         "firstboot", firstboot.BOOT_FILE, firstboot.ETC_DIR, firstboot.STATE_DIR, False)
     assert f"ConditionPathExists={firstboot.BOOT_FILE}" in UNIT.read_text()
+
+
+# -- the boot path and the reference ---------------------------------------------------------------
+
+IMPORT_CHECK = """
+import json, os, sys
+from drupelet.node.system import firstboot
+status = firstboot.main(sys.argv[1:])
+loaded = set(sys.modules)
+heavy = [name for name in loaded if name.split(".")[0] in os.environ["HEAVY"].split(",")]
+node = [name for name in loaded if name.startswith("drupelet.node.") and
+        name.split(".")[2] in ("cli", "host", "lattice", "runtime", "tools")]
+print(json.dumps([status, sorted(heavy), sorted(node)]))
+"""
+
+
+def firstboot_in_a_child(boot: Boot, heavy: tuple[str, ...]) -> tuple[int, set[str], set[str]]:
+    """Run ``firstboot.main`` in a fresh interpreter: (exit status, heavy modules it loaded,
+    node modules beyond config, errors and system it loaded)."""
+    result = subprocess.run([sys.executable, "-c", IMPORT_CHECK, "--boot", str(boot.file), "--etc", str(boot.etc),
+                             "--state", str(boot.state)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "HEAVY": ",".join(heavy)})
+    assert result.returncode == 0, result.stderr
+    status, heavy_loaded, node = json.loads(result.stdout.splitlines()[-1])
+    return status, set(heavy_loaded), set(node)
+
+
+def test_firstboot_on_its_own_imports_no_cli_runtime_nats_or_display(boot: Boot) -> None:
+    """It runs at every boot: no wasmtime, no NATS client, no terminal library, not the CLI;
+    with no display configured, no display code either."""
+    boot.write(EXAMPLE.read_bytes())
+    status, heavy, node = firstboot_in_a_child(boot, ("wasmtime", "nats", "rich", "PIL", "luma"))
+    assert status == 0 and (boot.etc / "node.toml").exists()
+    assert heavy == set() and node == set()
+
+
+def test_firstboot_on_its_own_reports_a_bad_file(boot: Boot) -> None:
+    boot.write(bad_text(BAD[0][1]))
+    status, heavy, node = firstboot_in_a_child(boot, ("wasmtime", "nats"))
+    assert status == 1 and heavy == set() and node == set()
+    assert f"{boot.file}: node.colour: " in boot.error_file.read_text()
+
+
+def test_the_boot_file_reference_has_every_key_of_every_section() -> None:
+    text = firstboot.boot_markdown()
+    for section, cls in firstboot.SECTIONS.items():
+        head, _, body = text.partition(f"### [{section}]\n")
+        assert body, section
+        table = body.split("### ")[0]
+        for f in msgspec.structs.fields(cls):
+            assert f"| `{f.encode_name}` |" in table, f"{section}.{f.encode_name}"
+    assert "| `name` | a string | required |" in text
+    assert "| `rotate` | an integer ≥ 0, ≤ 3 | `0` |" in text
