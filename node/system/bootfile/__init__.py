@@ -18,9 +18,10 @@ until the next boot). Only a file whose content, mode or owner differs is touche
 (:mod:`.install`). A file that does not validate changes nothing in ``/etc/drupelet``;
 the reason goes to the log, an error file and the display (:mod:`.report`).
 
-The modules, each importing only those before it: :mod:`.schema` (the sections and
-their checks), :mod:`.render` (the files' texts), :mod:`.install` (plan and apply),
-:mod:`.report` (the error file and the display). The boot path imports no wasmtime, no
+The modules, each importing only those before it: :mod:`.nkeys` (credentials and
+keys), :mod:`.schema` (the sections and their checks), :mod:`.render` (the files'
+texts), :mod:`.install` (plan and apply), :mod:`.report` (the error file and the
+display). The boot path imports no wasmtime, no
 NATS client and no display code unless a display must be drawn.
 
 Exit status: 0 when the file was applied or there is nothing to do, 1 when it was not

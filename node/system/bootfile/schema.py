@@ -4,8 +4,8 @@ Each section is a msgspec ``Struct`` (:mod:`drupelet.providers.schema`) whose fi
 carry their type, default and meaning; :data:`SECTIONS` lists them by table name. From
 that one declaration come the type checks and defaults (:func:`parse_section`), the
 reference tables (:func:`boot_markdown`) and the example file's test. What one field's
-type cannot say (a name's characters, a hub URL, a .creds file, nkey checksums, pins
-shared with I2C bus 1) is checked across keys by :func:`parse_boot`.
+type cannot say (a name's characters, a hub URL, pins shared with I2C bus 1; a .creds
+file and nkey checksums in :mod:`.nkeys`) is checked across keys by :func:`parse_boot`.
 
 Every error is a :class:`~drupelet.node.errors.ConfigError` of one line that names the
 file and the key, such as ``drupelet.toml: hardware.gpio.pins: 40 is not a GPIO of the
@@ -14,8 +14,6 @@ file and the key, such as ``drupelet.toml: hardware.gpio.pins: 40 is not a GPIO 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import tomllib
 import typing
@@ -32,6 +30,8 @@ from drupelet.providers.schema import SchemaError, convert, key_docs, markdown_t
 
 from drupelet.node.config import LABEL_KEY, NAME
 from drupelet.node.errors import ConfigError
+
+from .nkeys import check_credentials, check_trusted_keys
 
 MAX_BOOT_FILE_BYTES = 64 << 10
 
@@ -55,16 +55,6 @@ MIN_PANEL_PX, MAX_PANEL_PX = 8, 1024
 MAX_I2C_PORT = 255
 MAX_ROTATE = 3
 
-# nkeys: base32 of a prefix byte, a 32-byte Ed25519 key and a CRC-16 (XMODEM), little-endian.
-NKEY_PUBLIC_CHARS = 56
-NKEY_ISSUERS = {0 << 3: "account", 14 << 3: "operator"}
-NKEY_KINDS = {0 << 3: "an account key", 14 << 3: "an operator key", 20 << 3: "a user key", 13 << 3: "a server key",
-              2 << 3: "a cluster key", 18 << 3: "a private seed", 15 << 3: "a private key"}
-NKEY_USER_SEED = re.compile(r"^SU[A-Z2-7]{56}$")
-JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
-CREDS_BLOCK = r"-{3,}[^\n]*BEGIN WHAT[^\n]*-{3,}\n\s*(\S+)\s*\n-{3,}[^\n]*END WHAT[^\n]*-{3,}"
-CREDS_JWT = re.compile(CREDS_BLOCK.replace("WHAT", "NATS USER JWT"))
-CREDS_SEED = re.compile(CREDS_BLOCK.replace("WHAT", "USER NKEY SEED"))
 
 
 # -- the declaration -----------------------------------------------------------------------
@@ -318,8 +308,8 @@ def parse_boot(doc: Mapping[str, Any], *, path: str = "") -> BootConfig:
     return BootConfig(
         source=path, name=node.name, lattice=node.lattice, labels=labels,
         hub_url=hub.url, hub_jetstream_domain=hub.jetstream_domain,
-        credentials=_credentials(hub.credentials, path),
-        trusted_keys=_trusted_keys(trust.keys, path),
+        credentials=check_credentials(hub.credentials, path),
+        trusted_keys=check_trusted_keys(trust.keys, path),
         gpio_pins=gpio_pins, gpio_safe_state=safe_state, i2c_buses=buses,
         display=display_spec(display, path),
     )
@@ -372,71 +362,6 @@ def _is_ipv6(host: str) -> bool:
         return ipaddress.ip_address(host).version == 6
     except ValueError:
         return False
-
-
-def _credentials(text: str, path: str) -> str:
-    key = "hub.credentials"
-    text = text.replace("\r\n", "\n").strip()
-    if not text:
-        return ""
-    how = ("paste the whole .creds file between ''' and ''' (from '-----BEGIN NATS USER JWT-----' to "
-           "'------END USER NKEY SEED------')")
-    jwt, seed = CREDS_JWT.search(text), CREDS_SEED.search(text)
-    if jwt is None:
-        raise ConfigError(f"not a NATS .creds file: no 'BEGIN NATS USER JWT' block; {how}", key=key, path=path)
-    if seed is None:
-        raise ConfigError(f"not a NATS .creds file: no 'BEGIN USER NKEY SEED' block; {how}", key=key, path=path)
-    if not JWT.match(jwt.group(1)):
-        raise ConfigError(f"the user JWT is not a JWT (three base64url parts joined by dots); {how}", key=key,
-                          path=path)
-    if not NKEY_USER_SEED.match(seed.group(1)) or _nkey_crc_error(seed.group(1)):
-        raise ConfigError(f"the user nkey seed is not a user seed (SU followed by 56 base32 characters with a "
-                          f"valid checksum); {how}", key=key, path=path)
-    return text + "\n"
-
-
-def _crc16(data: bytes) -> int:
-    """CRC-16/XMODEM, the nkeys checksum."""
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
-
-
-def _nkey_crc_error(key: str) -> str | None:
-    """Why ``key`` is not a well-formed nkey (base32, checksum), or None."""
-    try:
-        raw = base64.b32decode(key + "=" * (-len(key) % 8))
-    except (binascii.Error, ValueError):
-        return "it is not base32 (A-Z and 2-7)"
-    if len(raw) < 3 or _crc16(raw[:-2]) != int.from_bytes(raw[-2:], "little"):
-        return "its checksum does not match (a typo, or a character lost when copying)"
-    return None
-
-
-def _trusted_keys(keys: list[str], path: str) -> tuple[str, ...]:
-    out: list[str] = []
-    for i, key in enumerate(keys):
-        where = f"trust.keys[{i}]"
-        key = key.strip()
-        if len(key) != NKEY_PUBLIC_CHARS or not re.fullmatch(r"[A-Z2-7]+", key):
-            what = "a private seed: never put a seed here, only its public key" if key.startswith("S") else \
-                f"a public nkey is {NKEY_PUBLIC_CHARS} characters of A-Z and 2-7, got {len(key)}"
-            raise ConfigError(f"{key[:4]}…: not an issuer public key ({what})", key=where, path=path)
-        problem = _nkey_crc_error(key)
-        if problem:
-            raise ConfigError(f"{key[:8]}… is not a valid public key: {problem}", key=where, path=path)
-        prefix = base64.b32decode(key)[0]
-        if prefix not in NKEY_ISSUERS:
-            kind = NKEY_KINDS.get(prefix, "not an issuer key")
-            raise ConfigError(f"{key[:8]}… is {kind}: actors are signed by an account (A…) or operator (O…) key",
-                              key=where, path=path)
-        if key not in out:
-            out.append(key)
-    return tuple(out)
 
 
 def _gpio(values: GpioSection, path: str) -> tuple[tuple[int, ...], dict[int, str]]:
