@@ -6,16 +6,21 @@ and /var/lib/drupelet, through the real command line (``drupelet firstboot``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from drupelet.node.system import firstboot
+from drupelet.node.system.bootfile import install, report
 from drupelet.node.cli.main import build_parser
 from drupelet.node.cli.main import main as cli_main
 from drupelet.node.config import load
@@ -117,14 +122,14 @@ def boot(tmp_path: Path) -> Boot:
 def shown(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, DisplayBackend | None]]:
     """What firstboot put on a display: (title, detail, the backend it used or None)."""
     calls: list[tuple[str, str, DisplayBackend | None]] = []
-    real = firstboot.show_on_display
+    real = report.show_on_display
 
     def spy(config: dict[str, object], title: str, detail: str) -> DisplayBackend | None:
         backend = real(config, title, detail)
         calls.append((title, detail, backend))
         return backend
 
-    monkeypatch.setattr(firstboot, "show_on_display", spy)
+    monkeypatch.setattr(report, "show_on_display", spy)
     return calls
 
 
@@ -154,14 +159,16 @@ def test_every_key_is_in_the_example_with_its_default() -> None:
     """The example documents the whole schema, and what it shows is what leaving a key out gives."""
     doc = tomllib.loads(EXAMPLE.read_text())
     examples_not_defaults = {("node", "labels")}
-    for section, keys in firstboot.BOOT_SCHEMA.items():
+    for section, cls in firstboot.SECTIONS.items():
         table = doc
         for part in section.split("."):
             table = table[part]
-        assert set(table) == set(keys), section
-        for key, (_type, default, _doc) in keys.items():
-            if default is not None and (section, key) not in examples_not_defaults:
-                assert table[key] == default, f"{section}.{key}"
+        fields = msgspec.structs.fields(cls)
+        assert set(table) == {f.encode_name for f in fields}, section
+        for f in fields:
+            default = f.default_factory() if f.default_factory is not msgspec.NODEFAULT else f.default
+            if default is not msgspec.NODEFAULT and (section, f.encode_name) not in examples_not_defaults:
+                assert table[f.encode_name] == default, f"{section}.{f.encode_name}"
 
 
 def test_a_full_file_installs_credentials_keys_and_hardware(boot: Boot) -> None:
@@ -343,7 +350,7 @@ def test_a_changed_mode_is_put_back_without_rewriting(boot: Boot) -> None:
 
 
 def test_the_creds_file_belongs_to_the_user_that_runs_nats_server(boot: Boot, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(firstboot, "SERVICE_USER", "nobody")  # the image's user is drupelet
+    monkeypatch.setattr(install, "SERVICE_USER", "nobody")  # the image's user is drupelet
     assert boot.write(GOOD).run() == 0
     creds = (boot.etc / "leaf.creds").stat()
     nobody = pwd.getpwnam("nobody")
@@ -433,3 +440,56 @@ def test_the_units_command_line_is_one_the_cli_takes() -> None:
     assert (args.command, args.boot, args.etc, args.state, args.dry_run) == (
         "firstboot", firstboot.BOOT_FILE, firstboot.ETC_DIR, firstboot.STATE_DIR, False)
     assert f"ConditionPathExists={firstboot.BOOT_FILE}" in UNIT.read_text()
+
+
+# -- the boot path and the reference ---------------------------------------------------------------
+
+IMPORT_CHECK = """
+import json, os, sys
+from drupelet.node.system import firstboot
+status = firstboot.main(sys.argv[1:])
+loaded = set(sys.modules)
+heavy = [name for name in loaded if name.split(".")[0] in os.environ["HEAVY"].split(",")]
+node = [name for name in loaded if name.startswith("drupelet.node.") and
+        name.split(".")[2] in ("cli", "host", "lattice", "runtime", "tools")]
+print(json.dumps([status, sorted(heavy), sorted(node)]))
+"""
+
+
+def firstboot_in_a_child(boot: Boot, heavy: tuple[str, ...]) -> tuple[int, set[str], set[str]]:
+    """Run ``firstboot.main`` in a fresh interpreter: (exit status, heavy modules it loaded,
+    node modules beyond config, errors and system it loaded)."""
+    result = subprocess.run([sys.executable, "-c", IMPORT_CHECK, "--boot", str(boot.file), "--etc", str(boot.etc),
+                             "--state", str(boot.state)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "HEAVY": ",".join(heavy)})
+    assert result.returncode == 0, result.stderr
+    status, heavy_loaded, node = json.loads(result.stdout.splitlines()[-1])
+    return status, set(heavy_loaded), set(node)
+
+
+def test_firstboot_on_its_own_imports_no_cli_runtime_nats_or_display(boot: Boot) -> None:
+    """It runs at every boot: no wasmtime, no NATS client, no terminal library, not the CLI;
+    with no display configured, no display code either."""
+    boot.write(EXAMPLE.read_bytes())
+    status, heavy, node = firstboot_in_a_child(boot, ("wasmtime", "nats", "rich", "PIL", "luma"))
+    assert status == 0 and (boot.etc / "node.toml").exists()
+    assert heavy == set() and node == set()
+
+
+def test_firstboot_on_its_own_reports_a_bad_file(boot: Boot) -> None:
+    boot.write(bad_text(BAD[0][1]))
+    status, heavy, node = firstboot_in_a_child(boot, ("wasmtime", "nats"))
+    assert status == 1 and heavy == set() and node == set()
+    assert f"{boot.file}: node.colour: " in boot.error_file.read_text()
+
+
+def test_the_boot_file_reference_has_every_key_of_every_section() -> None:
+    text = firstboot.boot_markdown()
+    for section, cls in firstboot.SECTIONS.items():
+        head, _, body = text.partition(f"### [{section}]\n")
+        assert body, section
+        table = body.split("### ")[0]
+        for f in msgspec.structs.fields(cls):
+            assert f"| `{f.encode_name}` |" in table, f"{section}.{f.encode_name}"
+    assert "| `name` | a string | required |" in text
+    assert "| `rotate` | an integer ≥ 0, ≤ 3 | `0` |" in text
