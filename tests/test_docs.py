@@ -86,6 +86,7 @@ class Page:
 
 
 MARKER = re.compile(r"^<!--\s*test:\s*(.+?)\s*-->$")
+MARKERS = {"restart", "node log"}
 
 
 def read_page(path: Path) -> Page:
@@ -111,10 +112,10 @@ def read_page(path: Path) -> Page:
             continue
         marker = MARKER.match(stripped)
         if marker:
+            assert marker.group(1) in MARKERS, f"{path.name}:{number}: unknown marker (there are {sorted(MARKERS)})"
             markers = markers | {marker.group(1)}
             continue
-        if stripped:
-            markers = set()
+        assert not (stripped and markers), f"{path.name}:{number}: a test marker must stand right above a block"
         prose.append((number, line))
     assert current is None, f"{path.name}: the block opened on line {current.line} is never closed"
     return Page(path, blocks, prose)
@@ -381,8 +382,8 @@ def test_cli_page_lists_every_command_and_option() -> None:
         syntax = cells[0].strip("`").replace("\x00", "|")
         args = split_command(syntax)
         assert args is not None, f"docs/cli.md:{number}: {syntax}"
-        _, path = resolve(parser, args)
-        rows[tuple(path)] = syntax
+        _, words = resolve(parser, args)
+        rows[tuple(words)] = syntax
     leaves = leaf_commands(parser)
     assert sorted(leaves) == sorted(rows), (
         f"docs/cli.md's command table: missing {sorted(set(leaves) - set(rows))}, "
@@ -504,10 +505,10 @@ def console_commands(block: Block) -> list[Command]:
     for offset, line in enumerate(block.lines, 1):
         if line.startswith("$ "):
             args = split_command(line)
-            assert args is not None, f"{block.page.name}:{block.line + offset}: a console block runs drupelet only"
+            assert args is not None, f"{block.page.relative_to(ROOT)}:{block.line + offset}: a console block runs drupelet only"
             commands.append(Command(block.line + offset, args, []))
         else:
-            assert commands, f"{block.page.name}:{block.line + offset}: output before the first command"
+            assert commands, f"{block.page.relative_to(ROOT)}:{block.line + offset}: output before the first command"
             commands[-1].expected.append(line)
     return commands
 
@@ -565,7 +566,7 @@ class Session:
         expected = [LOG_PREFIX.sub("", line).replace(DOC_DATA_DIR, str(self.node.data_dir)) for line in block.lines]
         actual = [LOG_PREFIX.sub("", line) for line in self.node.log_text().splitlines()]
         missing = missing_lines(expected, actual)
-        assert not missing, (f"{block.page.name}:{block.line}: the node's log lacks {missing[0]!r}:\n"
+        assert not missing, (f"{block.page.relative_to(ROOT)}:{block.line}: the node's log lacks {missing[0]!r}:\n"
                              f"{self.node.log_text()}")
 
 
