@@ -289,8 +289,9 @@ pip_host=("$host_venv/bin/python" -m pip --disable-pip-version-check)
 "${pip_host[@]}" wheel --quiet --no-deps --wheel-dir "$wheels" "$repo"
 drupelet_whl="$(ls "$wheels"/drupelet-*.whl)"
 echo "built $(basename "$drupelet_whl")"
-# Its dependencies as binary wheels for the Pi: CPython 3.11 (bookworm's) on aarch64
-"${pip_host[@]}" download --quiet --dest "$wheels" --only-binary=:all: \
+# Its dependencies as binary wheels for the Pi: CPython 3.11 (bookworm's) on aarch64, at
+# the versions the tests ran against (images/constraints.txt)
+"${pip_host[@]}" download --quiet --dest "$wheels" --only-binary=:all: -c "$images/constraints.txt" \
     --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
     --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
     --platform manylinux_2_17_aarch64 --platform linux_aarch64 --platform any \
@@ -298,7 +299,8 @@ echo "built $(basename "$drupelet_whl")"
 lgpio_whl_dir="$cache/lgpio-$lgpio_version"
 if ! ls "$lgpio_whl_dir"/lgpio-*-linux_aarch64.whl >/dev/null 2>&1; then
     mkdir -p "$lgpio_whl_dir"
-    "${pip_host[@]}" download --quiet --no-deps --no-binary=:all: --dest "$lgpio_whl_dir" "lgpio==$lgpio_version"
+    "${pip_host[@]}" download --quiet --no-deps --no-binary=:all: --dest "$lgpio_whl_dir" -c "$images/constraints.txt" \
+        "lgpio==$lgpio_version"
 fi
 ls -1 "$wheels"
 
@@ -364,7 +366,8 @@ venv=/opt/drupelet/venv
 rm -rf "$rootfs/tmp/wheels" && cp -r "$wheels" "$rootfs/tmp/wheels"
 # --system-site-packages: Debian's python3-systemd (systemd-python: journald, sd_notify)
 in_chroot python3 -m venv --system-site-packages "$venv"
-in_chroot "$venv/bin/pip" install --no-index --find-links /tmp/wheels \
+cp "$images/constraints.txt" "$rootfs/tmp/wheels/constraints.txt"
+in_chroot "$venv/bin/pip" install --no-index --find-links /tmp/wheels -c /tmp/wheels/constraints.txt \
     --disable-pip-version-check --no-warn-script-location \
     "/tmp/wheels/$(basename "$drupelet_whl")" lgpio
 rm -rf "$rootfs/tmp/wheels"

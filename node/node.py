@@ -6,12 +6,12 @@ its lattice port, the artifact store, the control plane, the provider server, th
 state and the desired-state owner. It has the one start path and the one stop path;
 nothing below it imports it. ``drupelet up`` (:mod:`drupelet.node.cli`) runs one.
 
-Start order: NATS → port → host (runtime, providers, the config's actors and links) →
+Start order: the data-directory lock → NATS → port → host (runtime, providers, the config's actors and links) →
 artifacts → state (the disk copy) and desired state → control plane and provider server
 → restore the desired state → follow the bucket. Stop runs every step even when one
 fails: host (actors stop, outputs to their safe state, compile killed) → provider server
 → port → control plane (its last event: ``node_stopped``) → desired state and state →
-NATS → embedded server.
+NATS → embedded server → the lock.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfi
 from drupelet.node.lattice.port import NatsPort
 from drupelet.node.lattice.provider_server import ProviderServer
 from drupelet.node.lattice.state import LatticeState
+from drupelet.node.system.datalock import DataDirLock
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Node:
         self.desired: DesiredState | None = None
         self.control: ControlPlane | None = None
         self.provider_server: ProviderServer | None = None
+        self.lock = DataDirLock(config.data_dir)
         self._started = False
         self._stopped = False
 
@@ -79,6 +81,7 @@ class Node:
         cfg = self.config
         try:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(self.lock.acquire)  # one node per data directory
             nc = self.nats = await self._connect()
             self.port = NatsPort(nc, self.lattice, self.name,
                                  remote_call_timeout_s=cfg.remote_call_timeout_ms / 1000.0)
@@ -160,6 +163,7 @@ class Node:
             ("the lattice state", self.state.close if self.state else None),
             ("the NATS connection", self._close_nats),
             ("the embedded nats-server", self.nats_server.stop if self.nats_server else None),
+            ("the data-directory lock", self._release_lock),
         ]
         for what, step in steps:
             if step is None:
@@ -169,6 +173,9 @@ class Node:
             except Exception:
                 log.exception("stopping %s failed; going on with the rest", what)
         log.info("node %s stopped", self.name)
+
+    async def _release_lock(self) -> None:
+        self.lock.release()
 
     async def _close_nats(self) -> None:
         nc = self.nats

@@ -12,7 +12,8 @@ source "$repo/scripts/_venv.sh"
 ensure_venv
 ensure_system_tools
 "$VENV/bin/python" -m pip install --upgrade pip
-"$VENV/bin/python" -m pip install -e '.[test]'
+# the versions the SD image ships (images/constraints.txt) are the versions tested here
+"$VENV/bin/python" -m pip install -c images/constraints.txt -e '.[test]'
 
 VENV="$VENV" bash "$repo/scripts/typecheck.sh"
 "$VENV/bin/python" -m pytest -q "$@"

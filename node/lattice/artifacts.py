@@ -22,6 +22,11 @@ header                 value
 ``Drupelet-Digest``    ``sha256:<hex>`` (the same digest as the object name)
 ``Drupelet-Name``      the human name given to :meth:`ArtifactStore.put`, if any
 =====================  ==========================================================
+
+Why this module is past 500 lines: it is one store with one error vocabulary and one
+cache; the digest helpers, the streaming sinks and the ref names are each small and used
+only here, and splitting them out would spread the store's invariants (verify before
+cache, refs move only with their object) over several files.
 """
 
 from __future__ import annotations

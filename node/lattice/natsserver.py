@@ -14,6 +14,11 @@ Example::
 
     async with EmbeddedNatsServer(NatsServerConfig(jetstream=True)) as server:
         nc = await nats.connect(server.url)
+
+Why this module is past 500 lines: the config renderer, the port handling and the
+process supervision are one contract (a server that starts, reports its ports, dies with
+its node and stops cleanly); about a third of the file is the docstrings that contract
+needs.
 """
 
 from __future__ import annotations

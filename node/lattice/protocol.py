@@ -62,6 +62,10 @@ def parse_request(data: bytes) -> dict[str, Any]:
         raise BadRequest("request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"request body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's digit limit, say
+        raise BadRequest(f"request body is not usable JSON: {str(exc)[:120]}") from None
     if not isinstance(doc, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(doc).__name__}")
     return doc

@@ -49,6 +49,10 @@ How the view is kept:
 nats-py's ``KeyValue.put``/``delete`` publish to ``$KV.<bucket>.<key>``, which does not
 reach a bucket in another JetStream domain across a leaf connection; writes here go to
 ``$JS.<domain>.API.$KV.<bucket>.<key>`` (what the Go client does), see :func:`kv_subject`.
+
+Why this module is past 500 lines: the follower's correctness rests on the interplay of
+its view, revisions, session and disk copy, which stay together; the pure key and value
+functions at the top are the part that could stand alone.
 """
 
 from __future__ import annotations
