@@ -131,9 +131,9 @@ def test_bad_actor_toml(tmp_path: Path, toml: str, problem: str) -> None:
 
 
 def test_actor_toml_defaults_and_values(tmp_path: Path) -> None:
-    assert load_actor_spec(tmp_path) == build.ActorSpec(module="app", world="actor")
+    assert load_actor_spec(tmp_path) == build.BuildSpec(module="app", world="actor")
     (tmp_path / "actor.toml").write_text('module = "pkg.main"\nworld = "actor"\n')
-    assert load_actor_spec(tmp_path) == build.ActorSpec(module="pkg.main", world="actor")
+    assert load_actor_spec(tmp_path) == build.BuildSpec(module="pkg.main", world="actor")
 
 
 def test_componentize_py_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,4 +195,4 @@ def test_which_is_tried_next_to_the_interpreter_first(monkeypatch: pytest.Monkey
 def test_counter_example_is_packaged() -> None:
     src = example_dir("counter")
     assert (src / "app.py").is_file()
-    assert load_actor_spec(src) == build.ActorSpec(module="app", world="actor")
+    assert load_actor_spec(src) == build.BuildSpec(module="app", world="actor")

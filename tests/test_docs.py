@@ -312,7 +312,10 @@ def mentions(page: Page) -> Iterator[Mention]:
 
 def test_config_reference_is_the_generated_schema() -> None:
     doc = (ROOT / "docs" / "config.md").read_text()
-    assert schema_markdown().strip() in doc, "docs/config.md is stale: regenerate it with `drupelet config-doc`"
+    generated = subprocess.run([sys.executable, "-m", "drupelet.node.cli", "config-doc"], capture_output=True,
+                               text=True, check=True, timeout=60).stdout.strip()
+    assert schema_markdown().strip() in generated and "[hardware.gpio]" in generated
+    assert generated in doc, "docs/config.md is stale: regenerate it with `drupelet config-doc`"
 
 
 def test_example_node_config_is_valid() -> None:

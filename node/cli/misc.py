@@ -19,10 +19,21 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def config_doc(args: argparse.Namespace) -> int:
-    from drupelet.node.config import schema_markdown
+BOOT_FILE_HEADING = "## The boot file (drupelet.toml on the SD card)"
 
-    print(schema_markdown())
+
+def config_doc(args: argparse.Namespace) -> int:
+    """The node config reference, then the boot file's, both from their declarations."""
+    from drupelet.node.config import schema_markdown
+    from drupelet.node.system.bootfile.schema import boot_markdown
+
+    print(schema_markdown().rstrip())
+    print()
+    print(BOOT_FILE_HEADING)
+    print()
+    print("`drupelet firstboot` validates this file at every boot and writes the node config from it.")
+    print()
+    print(boot_markdown().rstrip())
     return 0
 
 

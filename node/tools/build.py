@@ -99,7 +99,7 @@ class BuildResult:
 
 
 @dataclass(frozen=True)
-class ActorSpec:
+class BuildSpec:
     """How to build one actor directory: the contents of its ``actor.toml``."""
 
     module: str = DEFAULT_MODULE
@@ -152,11 +152,11 @@ def source_key(src_dir: Path, wit_dir: Path | None = None) -> str:
     return h.hexdigest()
 
 
-def load_actor_spec(src_dir: Path) -> ActorSpec:
+def load_actor_spec(src_dir: Path) -> BuildSpec:
     """Read and validate ``src_dir/actor.toml``; defaults when the file is absent."""
     path = src_dir / ACTOR_TOML
     if not path.is_file():
-        return ActorSpec()
+        return BuildSpec()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -179,7 +179,7 @@ def load_actor_spec(src_dir: Path) -> ActorSpec:
         )
     if not isinstance(world, str) or not _WORLD_RE.match(world):
         raise BuildError(f"{path}: world: not a WIT world name: {world!r}", src_dir=src_dir)
-    return ActorSpec(module=module, world=world)
+    return BuildSpec(module=module, world=world)
 
 
 def find_componentize_py() -> list[str]:
