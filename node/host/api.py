@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from drupelet.providers.base import Message, Provider
 
+from drupelet.node.host.links import LinkDef
+
 EventListener = Callable[[str, dict[str, Any]], None]
 """``listener(kind, data)``, called on the event loop for every node event."""
 
@@ -103,7 +105,7 @@ class HostApi(Protocol):
 
     def list_links(self) -> list[dict[str, Any]]: ...
 
-    def link_for(self, source: str, interface: str) -> Any: ...
+    def link_for(self, source: str, interface: str) -> LinkDef | None: ...
 
     # providers
     def provider(self, name: str) -> Provider | None: ...

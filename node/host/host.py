@@ -58,7 +58,6 @@ class Host:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started_at = 0.0
         self._actor_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
         self._event_listeners: list[EventListener] = []
 
@@ -170,10 +169,6 @@ class Host:
                 log.exception("stopping provider %s failed", name)
             self.emit("provider_stopped", {"provider": name})
         self.providers.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.runtime is not None:
             self.runtime.close()
         log.info("host %s stopped", self.name)
@@ -194,11 +189,6 @@ class Host:
         if self.runtime is None:
             raise RuntimeError("the host is not started")
         return self.runtime
-
-    def _spawn(self, coro: Any) -> None:
-        task = self._loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- providers --------------------------------------------------------------------
 

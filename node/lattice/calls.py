@@ -52,11 +52,11 @@ class ForwardedError(ProviderError):
         return self.forwarded_code
 
 
-def step(coro: Any) -> None:
+def step(coro: Any, tasks: set[asyncio.Task[None]]) -> None:
     """Run a coroutine that normally completes without waiting (nats-py's ``publish``
     only buffers the message and kicks its flusher) right here, on the loop, without a
-    task; should it wait after all, a task finishes it. An error raised before it waits
-    is raised here."""
+    task; should it wait after all, a task kept in ``tasks`` finishes it. An error raised
+    before it waits is raised here."""
     try:
         waiting = coro.send(None)
     except StopIteration:
@@ -66,18 +66,21 @@ def step(coro: Any) -> None:
         while True:
             try:
                 await (waiting if waiting is not None else asyncio.sleep(0))
-            except BaseException:
-                pass  # the coroutine sees the outcome when it resumes below
+            except BaseException as exc:  # the coroutine reads the outcome itself as it resumes
+                log.debug("a remote call's send waited and got %s", type(exc).__name__)
             try:
                 waiting = coro.send(None)
             except StopIteration:
                 return
 
     def done(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.info("remote call: %s", task.exception())
 
-    asyncio.ensure_future(finish(waiting)).add_done_callback(done)
+    task = asyncio.ensure_future(finish(waiting))
+    tasks.add(task)
+    task.add_done_callback(done)
 
 
 class ReplyInbox:
@@ -95,6 +98,7 @@ class ReplyInbox:
         self._ids = itertools.count(1)
         self._pending: dict[str, concurrent.futures.Future[bytes]] = {}
         self._sub: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.prefix = self.nc.new_inbox()
@@ -107,13 +111,17 @@ class ReplyInbox:
         for answer in list(self._pending.values()):
             answer.cancel()
         self._pending.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def send(self, subject: str, payload: bytes, answer: concurrent.futures.Future[bytes]) -> str:
         """On the loop: publish ``payload`` with a fresh reply subject; returns its token."""
         token = str(next(self._ids))
         self._pending[token] = answer
         try:
-            step(self.nc.publish(subject, payload, reply=f"{self.prefix}.{token}"))
+            step(self.nc.publish(subject, payload, reply=f"{self.prefix}.{token}"), self._tasks)
         except Exception as exc:
             del self._pending[token]
             answer.set_exception(Unavailable(f"cannot send to {subject}: {exc or type(exc).__name__}"))
