@@ -304,3 +304,49 @@ def test_the_tests_run_against_the_versions_the_image_ships() -> None:
             assert name == "lgpio", f"{name} is pinned for the image but not installed here"
             continue  # the Pi's pin library: built for the image, not installed off a Pi
         assert installed == version, f"{name}: the image ships {version}, the tests ran {installed}"
+
+
+def _children_running(parent: int, needle: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[0] != "Z" and int(fields[1]) == parent and needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_while_an_actor_compiles_stops_the_node_at_once(
+        tmp_path: Path, nats_server: EmbeddedNatsServer, counter_wasm: Path) -> None:
+    import signal
+
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nname = "n"\ndata_dir = "{tmp_path / "data"}"\n'
+                      f'[nats]\nurl = "{nats_server.url}"\n'
+                      f'[runtime]\ncache_dir = "{tmp_path / "fresh-cache"}"\n'
+                      f'[[actors]]\nname = "counter"\nfile = "{counter_wasm}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "drupelet.node.cli", "up", "--config", str(config)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (compiling := _children_running(proc.pid, b"drupelet.node.runtime.aot")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the node never started compiling"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        proc.wait(20)
+        assert time.monotonic() - t0 < 10, "the stop waited for the compile to finish"
+        assert not any(Path(f"/proc/{pid}").exists() and b"aot" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                       for pid in compiling), "the compile child outlived its node"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate()
+    assert "Traceback" not in stderr.decode(), stderr.decode()
