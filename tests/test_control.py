@@ -91,6 +91,13 @@ async def test_labels_and_providers(two_nodes: tuple[Node, Node], client: Lattic
     ("actor.start", b'{"name": "x", "digest": "abc"}', "bad-request", "digest: 'abc' is not valid"),
     ("actor.explode", b'{}', "unknown-request", "unknown request 'actor.explode'"),
     ("labels.put", b'{"labels": {"k": 1}}', "bad-request", "labels: must be an object of strings"),
+    ("labels.put", json.dumps({"labels": {"note": "x" * 300}}).encode(), "bad-request",
+     "labels: the value of 'note' must be at most 256 bytes (UTF-8), got 300"),
+    # the node has a label already ("room"): 64 more would make 65
+    ("labels.put", json.dumps({"labels": {f"k{i}": "v" for i in range(64)}}).encode(), "bad-request",
+     "labels: the node would have 65 labels; at most 64 are allowed"),
+    ("actor.start", json.dumps({"name": "big", "reference": "echo", "config": {"pem": "x" * 5000}}).encode(),
+     "bad-request", "config: the value of 'pem' must be at most 4096 bytes (UTF-8), got 5000"),
 ])
 async def test_bad_requests_get_an_error_and_change_nothing(two_nodes: tuple[Node, Node],
                                                             nats_server: EmbeddedNatsServer, verb: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -163,6 +164,30 @@ def test_values_are_checked_against_their_key() -> None:
         check_value(labels_key("pi1"), {"zone": 3})
     # Fields a newer node adds are kept.
     assert check_value(actor_key("pi1", "c"), {**actor("pi1", "c"), "extra": [1]})["extra"] == [1]
+    assert check_value(key, {**link("counter", "wasi:keyvalue"), "since": 3})["since"] == 3
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: (labels_key("pi1"), {"note": "x" * 257}),
+     "labels.pi1: the value of 'note' must be at most 256 bytes (UTF-8), got 257"),
+    (lambda: (labels_key("pi1"), {f"k{i}": "v" for i in range(65)}),
+     "labels.pi1: the labels must have at most 64 entries"),
+    (lambda: (labels_key("pi1"), {"a b": "v"}), "labels.pi1: key 'a b' is not valid"),
+    (lambda: (config_key("x"), {"pem": "x" * 4097}), "config.x: the value of 'pem' must be at most 4096 bytes"),
+    (lambda: (config_key("x"), {f"k{i}": "v" * 1000 for i in range(17)}),
+     "config.x: the named config must be at most 16384 bytes in all"),
+    (lambda: (link_key("c", "wasi:keyvalue"), {**link("c", "wasi:keyvalue"), "config": {"k": "v" * 5000}}),
+     "config: the value of 'k' must be at most 4096 bytes"),
+    (lambda: (actor_key("pi1", "c"), {k: v for k, v in actor("pi1", "c").items() if k != "digest"}),
+     "actor.pi1.c: digest: is required"),
+    (lambda: (actor_key("pi1", "c"), {**actor("pi1", "c"), "digest": 5}),
+     "actor.pi1.c: digest: must be a string, got an integer 5"),
+])
+def test_values_are_bounded_and_refused_naming_the_key(make: Callable[[], tuple[str, Any]], message: str) -> None:
+    key, value = make()
+    with pytest.raises(BadStateEntry, match=re.escape(message)) as info:
+        check_value(key, value)
+    assert info.value.key == key and "\n" not in info.value.message
 
 
 # -- the disk copy --------------------------------------------------------------------

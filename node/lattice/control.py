@@ -1,8 +1,10 @@
 """The NATS control interface: a thin adapter from requests to the host API.
 
-Each request is a JSON object on a subject built by :mod:`drupelet.node.lattice.subjects`; each
-reply is the envelope of :mod:`drupelet.node.lattice.protocol`. A malformed or unknown request
-gets an error reply and changes nothing. Node events go out as CloudEvents, with a
+Each request is a JSON object on a subject built by :mod:`drupelet.node.lattice.subjects`,
+whose fields :mod:`drupelet.node.lattice.requests` declares per verb; each handler takes
+that verb's parsed ``Struct``. Each reply is the envelope of
+:mod:`drupelet.node.lattice.protocol`. A malformed or unknown request gets an error reply
+and changes nothing. Node events go out as CloudEvents, with a
 heartbeat carrying the inventory.
 """
 
@@ -12,7 +14,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -21,12 +23,14 @@ from drupelet.node.errors import DrupeletError
 from drupelet.node.host.api import HostApi
 from drupelet.node.host.errors import ActorNotFound
 from drupelet.node.host.links import package_matches, parse_interface
-from drupelet.node.lattice import protocol, subjects
+from drupelet.node.lattice import protocol, requests, subjects
 from drupelet.node.lattice.artifacts import ArtifactStore, resolve_ref
 from drupelet.node.lattice.connect import unsubscribe_all
 from drupelet.node.lattice.desired import DesiredState
 from drupelet.node.lattice.errors import BadRequest, StateUnavailable, UnknownRequest
-from drupelet.node.lattice.protocol import NAME, Fields
+from drupelet.node.lattice.requests import (ActorList, ActorScale, ActorStart, ActorStop, ConfigGet, ConfigPut,
+                                            DisplaySnapshot, GpioSimulate, Inventory, LabelsDel, LabelsPut, LinkDel,
+                                            LinkList, LinkPut, ProviderStart, ProviderStop, R, Request)
 from drupelet.node.lattice.state import LatticeState, actor_key, config_key, labels_key, link_key
 
 log = logging.getLogger(__name__)
@@ -34,8 +38,22 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 30.0
 HEALTH_CHECK_INTERVAL_S = 5.0
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[Request], Awaitable[Any]]
 NatsInfo = Callable[[], dict[str, Any]]
+
+
+class Route(Generic[R]):
+    """A handler as the verb tables hold it: called with what :func:`requests.parse`
+    made of the verb's body, which is the ``request`` class this handler takes."""
+
+    def __init__(self, request: type[R], handler: Callable[[R], Awaitable[Any]]) -> None:
+        self.request = request
+        self.handler = handler
+
+    async def __call__(self, req: Request) -> Any:
+        if not isinstance(req, self.request):  # requests.REQUESTS and the verb table disagree: a bug
+            raise TypeError(f"{self.handler.__name__} takes {self.request.__name__}, not {type(req).__name__}")
+        return await self.handler(req)
 
 
 class ControlPlane:
@@ -61,25 +79,25 @@ class ControlPlane:
         self._heartbeat: asyncio.Task[None] | None = None
         self._closed = False
         self.node_verbs: dict[str, Handler] = {
-            "inventory": self._inventory,
-            "actor.start": self._actor_start,
-            "actor.stop": self._actor_stop,
-            "actor.scale": self._actor_scale,
-            "actor.list": self._actor_list,
-            "provider.start": self._provider_start,
-            "provider.stop": self._provider_stop,
-            "labels.put": self._labels_put,
-            "labels.del": self._labels_del,
-            "link.list": self._link_list,
-            "display.snapshot": self._display_snapshot,
-            "gpio.simulate": self._gpio_simulate,
+            "inventory": Route(Inventory, self._inventory),
+            "actor.start": Route(ActorStart, self._actor_start),
+            "actor.stop": Route(ActorStop, self._actor_stop),
+            "actor.scale": Route(ActorScale, self._actor_scale),
+            "actor.list": Route(ActorList, self._actor_list),
+            "provider.start": Route(ProviderStart, self._provider_start),
+            "provider.stop": Route(ProviderStop, self._provider_stop),
+            "labels.put": Route(LabelsPut, self._labels_put),
+            "labels.del": Route(LabelsDel, self._labels_del),
+            "link.list": Route(LinkList, self._link_list),
+            "display.snapshot": Route(DisplaySnapshot, self._display_snapshot),
+            "gpio.simulate": Route(GpioSimulate, self._gpio_simulate),
         }
         self.lattice_verbs: dict[str, Handler] = {
-            "link.put": self._lattice_link_put,
-            "link.del": self._lattice_link_del,
-            "link.list": self._lattice_link_list,
-            "config.put": self._config_put,
-            "config.get": self._config_get,
+            "link.put": Route(LinkPut, self._lattice_link_put),
+            "link.del": Route(LinkDel, self._lattice_link_del),
+            "link.list": Route(LinkList, self._lattice_link_list),
+            "config.put": Route(ConfigPut, self._config_put),
+            "config.get": Route(ConfigGet, self._config_get),
         }
 
     async def start(self) -> None:
@@ -137,7 +155,7 @@ class ControlPlane:
         try:
             if handler is None:
                 raise UnknownRequest(f"unknown request {verb!r} (known: {', '.join(sorted(self.node_verbs))})")
-            result = await handler(protocol.parse_request(msg.data))
+            result = await handler(requests.parse(verb, protocol.parse_request(msg.data)))
             reply = protocol.ok(result)
         except DrupeletError as exc:
             log.info("control %s refused: %s", verb, exc.message)
@@ -186,12 +204,10 @@ class ControlPlane:
 
     # -- node requests --------------------------------------------------------------
 
-    async def _inventory(self, req: dict[str, Any]) -> Any:
-        Fields(req, set())
+    async def _inventory(self, req: Inventory) -> Any:
         return self.inventory()
 
-    async def _actor_list(self, req: dict[str, Any]) -> Any:
-        Fields(req, set())
+    async def _actor_list(self, req: ActorList) -> Any:
         return self.host.list_actors()
 
     def _state(self) -> LatticeState:
@@ -202,15 +218,9 @@ class ControlPlane:
     def _actor_lock(self, name: str) -> asyncio.Lock:
         return self.desired.locked(name) if self.desired is not None else asyncio.Lock()
 
-    async def _actor_start(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"name", "digest", "reference", "instances", "config"})
-        name = f.string("name", pattern=NAME)
-        digest = f.string("digest", required=False, pattern=protocol.DIGEST)
-        reference = f.string("reference", required=False)
-        if bool(digest) == bool(reference):
-            raise BadRequest("give exactly one of digest or reference")
-        instances = f.integer("instances", default=1, minimum=1, maximum=1000)
-        config = f.strings("config")
+    async def _actor_start(self, req: ActorStart) -> Any:
+        name, instances, config = req.name, req.instances, dict(req.config)
+        digest, reference = req.digest or "", req.reference or ""
         wasm = await self._artifact(digest or reference)
         async with self._actor_lock(name):
             info = await self.host.start_actor(name, wasm, instances=instances, config=config,
@@ -234,9 +244,8 @@ class ControlPlane:
             raise BadRequest("this node has no artifact store (JetStream is not available)")
         return await resolve_ref(self.artifacts, ref)
 
-    async def _actor_stop(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"name"})
-        name = f.string("name", pattern=NAME)
+    async def _actor_stop(self, req: ActorStop) -> Any:
+        name = req.name
         async with self._actor_lock(name):
             if not self.host.has_actor(name):  # not running here: actor-not-found, nothing written
                 raise ActorNotFound(f"no actor named {name!r} runs on node {self.node}", actor=name)
@@ -246,12 +255,8 @@ class ControlPlane:
             await self.host.stop_actor(name)
         return None
 
-    async def _actor_scale(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"name", "instances"})
-        if "instances" not in req:
-            raise BadRequest("is required", field="instances")
-        name = f.string("name", pattern=NAME)
-        instances = f.integer("instances", default=1, minimum=1, maximum=1000)
+    async def _actor_scale(self, req: ActorScale) -> Any:
+        name, instances = req.name, req.instances
         async with self._actor_lock(name):
             before = self.host.actor_info(name)["instances"]
             recorded = self.state is not None and self.state.get(actor_key(self.node, name)) is not None
@@ -264,42 +269,31 @@ class ControlPlane:
                     await self._record_actor(name, instances=before)
                 raise
 
-    async def _provider_start(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"name"})
-        return await self.host.start_provider(f.string("name", pattern=NAME))
+    async def _provider_start(self, req: ProviderStart) -> Any:
+        return await self.host.start_provider(req.name)
 
-    async def _provider_stop(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"name"})
-        await self.host.stop_provider(f.string("name", pattern=NAME))
+    async def _provider_stop(self, req: ProviderStop) -> Any:
+        await self.host.stop_provider(req.name)
         return None
 
-    async def _display_snapshot(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"provider"})
-        png = await self.host.display_snapshot(f.string("provider", required=False, pattern=NAME) or "display")
+    async def _display_snapshot(self, req: DisplaySnapshot) -> Any:
+        png = await self.host.display_snapshot(req.provider)
         return {"format": "png", "png": base64.b64encode(png).decode("ascii")}
 
-    async def _gpio_simulate(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"provider", "pin", "level"})
-        level = req.get("level")
-        if not isinstance(level, bool):
-            raise BadRequest("must be true (high) or false (low)", field="level")
-        if "pin" not in req:
-            raise BadRequest("is required", field="pin")
-        pin = f.integer("pin", default=0, minimum=0, maximum=63)
-        await self.host.gpio_simulate(pin, level, f.string("provider", required=False, pattern=NAME) or "gpio")
+    async def _gpio_simulate(self, req: GpioSimulate) -> Any:
+        await self.host.gpio_simulate(req.pin, req.level, req.provider)
         return None
 
-    async def _labels_put(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"labels"})
-        labels = f.strings("labels")
+    async def _labels_put(self, req: LabelsPut) -> Any:
+        labels = dict(req.labels)
+        requests.check_labels_total({**self.host.labels, **labels})
         self.host.check_labels(labels)
         async with self._labels_lock:
             await self._record_labels({**self.host.labels, **labels})
             return self.host.put_labels(labels)
 
-    async def _labels_del(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"keys"})
-        keys = f.string_list("keys")
+    async def _labels_del(self, req: LabelsDel) -> Any:
+        keys = list(req.keys)
         async with self._labels_lock:
             await self._record_labels({k: v for k, v in self.host.labels.items() if k not in keys})
             return self.host.del_labels(keys)
@@ -309,18 +303,14 @@ class ControlPlane:
         if self.state is not None:
             await self.state.put(labels_key(self.node), labels)
 
-    async def _link_list(self, req: dict[str, Any]) -> Any:
-        Fields(req, set())
+    async def _link_list(self, req: LinkList) -> Any:
         return self.host.list_links()
 
     # -- lattice requests (one node answers; every node applies through the state) -----
 
-    async def _lattice_link_put(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"source", "interface", "target", "config"})
-        source = f.string("source", pattern=NAME)
-        target = f.string("target")
-        config = f.strings("config")
-        interfaces = self.host.link_interfaces(f.string("interface"), target)
+    async def _lattice_link_put(self, req: LinkPut) -> Any:
+        source, target, config = req.source, req.target, dict(req.config)
+        interfaces = self.host.link_interfaces(req.interface, target)
         state = self._state()
         made: list[dict[str, Any]] = []
         previous = {i: state.get(link_key(source, i)) for i in interfaces}
@@ -342,10 +332,8 @@ class ControlPlane:
             raise
         return made
 
-    async def _lattice_link_del(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"source", "interface"})
-        source = f.string("source", pattern=NAME)
-        interface = f.string("interface")
+    async def _lattice_link_del(self, req: LinkDel) -> Any:
+        source, interface = req.source, req.interface
         parse_interface(interface)
         state = self._state()
         gone = [link for link in state.links() if link["source"] == source and package_matches(link["interface"], interface)]
@@ -355,20 +343,16 @@ class ControlPlane:
             await state.delete(link_key(source, link["interface"]))
         return gone
 
-    async def _lattice_link_list(self, req: dict[str, Any]) -> Any:
-        Fields(req, set())
+    async def _lattice_link_list(self, req: LinkList) -> Any:
         return self._state().links()
 
-    async def _config_put(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"name", "values"})
-        name = f.string("name", pattern=NAME)
-        values = f.strings("values")
+    async def _config_put(self, req: ConfigPut) -> Any:
+        name, values = req.name, dict(req.values)
         await self._state().put(config_key(name), values)
         return values
 
-    async def _config_get(self, req: dict[str, Any]) -> Any:
-        f = Fields(req, {"name"})
-        name = f.string("name", pattern=NAME)
+    async def _config_get(self, req: ConfigGet) -> Any:
+        name = req.name
         values = self._state().named_config(name)
         if values is None:
             raise BadRequest(f"no named config {name!r}", field="name")

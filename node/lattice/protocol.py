@@ -1,5 +1,8 @@
-"""Wire payloads of the control interface: the reply envelope, request validation,
-and CloudEvents. Pure functions; docs/protocol.md describes the same fields.
+"""Wire payloads of the control interface: the reply envelope, request bodies as JSON
+objects, and CloudEvents. Pure functions; docs/protocol.md describes the same fields.
+
+The fields of each control request are declared in :mod:`drupelet.node.lattice.requests`;
+:class:`Fields` is left for the provider server's call bodies.
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ def parse_request(data: bytes) -> dict[str, Any]:
 
 
 class Fields:
-    """Typed access to a request's fields, with errors that name the field."""
+    """Typed access to a provider call's fields, with errors that name the field.
+    (Control requests are :mod:`drupelet.node.lattice.requests` Structs.)"""
 
     def __init__(self, doc: dict[str, Any], allowed: set[str]) -> None:
         unknown = sorted(set(doc) - allowed)

@@ -16,14 +16,17 @@ key                                value (JSON object)
 =================================  ==================================================
 ``link.<source>.<hex interface>``  :class:`LinkValue`: ``source``, ``interface``,
                                    ``target``, ``config``
-``config.<name>``                  named config: string → string
+``config.<name>``                  named config: string → string (``wire.ConfigMap``)
 ``actor.<node>.<actor>``           :class:`ActorValue` (desired state of one actor on
                                    one node): ``name``, ``digest``, ``instances``,
                                    ``config``, ``node``
-``labels.<node>``                  the node's labels: string → string
+``labels.<node>``                  the node's labels: string → string (``wire.Labels``)
 =================================  ==================================================
 
-Values may carry more fields than these (newer nodes); they are kept as they are.
+:data:`STATE_VALUES` declares each, once, with the bounds of
+:mod:`drupelet.node.lattice.wire` (the same types the control requests take), and
+:func:`check_value` validates from it. Values may carry more fields than these (newer
+nodes); they are kept as they are: the view holds the JSON objects, not the Structs.
 
 How the view is kept:
 
@@ -66,8 +69,9 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, NamedTuple, TypedDict, cast
+from typing import Annotated, Any, Final, Literal, NamedTuple, cast
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
@@ -76,7 +80,9 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from drupelet.providers.base import atomic_write
 
+from drupelet.node.lattice import wire
 from drupelet.node.lattice.errors import BadStateEntry, StateError, StateUnavailable
+from drupelet.node.lattice.wire import ConfigMap, Labels
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,7 @@ __all__ = [
     "LatticeState",
     "LinkValue",
     "Listener",
+    "STATE_VALUES",
     "StateKey",
     "actor_key",
     "bucket_name",
@@ -122,23 +129,28 @@ Listener = Callable[[str, dict[str, Any] | None], Awaitable[None]]
 _UNREACHABLE: Final = (nats.errors.Error, OSError, asyncio.TimeoutError)
 
 
-class LinkValue(TypedDict):
+class LinkValue(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     """``link.<source>.<hex interface>``: actor ``source``'s import of ``interface``."""
 
-    source: str
-    interface: str
-    target: str
-    config: dict[str, str]
+    source: Annotated[str, msgspec.Meta(description="the actor's name (the key's <source>)")]
+    interface: Annotated[str, msgspec.Meta(description="one interface (the key's <hex interface>)")]
+    target: Annotated[str, msgspec.Meta(description="local/<provider> or <node>/<provider>")]
+    config: Annotated[ConfigMap, msgspec.Meta(description="the link config")]
 
 
-class ActorValue(TypedDict):
+class ActorValue(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     """``actor.<node>.<name>``: run ``instances`` of the component ``digest`` on ``node``."""
 
-    name: str
-    digest: str
-    instances: int
-    config: dict[str, str]
-    node: str
+    name: Annotated[str, msgspec.Meta(description="the actor's name (the key's <actor>)")]
+    digest: Annotated[str, msgspec.Meta(description="the artifact's SHA-256")]
+    instances: Annotated[int, msgspec.Meta(ge=0, description="instances to run")]
+    config: Annotated[ConfigMap, msgspec.Meta(description="the actor's wasi:config values")]
+    node: Annotated[str, msgspec.Meta(description="the node that runs it (the key's <node>)")]
+
+
+STATE_VALUES: Final[dict[Kind, Any]] = {"link": LinkValue, "actor": ActorValue, "config": ConfigMap, "labels": Labels}
+"""The declared value of each kind of key: a Struct, or a bounded string → string table."""
+_WHOLE: Final[dict[Kind, str]] = {"config": "the named config", "labels": "the labels"}
 
 
 class StateKey(NamedTuple):
@@ -236,43 +248,39 @@ def _token(value: str, what: str) -> str:
 
 
 def check_value(key: str, value: object) -> dict[str, Any]:
-    """Validate ``value`` for ``key``; return a copy. :class:`BadStateEntry` says what is wrong."""
+    """Validate ``value`` for ``key`` against :data:`STATE_VALUES`; return a copy, with any
+    fields a newer node added. :class:`BadStateEntry` names the key and what is wrong."""
     parsed = parse_key(key)
     if not isinstance(value, Mapping):
         raise BadStateEntry(f"{key}: the value must be a JSON object, not {type(value).__name__}", key=key)
     clean: dict[str, Any] = copy.deepcopy(dict(value))
-    if parsed.kind in ("config", "labels"):
-        _string_map(key, clean, "value")
-        return clean
-    if parsed.kind == "link":
-        for name in ("source", "interface", "target"):
-            _string_field(key, clean, name)
-        _string_map(key, clean.get("config"), "config")
+    problem = _value_fault(parsed.kind, clean)
+    if problem is not None:
+        raise BadStateEntry(f"{key}: {problem}", key=key)
+    if parsed.kind == "link" and (clean["source"], clean["interface"]) != parsed.names:
         expected = parsed.names
-        if (clean["source"], clean["interface"]) != expected:
-            raise BadStateEntry(f"{key}: the value is for {clean['source']}'s {clean['interface']}, "
-                                f"not {expected[0]}'s {expected[1]}", key=key)
-        return clean
-    # actor
-    for name in ("name", "digest", "node"):
-        _string_field(key, clean, name)
-    instances = clean.get("instances")
-    if isinstance(instances, bool) or not isinstance(instances, int) or instances < 0:
-        raise BadStateEntry(f"{key}: instances must be an integer ≥ 0, not {instances!r}", key=key)
-    _string_map(key, clean.get("config"), "config")
-    if (clean["node"], clean["name"]) != parsed.names:
+        raise BadStateEntry(f"{key}: the value is for {clean['source']}'s {clean['interface']}, "
+                            f"not {expected[0]}'s {expected[1]}", key=key)
+    if parsed.kind == "actor" and (clean["node"], clean["name"]) != parsed.names:
         raise BadStateEntry(f"{key}: the value is for actor {clean['name']} on {clean['node']}", key=key)
     return clean
 
 
-def _string_field(key: str, value: dict[str, Any], name: str) -> None:
-    if not isinstance(value.get(name), str):
-        raise BadStateEntry(f"{key}: {name!r} must be a string", key=key)
-
-
-def _string_map(key: str, value: object, what: str) -> None:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise BadStateEntry(f"{key}: {what} must be an object of strings", key=key)
+def _value_fault(kind: Kind, value: dict[str, Any]) -> str | None:
+    """What is wrong with ``value`` as the declared value of ``kind``, or None. msgspec
+    validates; :mod:`~drupelet.node.lattice.wire` says it in words (and counts UTF-8 bytes)."""
+    declared = STATE_VALUES[kind]
+    try:
+        msgspec.convert(value, type=declared, strict=True)
+        refused = ""
+    except msgspec.ValidationError as exc:
+        refused = str(exc)
+    if kind in _WHOLE:
+        problem = wire.fault(declared, value, _WHOLE[kind])
+    else:
+        found = wire.struct_fault(declared, value)
+        problem = f"{found[0]}: {found[1]}" if found is not None else None
+    return problem or refused or None
 
 
 def _encode(value: Mapping[str, Any]) -> bytes:
@@ -724,11 +732,13 @@ class LatticeState:
         return [(key, copy.deepcopy(value)) for key, value in sorted(self._view.items())
                 if not stem or key == stem or key.startswith(stem + ".")]
 
-    def links(self) -> list[LinkValue]:
-        return [cast(LinkValue, value) for _, value in self.items("link")]
+    def links(self) -> list[dict[str, Any]]:
+        """Every link: JSON objects with the fields of :class:`LinkValue` (and any more)."""
+        return [value for _, value in self.items("link")]
 
-    def actors_for(self, node: str) -> list[ActorValue]:
-        return [cast(ActorValue, value) for _, value in self.items(f"actor.{_token(node, 'node')}")]
+    def actors_for(self, node: str) -> list[dict[str, Any]]:
+        """The desired actors of ``node``: the fields of :class:`ActorValue` (and any more)."""
+        return [value for _, value in self.items(f"actor.{_token(node, 'node')}")]
 
     def named_config(self, name: str) -> dict[str, str] | None:
         return cast("dict[str, str] | None", self.get(config_key(name)))
