@@ -35,7 +35,18 @@ from drupelet.providers.schema import SchemaError, convert, key_docs, markdown_t
 from drupelet.node.errors import ConfigError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+"""A node, lattice, actor or config name: one NATS subject token and one KV key token."""
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+# Bounds on what a node repeats in every ping, heartbeat and inventory: one oversized
+# label or config value must not push those past NATS's max payload.
+MAX_LABELS = 64
+MAX_LABEL_VALUE_BYTES = 256
+MAX_CONFIG_ENTRIES = 64
+MAX_CONFIG_KEY_BYTES = 256
+MAX_CONFIG_VALUE_BYTES = 4096
+MAX_CONFIG_BYTES = 16384
+"""A whole config table (an actor's, a link's, a named one), keys and values in UTF-8."""
 
 Scalar = str | int | float | bool
 """A config or label value as written; numbers and booleans are kept as their text."""
@@ -240,7 +251,10 @@ class NodeConfig:
             raise ConfigError(f"must be at least limits.trap_backoff_base_ms ({self.trap_backoff_base_ms}), "
                               f"got {self.trap_backoff_max_ms}", key="limits.trap_backoff_max_ms", path=self.source)
         seen: set[str] = set()
+        for i, link in enumerate(self.links):
+            check_config_table(link.config, f"links[{i}].config", self.source)
         for i, actor in enumerate(self.actors):
+            check_config_table(actor.config, f"actors[{i}].config", self.source)
             _check_name(actor.name, f"actors[{i}].name", self.source)
             if actor.name in seen:
                 raise ConfigError(f"actor {actor.name!r} is declared twice", key=f"actors[{i}].name",
@@ -255,10 +269,30 @@ def _check_name(value: str, key: str, path: str) -> None:
 
 
 def check_labels(labels: Mapping[str, Any], key: str, path: str) -> None:
+    if len(labels) > MAX_LABELS:
+        raise ConfigError(f"{len(labels)} labels; a node has at most {MAX_LABELS}", key=key, path=path)
     for name, value in labels.items():
         if not LABEL_KEY.match(name) or not isinstance(value, str):
             raise ConfigError(f"label {name!r}={value!r}: keys are 1-63 of A-Z a-z 0-9 _ . - (not starting with "
                               ". _ or -), values strings", key=key, path=path)
+        if len(value.encode()) > MAX_LABEL_VALUE_BYTES:
+            raise ConfigError(f"label {name!r}: its value is {len(value.encode())} bytes; at most "
+                              f"{MAX_LABEL_VALUE_BYTES}", key=key, path=path)
+
+
+def check_config_table(table: Mapping[str, str], key: str, path: str) -> None:
+    """An actor's or a link's config: bounded, so inventories stay small."""
+    if len(table) > MAX_CONFIG_ENTRIES:
+        raise ConfigError(f"{len(table)} entries; at most {MAX_CONFIG_ENTRIES}", key=key, path=path)
+    total = 0
+    for name, value in table.items():
+        size = len(name.encode()), len(value.encode())
+        if size[0] > MAX_CONFIG_KEY_BYTES or size[1] > MAX_CONFIG_VALUE_BYTES:
+            raise ConfigError(f"{name[:40]!r}: keys are at most {MAX_CONFIG_KEY_BYTES} bytes, values "
+                              f"{MAX_CONFIG_VALUE_BYTES}", key=key, path=path)
+        total += sum(size)
+    if total > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{total} bytes in all; at most {MAX_CONFIG_BYTES}", key=key, path=path)
 
 
 def _string_table(value: Mapping[str, Any], key: str, path: str) -> dict[str, str]:

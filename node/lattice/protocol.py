@@ -1,8 +1,8 @@
 """Wire payloads of the control interface: the reply envelope, request bodies as JSON
 objects, and CloudEvents. Pure functions; docs/protocol.md describes the same fields.
 
-The fields of each control request are declared in :mod:`drupelet.node.lattice.requests`;
-:class:`Fields` is left for the provider server's call bodies.
+The fields of each control request and of a provider call are declared in
+:mod:`drupelet.node.lattice.requests`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any, NotRequired, TypedDict
 
 from drupelet.node.lattice.errors import BadRequest, UnknownRequest
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+from drupelet.node.config import LABEL_KEY as LABEL_KEY, NAME as NAME  # one rule for names, in the config
 DIGEST = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
 
 EVENT_TYPE_PREFIX = "dev.drupelet."
@@ -72,50 +71,6 @@ def parse_request(data: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise BadRequest(f"request body must be a JSON object, not {type(doc).__name__}")
     return doc
-
-
-class Fields:
-    """Typed access to a provider call's fields, with errors that name the field.
-    (Control requests are :mod:`drupelet.node.lattice.requests` Structs.)"""
-
-    def __init__(self, doc: dict[str, Any], allowed: set[str]) -> None:
-        unknown = sorted(set(doc) - allowed)
-        if unknown:
-            raise BadRequest(f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
-        self.doc = doc
-
-    def string(self, name: str, *, required: bool = True, pattern: re.Pattern[str] | None = None,
-               default: str | None = None) -> str:
-        value = self.doc.get(name)
-        if value is None:
-            if required:
-                raise BadRequest("is required", field=name)
-            return default or ""
-        if not isinstance(value, str):
-            raise BadRequest(f"must be a string, got {type(value).__name__}", field=name)
-        if pattern is not None and not pattern.match(value):
-            raise BadRequest(f"{value!r} is not valid", field=name)
-        return value
-
-    def integer(self, name: str, *, default: int, minimum: int = 0, maximum: int = 1 << 31) -> int:
-        value = self.doc.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadRequest(f"must be an integer, got {type(value).__name__}", field=name)
-        if not minimum <= value <= maximum:
-            raise BadRequest(f"must be between {minimum} and {maximum}, got {value}", field=name)
-        return value
-
-    def strings(self, name: str) -> dict[str, str]:
-        value = self.doc.get(name, {})
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise BadRequest("must be an object of strings", field=name)
-        return dict(value)
-
-    def string_list(self, name: str) -> list[str]:
-        value = self.doc.get(name, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise BadRequest("must be a list of strings", field=name)
-        return list(value)
 
 
 class CloudEvent(TypedDict):

@@ -28,6 +28,7 @@ from drupelet.node.lattice import protocol, subjects
 from drupelet.node.lattice.connect import unsubscribe_all
 from drupelet.node.lattice.errors import BadRequest
 from drupelet.node.lattice.protocol import decode, encode
+from drupelet.node.lattice.requests import ProviderCall, parse_as
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +126,9 @@ class ProviderServer:
         return entry is not None and not hasattr(entry.obj, "remote")
 
     def _inline(self, req: dict[str, Any]) -> Any:
-        f = protocol.Fields(req, {"caller", "source", "interface", "op", "args", "handle"})
-        args = decode(req.get("args") or [])
-        if not isinstance(args, list):
-            raise BadRequest("must be a list", field="args")
-        return self._bucket_call(f.string("caller"), f.string("source"), f.string("op").removeprefix("bucket."),
-                                 args, req["handle"])
+        call = parse_as(ProviderCall, req)
+        return self._bucket_call(call.caller, call.source, call.op.removeprefix("bucket."), decode(call.args),
+                                 call.handle)
 
     async def _answer(self, msg: Msg, req: dict[str, Any], provider_name: str) -> None:
         reply = await asyncio.to_thread(self._reply, lambda: self._call(provider_name, req), provider_name)
@@ -162,18 +160,13 @@ class ProviderServer:
             log.warning("cannot send a provider call's reply: %s", exc)
 
     def _call(self, provider_name: str, req: dict[str, Any]) -> Any:
-        f = protocol.Fields(req, {"caller", "source", "interface", "op", "args", "handle"})
-        caller = f.string("caller", pattern=protocol.NAME)
-        source = f.string("source", pattern=protocol.NAME)
-        interface = f.string("interface")
-        op = f.string("op")
-        args = decode(req.get("args") or [])
-        if not isinstance(args, list):
-            raise BadRequest("must be a list", field="args")
+        call = parse_as(ProviderCall, req)
+        caller, source, interface, op = call.caller, call.source, call.interface, call.op
+        args = decode(call.args)
         if op.startswith("bucket."):
-            return self._bucket_call(caller, source, op.removeprefix("bucket."), args, req.get("handle"))
+            return self._bucket_call(caller, source, op.removeprefix("bucket."), args, call.handle)
         if op.startswith("handle."):
-            return self._handle_call(caller, source, op.removeprefix("handle."), args, req.get("handle"))
+            return self._handle_call(caller, source, op.removeprefix("handle."), args, call.handle)
         provider = self.host.provider(provider_name)
         if provider is None:
             raise Unavailable(f"no provider {provider_name!r} runs on node {self.node}")

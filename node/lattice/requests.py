@@ -36,6 +36,7 @@ R = TypeVar("R", bound="Request")
 
 MAX_INSTANCES = 1000
 MAX_PIN = 63
+MAX_OPERATION_CHARS = 64
 
 
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -189,6 +190,19 @@ REQUESTS: dict[str, type[Request]] = NODE_REQUESTS | LATTICE_REQUESTS
 
 
 # -- validation ---------------------------------------------------------------------
+
+
+class ProviderCall(Request):
+    """A call from an actor on another node to a provider here (``drupelet.<lattice>.prov.<node>.<provider>``)."""
+
+    caller: Annotated[Name, Meta(description="the calling actor's node")]
+    source: Annotated[Name, Meta(description="the calling actor")]
+    interface: Annotated[str, Meta(max_length=MAX_INTERFACE_BYTES, description=(
+        "the interface of the actor's link, without a version (wasi:keyvalue/store)"))]
+    op: Annotated[str, Meta(max_length=MAX_OPERATION_CHARS, description=(
+        "the operation: one the provider lists, or bucket.<method> / handle.<method> on a handle"))]
+    args: Annotated[list[Any], Meta(description="the arguments; bytes as {\"$b\": \"<base64>\"}")] = []
+    handle: Annotated[int | None, Meta(description="the handle a bucket. or handle. operation acts on")] = None
 
 
 def parse(verb: str, body: Mapping[str, Any]) -> Request:

@@ -27,16 +27,12 @@ from typing import Annotated, Any, Final, get_args, get_origin
 import msgspec
 from msgspec import Meta
 
+from drupelet.node.config import (MAX_CONFIG_BYTES, MAX_CONFIG_ENTRIES, MAX_CONFIG_KEY_BYTES, MAX_CONFIG_VALUE_BYTES,
+                                  MAX_LABEL_VALUE_BYTES, MAX_LABELS)
 from drupelet.node.lattice.protocol import DIGEST, LABEL_KEY, NAME
 
 #: Labels on one node, and the size of each value (keys are bounded by their pattern).
-MAX_LABELS: Final = 64
-MAX_LABEL_VALUE_BYTES: Final = 256
 #: A config table (an actor's, a link's or a named one): entries, their sizes, and all of it.
-MAX_CONFIG_ENTRIES: Final = 64
-MAX_CONFIG_KEY_BYTES: Final = 256
-MAX_CONFIG_VALUE_BYTES: Final = 4096
-MAX_CONFIG_BYTES: Final = 16384
 #: Free-form strings of requests: an artifact's pushed name, an interface, a link target.
 MAX_REFERENCE_BYTES: Final = 256
 MAX_INTERFACE_BYTES: Final = 256
