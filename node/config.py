@@ -455,6 +455,8 @@ def schema_markdown() -> str:
         enabled = f"Every provider table also takes `{ENABLED_KEY} = false`, which keeps the provider from starting."
         if schema is None:
             parts.append(f"{head}This provider declares no schema: it checks its table when it starts. {enabled}\n")
+        elif not msgspec.structs.fields(schema):
+            parts.append(f"{head}No keys of its own. {enabled}\n")
         else:
             parts.append(f"{head}{markdown_table(key_docs(schema))}\n\n{enabled}\n")
     return "\n".join(parts)

@@ -16,9 +16,11 @@ Link config:
 
 A link to ``local/clock`` ticks on the nodes where the actor runs; a link to
 ``<node>/clock`` ticks on that node, wherever the actor runs. A tick that is still being
-delivered when the next one is due is not doubled: the late one is skipped.
+delivered when the next one is due is not doubled: the late one is skipped. A tick that
+fails (the actor is not running, its handler or the node raises) is logged, and the timer
+goes on.
 
-Node config ``[providers.clock]``: none.
+Node config ``[providers.clock]``: no keys (its ``config_schema`` is :class:`~drupelet.providers.schema.NoKeys`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 from typing import Any
 
 from .base import Link, Message, Provider, ProviderContext, ProviderError
+from .schema import NoKeys
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class ClockProvider(Provider):
 
     name = "clock"
     interfaces = ("wasmcloud:messaging/handler",)
+    config_schema = NoKeys
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,16 +80,18 @@ class ClockProvider(Provider):
         self._ticks: dict[tuple[str, str], int] = {}
 
     async def start(self, ctx: ProviderContext) -> None:
-        if ctx.config:
-            raise ValueError(f"providers.clock takes no keys, got: {', '.join(sorted(ctx.config))}")
+        self.parse_config(ctx.config)
         await super().start(ctx)
 
     async def link_added(self, link: Link) -> None:
         timers = parse_timers(link)
         await self.link_removed(link)
         only_here = link.target.startswith("local/")
-        tasks = {name: asyncio.create_task(self._run(link.source, name, ms, only_here), name=f"timer {name}")
+        tasks = {name: asyncio.create_task(self._run(link.source, name, ms, only_here),
+                                           name=f"timer {name} of actor {link.source}")
                  for name, ms in timers.items()}
+        for task in tasks.values():
+            task.add_done_callback(self._ended)
         self._timers[link.source] = tasks
         self._periods[link.source] = timers
         if timers:
@@ -106,6 +112,7 @@ class ClockProvider(Provider):
             await self.link_removed(Link(source=actor, interface=self.interfaces[0], target=f"local/{self.name}"))
 
     async def _run(self, actor: str, name: str, period_ms: int, only_here: bool) -> None:
+        """Tick until cancelled; a tick that fails is logged and the next one comes on time."""
         ctx = self.context
         loop = asyncio.get_running_loop()
         period = period_ms / 1000.0
@@ -115,15 +122,33 @@ class ClockProvider(Provider):
             due += period
             if loop.time() > due:  # delivery or the loop ran late: skip the missed ticks
                 due = loop.time() + period
-            if ctx.deliver is None or (only_here and not ctx.runs_here(actor)):
-                continue
-            count = self._ticks.get((actor, name), 0) + 1
-            self._ticks[(actor, name)] = count
-            body = json.dumps({"timer": name, "tick": count, "timestamp": round(time.time(), 6), "node": ctx.node})
             try:
-                await ctx.deliver(actor, Message(subject=f"timer.{name}", body=body.encode()))
-            except Exception as exc:
-                log.info("timer %s to actor %s: %s", name, actor, getattr(exc, "message", exc))
+                await self._tick(ctx, actor, name, only_here)
+            except Exception:  # anything the node's callbacks raise: this timer must go on
+                log.warning("timer %s of actor %s: a tick failed; the timer goes on", name, actor, exc_info=True)
+
+    async def _tick(self, ctx: ProviderContext, actor: str, name: str, only_here: bool) -> None:
+        if ctx.deliver is None or (only_here and not ctx.runs_here(actor)):
+            return
+        count = self._ticks.get((actor, name), 0) + 1
+        self._ticks[(actor, name)] = count
+        body = json.dumps({"timer": name, "tick": count, "timestamp": round(time.time(), 6), "node": ctx.node})
+        try:
+            await ctx.deliver(actor, Message(subject=f"timer.{name}", body=body.encode()))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this timer is being stopped
+            # the delivery itself was cancelled (its actor instance stopped with the tick queued)
+            log.info("timer %s to actor %s: the delivery was cancelled", name, actor)
+        except Exception as exc:  # the actor is not running, its handler failed, …: expected, not a fault here
+            log.info("timer %s to actor %s: %s", name, actor, getattr(exc, "message", exc))
+
+    @staticmethod
+    def _ended(task: asyncio.Task[None]) -> None:
+        """A timer task only ends by being cancelled; say so if one ends any other way."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s ended: %s", task.get_name(), task.exception(), exc_info=task.exception())
 
     def describe(self) -> dict[str, Any]:
         return {"timers": {actor: dict(timers) for actor, timers in self._periods.items()}}

@@ -1,7 +1,17 @@
 """The ``messaging`` provider: ``wasmcloud:messaging@0.2.0`` over the node's NATS connection.
 
-An actor linked to it can ``publish`` and ``request`` on any subject, and receives the
-messages of the subjects its link subscribes to through its exported ``handler``.
+An actor linked to it can ``publish`` and ``request`` (on one subject: no wildcards), and
+receives the messages of the subjects its link subscribes to through its exported
+``handler``.
+
+Until the lattice authenticates its clients, the provider itself keeps actors off the
+lattice's own subjects (:data:`PROTECTED_SUBJECTS`: ``drupelet.>``, ``$JS.>``, ``$KV.>``,
+``$O.>``, ``$SYS.>``): ``publish`` and ``request`` on a subject matching one, or with a
+reply subject matching one, are refused with ``denied`` naming the subject. A link whose
+``subscriptions`` would receive any of them, or any reply inbox (``_INBOX.>``), is refused
+when it is put: ``>``, ``*.>``, ``_INBOX.>``, ``drupelet.*`` and ``$KV.>`` are, ``sensors.>``
+is not. (Without that, one link subscribing ``>`` makes every node forward its own
+forwards.) :func:`subjects_overlap` decides, by NATS's token rules.
 
 Link config:
 
@@ -10,8 +20,8 @@ Link config:
 | ``subscriptions`` | comma-separated NATS subjects (wildcards allowed) delivered to the actor |
 | ``queue_group`` | optional queue group for those subscriptions, to share them across nodes |
 
-Node config ``[providers.messaging]``: none of its own; payloads are capped by the
-node's ``max_payload_bytes``.
+Node config ``[providers.messaging]``: no keys (its ``config_schema`` is :class:`~drupelet.providers.schema.NoKeys`); payloads are
+capped by the node's ``max_payload_bytes``.
 """
 
 from __future__ import annotations
@@ -20,7 +30,9 @@ import asyncio
 import logging
 from typing import Any
 
-from .base import Link, Message, PayloadTooLarge, Provider, ProviderContext, ProviderError, Timeout, Unavailable
+from .schema import NoKeys
+from .base import (Denied, Link, Message, PayloadTooLarge, Provider, ProviderContext, ProviderError, Timeout,
+                   Unavailable)
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +44,69 @@ def subjects_of(link: Link) -> list[str]:
     return [s.strip() for s in raw.split(",") if s.strip()]
 
 
+PROTECTED_SUBJECTS = ("drupelet.>", "$JS.>", "$KV.>", "$O.>", "$SYS.>")
+"""The lattice's own subjects: the node's protocol, JetStream, its KV and object stores, the server."""
+REPLY_INBOXES = ("_INBOX.>",)
+"""Where NATS clients (the node's included) wait for replies."""
+
+
 def check_subject(subject: str) -> None:
-    if not subject or any(c in subject for c in " \t\r\n") or subject.startswith(".") or subject.endswith(".") or ".." in subject:
-        raise ProviderError(f"{subject!r} is not a valid NATS subject")
+    """A well-formed NATS subject: dot-separated non-empty tokens, no white space, ``>``
+    only as the last token. ProviderError otherwise."""
+    if not isinstance(subject, str) or not subject or any(c in subject for c in " \t\r\n") \
+            or subject.startswith(".") or subject.endswith(".") or ".." in subject:
+        raise ProviderError(f"{subject!r} is not a valid NATS subject", provider="messaging")
+    if ">" in subject.split(".")[:-1]:
+        raise ProviderError(f"{subject!r} is not a valid NATS subject: '>' may only be its last token",
+                            provider="messaging")
+
+
+def subjects_overlap(a: str, b: str) -> bool:
+    """Whether some subject matches both patterns, by NATS's rules: ``*`` matches exactly
+    one token, ``>`` (last) one or more; any other token only itself. Both must be valid
+    (:func:`check_subject`)."""
+    left, right = a.split("."), b.split(".")
+    for x, y in zip(left, right):
+        if x == ">" or y == ">":
+            return True
+        if x != y and "*" not in (x, y):
+            return False
+    return len(left) == len(right)
+
+
+def protected_match(subject: str, patterns: tuple[str, ...] = PROTECTED_SUBJECTS) -> str | None:
+    """The first of ``patterns`` that ``subject`` (a subject or a pattern) overlaps, or None."""
+    return next((p for p in patterns if subjects_overlap(subject, p)), None)
+
+
+def _check_outgoing(link: Link, what: str, subject: str) -> None:
+    check_subject(subject)
+    if any(token in ("*", ">") for token in subject.split(".")):
+        raise ProviderError(f"actor {link.source!r} cannot {what} {subject!r}: a message goes to one subject; "
+                            "wildcards are for subscriptions", provider="messaging")
+    match = protected_match(subject)
+    if match is not None:
+        raise Denied(f"actor {link.source!r} may not {what} {subject!r}: it is one of the lattice's own subjects "
+                     f"({match}); the lattice's subjects ({', '.join(PROTECTED_SUBJECTS)}) are the node's "
+                     "alone", provider="messaging")
+
+
+def check_subscription(link: Link, subject: str) -> None:
+    """Refuse a link subscription that could receive the lattice's own subjects or replies."""
+    check_subject(subject)
+    match = protected_match(subject, PROTECTED_SUBJECTS + REPLY_INBOXES)
+    if match is not None:
+        raise Denied(f"actor {link.source!r}: link subscription {subject!r} would receive {match}, the lattice's "
+                     f"own messages or replies; subscribe to subjects outside "
+                     f"{', '.join(PROTECTED_SUBJECTS + REPLY_INBOXES)}", provider="messaging")
 
 
 class MessagingProvider(Provider):
+    """``wasmcloud:messaging`` over the node's NATS connection, kept off the lattice's own subjects."""
+
     name = "messaging"
     interfaces = ("wasmcloud:messaging/consumer",)
+    config_schema = NoKeys
 
     def __init__(self) -> None:
         super().__init__()
@@ -60,7 +127,9 @@ class MessagingProvider(Provider):
     # Import calls: these run on the actor instance's worker thread.
 
     def publish(self, link: Link, message: Message) -> None:
-        check_subject(message.subject)
+        _check_outgoing(link, "publish on", message.subject)
+        if message.reply_to:
+            _check_outgoing(link, "ask for replies on", message.reply_to)
         self._check_body(message.body)
         nc = self._client()
 
@@ -70,7 +139,7 @@ class MessagingProvider(Provider):
         self.context.run(_publish())
 
     def request(self, link: Link, subject: str, body: bytes, timeout_ms: int) -> Message:
-        check_subject(subject)
+        _check_outgoing(link, "send a request on", subject)
         self._check_body(body)
         nc = self._client()
         timeout_s = max(timeout_ms, MIN_REQUEST_TIMEOUT_MS) / 1000.0
@@ -92,14 +161,13 @@ class MessagingProvider(Provider):
     # Links: subscriptions that deliver to the actor.
 
     async def start(self, ctx: ProviderContext) -> None:
-        if ctx.config:
-            raise ValueError(f"providers.messaging takes no keys, got: {', '.join(sorted(ctx.config))}")
+        self.parse_config(ctx.config)
         await super().start(ctx)
 
     async def link_added(self, link: Link) -> None:
         subjects = subjects_of(link)
-        for subject in subjects:
-            check_subject(subject)
+        for subject in subjects:  # refuse before anything changes
+            check_subscription(link, subject)
         if not subjects:
             return
         await self.link_removed(link)

@@ -31,6 +31,10 @@ S = TypeVar("S", bound=msgspec.Struct)
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
+class NoKeys(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The schema of a table that takes no keys: any key is refused, naming it."""
+
+
 class SchemaError(ValueError):
     """A value does not match its schema. ``key`` is the dotted path of the culprit."""
 
@@ -278,4 +282,4 @@ def markdown_table(docs: list[KeyDoc]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["KeyDoc", "SchemaError", "convert", "key_docs", "markdown_table", "toml_literal", "type_name"]
+__all__ = ["KeyDoc", "NoKeys", "SchemaError", "convert", "key_docs", "markdown_table", "toml_literal", "type_name"]

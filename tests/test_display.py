@@ -25,7 +25,9 @@ from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from drupelet.providers.base import (BackendIOError, Busy, Denied, Link, Message, ProviderContext, ProviderError,
                                      Unavailable)
-from drupelet.providers.display import DRIVER_ENV, INTERFACE, DisplayProvider, SimulatedBackend
+from drupelet.providers.display import (DRIVER_ENV, INTERFACE, DisplayProvider, DisplaySettings, SimulatedBackend,
+                                        parse_config)
+from drupelet.providers.schema import SchemaError, key_docs
 
 OWNER = Link("demo", INTERFACE, "local/display")
 OTHER = Link("intruder", INTERFACE, "local/display")
@@ -352,25 +354,49 @@ async def test_rotation_swaps_what_actors_see(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    ({"driver": "ssd1307"}, r"providers\.display\.driver must be one of"),
-    ({"width": "128"}, r"providers\.display\.width must be an integer"),
-    ({"height": 2}, r"providers\.display\.height must be from 8"),
-    ({"rotate": 4}, r"providers\.display\.rotate"),
-    ({"address": "0xZZ"}, r"providers\.display\.address must be an I2C address"),
-    ({"address": 0x80}, r"providers\.display\.address must be from 0x03 to 0x77"),
-    ({"mode": "RGBA"}, r"providers\.display\.mode must be one of"),
-    ({"interface": "uart"}, r"providers\.display\.interface"),
-    ({"spi_port": 0}, r"providers\.display\.spi_port applies only to interface 'spi'"),
-    ({"name": ""}, r"providers\.display\.name"),
-    ({"colour": "white"}, r"providers\.display: unknown key\(s\) colour"),
-    ({"driver": "ssd1306", "mode": "RGB"}, r"providers\.display\.mode = 'RGB' needs driver 'dummy'"),
-    ({"driver": "ssd1306", "port": 99}, r"providers\.display\.port: cannot open /dev/i2c-99"),
+    ({"driver": "ssd1307"}, r"providers\.display\.driver: must be one of auto, dummy, ssd1306, sh1106, ssd1309, "
+                           r"not 'ssd1307'"),
+    ({"width": "128"}, r"providers\.display\.width: expected an integer, got a string '128'"),
+    ({"height": 2}, r"providers\.display\.height: expected an integer >= 8, got 2"),
+    ({"rotate": 4}, r"providers\.display\.rotate: expected an integer <= 3, got 4"),
+    ({"address": "0xZZ"}, r"providers\.display\.address: must be an I2C address such as 0x3c, not '0xZZ'"),
+    ({"address": 0x80}, r"providers\.display\.address: must be from 0x03 to 0x77, not 0x80"),
+    ({"address": True}, r"providers\.display\.address: expected an integer or a string, got a boolean True"),
+    ({"mode": "RGBA"}, r"providers\.display\.mode: must be one of 1, L, RGB, not 'RGBA'"),
+    ({"interface": "uart"}, r"providers\.display\.interface: must be one of i2c, spi, not 'uart'"),
+    ({"spi_port": 0}, r"providers\.display\.spi_port: applies only to interface 'spi'; this display uses 'i2c'"),
+    ({"name": ""}, r"providers\.display\.name: expected a string of length >= 1"),
+    ({"colour": "white"}, r"providers\.display\.colour: unknown key \(known: driver, interface, port, address"),
+    ({"driver": "ssd1306", "mode": "RGB"}, r"providers\.display\.mode: 'RGB' needs driver 'dummy'"),
 ])
 async def test_bad_config_names_the_key(tmp_path: Path, config: dict[str, Any], message: str) -> None:
     provider = DisplayProvider()
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SchemaError, match=message):
         await provider.start(context(tmp_path, config))
     assert provider.backend is None
+    with pytest.raises(SchemaError, match=message):  # the same check, without starting
+        DisplayProvider.parse_config(config)
+
+
+async def test_a_bus_that_cannot_be_opened_names_the_key(tmp_path: Path) -> None:
+    provider = DisplayProvider()
+    with pytest.raises(ValueError, match=r"providers\.display\.port: cannot open /dev/i2c-99"):
+        await provider.start(context(tmp_path, {"driver": "ssd1306", "port": 99}))
+    assert provider.backend is None
+    settings = DisplayProvider.parse_config({"driver": "ssd1306", "port": 99})  # the table itself is fine
+    assert (settings.driver, settings.port, settings.address) == ("ssd1306", 99, 0x3C)
+
+
+def test_the_schema_documents_every_key_and_parse_config_resolves_the_driver(tmp_path: Path) -> None:
+    assert DisplayProvider.config_schema is DisplaySettings
+    docs = key_docs(DisplaySettings)
+    assert [d.key for d in docs] == ["driver", "interface", "port", "address", "spi_port", "spi_device", "gpio_dc",
+                                     "gpio_rst", "width", "height", "rotate", "mode", "name"]
+    assert all(d.meaning for d in docs)
+    cfg = parse_config({"driver": "ssd1306", "address": "0x3d"}, {})
+    assert (cfg.driver, cfg.address, cfg.simulated) == ("ssd1306", 0x3D, False)
+    assert parse_config({"driver": "ssd1306"}, {DRIVER_ENV: "dummy"}).simulated
+    assert parse_config({"port": 99}, {}).driver == "dummy"  # auto: there is no /dev/i2c-99
 
 
 async def test_address_may_be_a_string_and_shows_in_the_inventory(tmp_path: Path,
@@ -395,7 +421,7 @@ async def test_environment_overrides_the_driver(tmp_path: Path, monkeypatch: pyt
     finally:
         await provider.stop()
     monkeypatch.setenv(DRIVER_ENV, "floppy")
-    with pytest.raises(ValueError, match=f"{DRIVER_ENV} .* must be one of"):
+    with pytest.raises(SchemaError, match=f"{DRIVER_ENV}: must be one of auto, dummy, ssd1306"):
         await DisplayProvider().start(context(tmp_path, {}))
 
 

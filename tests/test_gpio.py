@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ import pytest_asyncio
 from drupelet.providers import gpio
 from drupelet.providers.base import BackendIOError, Busy, Denied, Link, Message, NotFound, ProviderContext, Unavailable
 from drupelet.providers.gpio import BACKEND_ENV, INTERFACE, GpioProvider, GpioUsageError
+from drupelet.providers.schema import SchemaError, key_docs
 
 T = TypeVar("T")
 
@@ -312,16 +313,20 @@ async def test_simulate_needs_an_input(provider: GpioProvider) -> None:
 
 
 @pytest.mark.parametrize(("config", "error"), [
-    ({"backend": "floppy"}, r"providers\.gpio\.backend must be one of auto, mock, lgpio, rpigpio, native"),
-    ({"backend": "mock", "safe_state": {"17": "sideways"}}, r"providers\.gpio\.safe_state\.17 must be one of low"),
+    ({"backend": "floppy"}, r"providers\.gpio\.backend: must be one of auto, lgpio, mock, native, rpigpio \(the "
+                            r"backends registered in the drupelet\.gpio_backends entry-point group\), not 'floppy'"),
+    ({"backend": "mock", "safe_state": {"17": "sideways"}},
+     r"providers\.gpio\.safe_state\.17: must be one of low, high, input, not 'sideways'"),
     ({"backend": "mock", "safe_state": {"led": "low"}}, r"providers\.gpio\.safe_state\.led: the key must be"),
     ({"backend": "mock", "pins": [17], "safe_state": {"27": "low"}}, r"safe_state\.27: pin 27 is not in"),
-    ({"backend": "mock", "colour": "red"}, r"providers\.gpio: unknown key\(s\) colour"),
-    ({"backend": "mock", "pins": "17"}, r"providers\.gpio\.pins must be a list"),
+    ({"backend": "mock", "colour": "red"},
+     r"providers\.gpio\.colour: unknown key \(known: backend, pins, safe_state\)"),
+    ({"backend": "mock", "pins": "17"}, r"providers\.gpio\.pins: expected a list"),
+    ({"backend": "mock", "pins": [17, -1]}, r"providers\.gpio\.pins\[1\]: expected an integer >= 0, got -1"),
     ({"backend": "mock", "pins": [17, 40]}, r"providers\.gpio\.pins: the board has no GPIO 40"),
 ])
 async def test_bad_node_config_names_the_key(tmp_path: Path, config: dict[str, Any], error: str) -> None:
-    with pytest.raises(ValueError, match=error):
+    with pytest.raises(SchemaError, match=error):
         await start(tmp_path, config)
 
 
@@ -334,7 +339,7 @@ async def test_environment_overrides_the_configured_backend(tmp_path: Path, monk
     finally:
         await p.stop()
     monkeypatch.setenv(BACKEND_ENV, "gpiod")
-    with pytest.raises(ValueError, match=f"{BACKEND_ENV} must be one of"):
+    with pytest.raises(SchemaError, match=f"{BACKEND_ENV}: must be one of auto, lgpio, mock"):
         await start(tmp_path, {})
 
 
@@ -349,7 +354,7 @@ async def test_real_backend_that_cannot_load_is_a_clear_error(tmp_path: Path,
 
 async def test_auto_off_a_pi_simulates_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(gpio, "GPIOCHIP", tmp_path / "no-gpiochip")
+    monkeypatch.setattr(gpio.backends, "GPIOCHIP", tmp_path / "no-gpiochip")
     with caplog.at_level(logging.WARNING, logger="drupelet.providers.gpio"):
         p = await start(tmp_path, {})
     try:
@@ -358,6 +363,98 @@ async def test_auto_off_a_pi_simulates_and_says_so(tmp_path: Path, monkeypatch: 
         assert "simulated" in p.health().message
     finally:
         await p.stop()
+
+
+def test_the_schema_checks_a_table_without_opening_a_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "lgpio", None)  # lgpio could not load here: the check must not try
+    settings = GpioProvider.parse_config({"backend": "lgpio", "pins": [27, 17], "safe_state": {"27": "high"}})
+    assert (settings.backend, settings.pins, settings.safe_state) == ("lgpio", [27, 17], {"27": "high"})
+    assert GpioProvider.config_schema is gpio.GpioSettings
+    defaults = GpioProvider.parse_config({})
+    assert (defaults.backend, defaults.pins, defaults.safe_state) == ("auto", list(range(2, 28)), {})
+    with pytest.raises(SchemaError, match=r"^providers\.gpio\.safe_state\.22: pin 22 is not in providers\.gpio\.pins "
+                                          r"\(17,27\)$"):
+        GpioProvider.parse_config({"pins": [17, 27], "safe_state": {"22": "low"}})
+    with pytest.raises(SchemaError, match=r"^node\.gpio\.backend: must be one of auto, lgpio"):
+        GpioProvider.parse_config({"backend": "gpiod"}, where="node.gpio")
+    keys = [doc.key for doc in key_docs(gpio.GpioSettings)]
+    assert keys == ["backend", "pins", "safe_state"]
+    assert all(doc.meaning for doc in key_docs(gpio.GpioSettings))
+
+
+def test_parse_config_applies_the_environment_only_when_asked() -> None:
+    table = {"backend": "lgpio", "pins": [17], "safe_state": {"17": "input"}}
+    cfg = gpio.parse_config(table, {})
+    assert (cfg.backend, cfg.backend_key, cfg.pins, dict(cfg.safe_state)) == \
+        ("lgpio", "providers.gpio.backend", (17,), {17: "input"})
+    cfg = gpio.parse_config(table, {BACKEND_ENV: "mock"})
+    assert (cfg.backend, cfg.backend_key) == ("mock", BACKEND_ENV)
+
+
+def test_drupelet_registers_its_backends_as_entry_points() -> None:
+    registered = gpio.registered_backends()
+    assert {"mock", "lgpio", "rpigpio", "native"} <= set(registered)
+    assert all(entry.group == gpio.BACKEND_GROUP for entry in registered.values())
+    assert gpio.load_backend("mock") is gpio.SimulatedBackend
+    assert gpio.load_backend("lgpio") is gpio.LgpioBackend  # loading the class does not import lgpio
+    assert {name: issubclass(gpio.load_backend(name), gpio.GpioBackend) for name in registered} == \
+        {name: True for name in registered}
+    with pytest.raises(gpio.GpioBackendError, match=r"providers\.gpio\.backend = 'gpiod': no GPIO backend of that "
+                                                    r"name is registered .*\(registered: .*mock"):
+        gpio.open_backend("gpiod")
+
+
+THIRD_PARTY_BACKEND = """
+from gpiozero.pins.mock import MockFactory
+
+from drupelet.providers.gpio import GpioBackend
+
+
+class LoopbackBackend(GpioBackend):
+    simulated = True
+
+    def open_factory(self) -> MockFactory:
+        return MockFactory()
+
+
+NOT_A_BACKEND = object()
+"""
+
+
+@pytest.fixture
+def third_party_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A package installed beside drupelet that registers GPIO backends ``loopback`` and ``broken``."""
+    site = tmp_path / "site"
+    dist = site / "loopback_gpio-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: loopback-gpio\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[drupelet.gpio_backends]\nloopback = loopback_gpio:LoopbackBackend\n"
+                                           "broken = loopback_gpio:NOT_A_BACKEND\n")
+    (site / "loopback_gpio.py").write_text(THIRD_PARTY_BACKEND)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "loopback_gpio", raising=False)
+    gpio.registered_backends.cache_clear()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        sys.modules.pop("loopback_gpio", None)
+        gpio.registered_backends.cache_clear()
+
+
+async def test_a_backend_another_package_registers_can_be_chosen(tmp_path: Path, third_party_backend: None) -> None:
+    assert "loopback" in gpio.backend_names()
+    assert GpioProvider.parse_config({"backend": "loopback"}).backend == "loopback"
+    p = await start(tmp_path, {"backend": "loopback", "pins": [17]})
+    try:
+        assert (p.backend, p.simulated, p.describe()["backend"]) == ("loopback", True, "loopback")
+        lk = link(pins="17")
+        await call(p.configure_output, lk, 17, True)
+        assert p.factory.pin(17).state == 1
+    finally:
+        await p.stop()
+    with pytest.raises(gpio.GpioBackendError, match=r"'broken': loopback_gpio:NOT_A_BACKEND is not a GpioBackend"):
+        await start(tmp_path, {"backend": "broken"})
 
 
 # -- real hardware ---------------------------------------------------------------------

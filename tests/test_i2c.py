@@ -26,7 +26,8 @@ import pytest_asyncio
 from drupelet.providers import i2c
 from drupelet.providers.base import Denied, Link, Message, NotFound, PayloadTooLarge, ProviderContext, ProviderError
 from drupelet.providers.i2c import BACKEND_ENV, I2cBus, I2cError, I2cProvider, error_code_parts
-from drupelet.providers.simi2c import SimBus, Ssd1306Sink, Tmp102
+from drupelet.providers.i2c.simulation import SimBus, Ssd1306Sink, Tmp102
+from drupelet.providers.schema import SchemaError, key_docs
 
 INTERFACE = "drupelet:hardware/i2c-bus"
 TMP102, OLED, EMPTY = 0x48, 0x3C, 0x50
@@ -280,7 +281,7 @@ async def test_a_stale_scan_is_refreshed_off_the_event_loop(provider: I2cProvide
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     provider.sim_bus("i2c1").add(Tmp102(0x49))
     assert provider.describe()["buses"][0]["devices"] == ["0x3c", "0x48"]  # cached for 30 s
-    monkeypatch.setattr(i2c, "SCAN_CACHE_S", 0.0)
+    monkeypatch.setattr(i2c.provider, "SCAN_CACHE_S", 0.0)
     loop_thread = threading.current_thread()
     scanned_on: list[threading.Thread] = []
     real_scan = SimBus.i2c_rdwr
@@ -295,7 +296,7 @@ async def test_a_stale_scan_is_refreshed_off_the_event_loop(provider: I2cProvide
     assert refresh is not None
     await refresh
     assert scanned_on and loop_thread not in scanned_on
-    monkeypatch.setattr(i2c, "SCAN_CACHE_S", 30.0)
+    monkeypatch.setattr(i2c.provider, "SCAN_CACHE_S", 30.0)
     assert provider.describe()["buses"][0]["devices"] == ["0x3c", "0x48", "0x49"]
 
 
@@ -345,10 +346,12 @@ async def test_stop_closes_everything_and_is_idempotent(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("config", "match"), [
-    ({"backend": "floppy"}, r"providers\.i2c\.backend \('floppy'\) must be"),
-    ({"backend": "sim", "speed": 400}, r"providers\.i2c: unknown key\(s\) speed"),
-    ({"backend": "sim", "buses": "i2c1"}, r"providers\.i2c\.buses must be a table"),
-    ({"backend": "sim", "buses": {"i2c1": 1}}, r"providers\.i2c\.buses\.i2c1 must be a device path"),
+    ({"backend": "floppy"}, r"providers\.i2c\.backend: must be one of auto, smbus, sim, not 'floppy'"),
+    ({"backend": "sim", "speed": 400}, r"providers\.i2c\.speed: unknown key \(known: backend, buses, sim_devices\)"),
+    ({"backend": "sim", "buses": "i2c1"}, r"providers\.i2c\.buses: expected a table"),
+    ({"backend": "sim", "buses": {"i2c1": 1}}, r"providers\.i2c\.buses\.i2c1: expected a string, got an integer 1"),
+    ({"backend": "sim", "buses": {"i2c1": ""}}, r"providers\.i2c\.buses\.i2c1: expected a string of length >= 1"),
+    ({"backend": "sim", "sim_devices": {"i2c1": "tmp102@0x48"}}, r"providers\.i2c\.sim_devices\.i2c1: expected a list"),
     ({"backend": "sim", "buses": {"my bus": "sim"}}, r"providers\.i2c\.buses: 'my bus' is not a bus name"),
     ({"backend": "sim", "sim_devices": {"i2c9": ["tmp102@0x48"]}}, r"providers\.i2c\.sim_devices\.i2c9: there is no bus"),
     ({"backend": "sim", "sim_devices": {"i2c1": ["lm75@0x48"]}}, r"providers\.i2c\.sim_devices\.i2c1: 'lm75@0x48'"),
@@ -356,8 +359,31 @@ async def test_stop_closes_everything_and_is_idempotent(tmp_path: Path) -> None:
     ({"backend": "sim", "sim_devices": {"i2c1": ["tmp102@0x48", "tmp102@72"]}}, r"sim_devices\.i2c1: two devices at 0x48"),
 ])
 async def test_bad_config_names_the_key(tmp_path: Path, config: dict[str, Any], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(SchemaError, match=match):
         await start(tmp_path, config)
+    with pytest.raises(SchemaError, match=match):  # the same check, without starting
+        I2cProvider.parse_config(config)
+
+
+def test_the_schema_checks_a_table_without_looking_at_the_machine(tmp_path: Path) -> None:
+    assert I2cProvider.config_schema is i2c.I2cSettings
+    settings = I2cProvider.parse_config({"backend": "smbus"})  # no adapter needed to check the table
+    assert (settings.backend, settings.buses, settings.sim_devices) == \
+        ("smbus", {}, {"i2c1": ["tmp102@0x48", "ssd1306@0x3c"]})
+    with pytest.raises(SchemaError,
+                       match=r"^providers\.i2c\.sim_devices\.i2c2: there is no bus 'i2c2' \(buses: i2c1\)$"):
+        I2cProvider.parse_config({"backend": "sim", "sim_devices": {"i2c2": ["tmp102@0x48"]}})
+    # which buses exist is decided at start, from the machine and the environment
+    assert i2c.parse_config({"backend": "auto"}, {}, tmp_path) == \
+        i2c.I2cConfig(backend="sim", buses={"i2c1": "sim"}, sim_devices={"i2c1": ("tmp102@0x48", "ssd1306@0x3c")},
+                      auto=True)
+    (tmp_path / "i2c-4").write_bytes(b"")
+    assert i2c.parse_config({"backend": "auto", "buses": {}}, {}, tmp_path) == \
+        i2c.I2cConfig(backend="smbus", buses={"i2c4": str(tmp_path / "i2c-4")}, sim_devices={}, auto=True)
+    assert i2c.parse_config({}, {BACKEND_ENV: "sim"}, tmp_path).backend == "sim"
+    cfg = i2c.parse_config({"backend": "sim", "buses": {"left": "sim"}}, {}, tmp_path)
+    assert (cfg.buses, cfg.sim_devices) == ({"left": "sim"}, {})  # the default devices are for i2c1 only
+    assert all(doc.meaning for doc in key_docs(i2c.I2cSettings))
 
 
 async def test_a_device_that_is_not_an_adapter_is_refused_at_start(tmp_path: Path) -> None:
@@ -371,7 +397,7 @@ async def test_a_device_that_is_not_an_adapter_is_refused_at_start(tmp_path: Pat
 
 async def test_auto_simulates_with_a_warning_when_there_is_no_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(i2c, "DEV_DIR", tmp_path)
+    monkeypatch.setattr(i2c.config, "DEV_DIR", tmp_path)
     with caplog.at_level(logging.WARNING, logger="drupelet.providers.i2c"):
         p = await start(tmp_path, {})
     try:
@@ -383,14 +409,14 @@ async def test_auto_simulates_with_a_warning_when_there_is_no_adapter(tmp_path: 
 
 async def test_auto_uses_smbus_when_an_adapter_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "i2c-3").write_bytes(b"")  # not a real adapter: opening it fails, naming the default bus
-    monkeypatch.setattr(i2c, "DEV_DIR", tmp_path)
+    monkeypatch.setattr(i2c.config, "DEV_DIR", tmp_path)
     with pytest.raises(ValueError, match=r"providers\.i2c\.buses\.i2c3: cannot open .*i2c-3"):
         await start(tmp_path, {})
 
 
 async def test_smbus_without_adapters_says_how_to_enable_i2c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(i2c, "DEV_DIR", tmp_path)
-    with pytest.raises(ValueError, match=r"providers\.i2c\.backend is 'smbus' but there is no .*enable I2C"):
+    monkeypatch.setattr(i2c.config, "DEV_DIR", tmp_path)
+    with pytest.raises(SchemaError, match=r"providers\.i2c\.backend: is 'smbus' but there is no .*enable I2C"):
         await start(tmp_path, {"backend": "smbus"})
 
 
@@ -403,7 +429,7 @@ async def test_the_environment_overrides_the_backend(tmp_path: Path, monkeypatch
     finally:
         await p.stop()
     monkeypatch.setenv(BACKEND_ENV, "fake")
-    with pytest.raises(ValueError, match=f"{BACKEND_ENV}='fake' must be"):
+    with pytest.raises(SchemaError, match=f"{BACKEND_ENV}: must be one of auto, smbus, sim, not 'fake'"):
         await start(tmp_path, {})
 
 
@@ -415,7 +441,7 @@ async def test_the_smbus_backend_shares_the_code_path_and_has_no_sim_devices(
         opened.append(path)
         return SimBus([Tmp102(TMP102)], name=name)
 
-    monkeypatch.setattr(i2c, "open_smbus", fake_open)
+    monkeypatch.setattr(i2c.backends, "open_smbus", fake_open)
     p = await start(tmp_path, {"backend": "smbus", "buses": {"i2c1": "/dev/i2c-1"}})
     try:
         assert opened == ["/dev/i2c-1"]

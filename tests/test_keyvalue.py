@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
+from drupelet.node.host.errors import ProviderFailed
 from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.node.runtime import read_component
-from drupelet.providers.base import BackendIOError, Link
-from drupelet.providers.keyvalue import Bucket, FileBucket
+from drupelet.providers.base import BackendIOError, Link, PayloadTooLarge, ProviderContext, ProviderError
+from drupelet.providers.keyvalue import Bucket, FileBucket, KeyValueProvider, KeyValueSettings
+from drupelet.providers.schema import SchemaError
 
 from test_host import WAT, node_config
 
@@ -65,7 +70,8 @@ async def test_unlinked_and_denied_opens_are_error_values(tmp_path: Path, nats_s
 
 async def test_bad_backend_config_is_a_clear_error(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
     h = Node(node_config(tmp_path, nats_server.url, providers={"keyvalue": {"backend": "floppy"}}))
-    with pytest.raises(Exception, match="provider 'keyvalue' failed to start.*'file' or 'memory'"):
+    with pytest.raises(ProviderFailed, match=r"provider 'keyvalue' failed to start: providers\.keyvalue\.backend: "
+                                             r"must be one of file, memory, not 'floppy'"):
         await h.start()
 
 
@@ -80,7 +86,7 @@ def test_bucket_operations() -> None:
     b.delete_many(["x", "y"])
     assert b.list_keys(None) == (["a", "new"], None)
     b.set("text", b"not a number")
-    with pytest.raises(Exception, match="not a decimal integer"):
+    with pytest.raises(ProviderError, match="not a decimal integer"):
         b.increment("text", 1)
 
 
@@ -111,9 +117,18 @@ def test_file_bucket_write_failure_keeps_the_old_value(tmp_path: Path, monkeypat
         b.set("a", b"new")
     with pytest.raises(BackendIOError):
         b.set("b", b"added")
-    assert b.get("a") == b"old" and b.get("b") is None
+    with pytest.raises(BackendIOError):
+        b.set_many([("a", b"newer"), ("c", b"C")])
+    with pytest.raises(BackendIOError):
+        b.increment("n", 1)
+    assert b.get("a") == b"old" and b.get("b") is None and b.get("c") is None and not b.exists("n")
+    assert b.list_keys(None) == (["a"], None)
     monkeypatch.undo()
     assert FileBucket("t", tmp_path / "t.json").get("a") == b"old"
+    b.set("b", b"added")  # the bucket still works once the disk does
+    assert b.increment("n", 2) == 2
+    reopened = FileBucket("t", tmp_path / "t.json")
+    assert [reopened.get(k) for k in ("a", "b", "n")] == [b"old", b"added", b"2"]
 
 
 def test_corrupt_bucket_file_is_reported(tmp_path: Path) -> None:
@@ -121,3 +136,79 @@ def test_corrupt_bucket_file_is_reported(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(BackendIOError, match=f"cannot read bucket file {path}"):
         FileBucket("t", path)
+
+
+WAIT_S = 5.0
+
+
+def test_a_read_does_not_wait_for_a_write_being_persisted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drupelet.providers import keyvalue
+
+    b = FileBucket("t", tmp_path / "t.json")
+    b.set("a", b"old")
+    persisting, release = threading.Event(), threading.Event()
+    real_write = keyvalue.atomic_write
+
+    def slow_disk(path: Path, data: bytes) -> None:
+        persisting.set()
+        assert release.wait(WAIT_S), "the test never released the write"
+        real_write(path, data)
+
+    monkeypatch.setattr(keyvalue, "atomic_write", slow_disk)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        writing = pool.submit(b.set, "a", b"new")
+        assert persisting.wait(WAIT_S)
+        # the write is stuck in its fsync: every read answers at once, with the old contents
+        reads = pool.submit(lambda: (b.get("a"), b.exists("a"), b.list_keys(None), b.get_many(["a"])))
+        assert reads.result(timeout=WAIT_S) == (b"old", True, (["a"], None), [("a", b"old")])
+        assert not writing.done()
+        second = pool.submit(b.set, "z", b"Z")  # writers queue behind the one persisting
+        release.set()
+        writing.result(timeout=WAIT_S)
+        second.result(timeout=WAIT_S)
+    assert b.get("a") == b"new" and b.get("z") == b"Z"
+    assert FileBucket("t", tmp_path / "t.json").get_many(["a", "z"]) == [("a", b"new"), ("z", b"Z")]
+
+
+def test_values_must_be_bytes_and_a_write_fits_the_payload_limit(tmp_path: Path) -> None:
+    b = FileBucket("t", tmp_path / "t.json", max_value_bytes=8)
+    b.set("a", b"12345678")
+    for bad in ("text", bytearray(b"x"), 7, None, [1, 2]):
+        with pytest.raises(ProviderError, match=r"the value of 'a' in bucket 't' must be bytes, not"):
+            b.set("a", bad)  # type: ignore[arg-type]
+    with pytest.raises(ProviderError, match=r"the value of 'y' in bucket 't' must be bytes, not str"):
+        b.set_many([("x", b"X"), ("y", "Y")])  # type: ignore[list-item]
+    with pytest.raises(ProviderError, match="keys of bucket 't' are strings, not int"):
+        b.set(1, b"x")  # type: ignore[arg-type]
+    with pytest.raises(PayloadTooLarge, match="payload of 9 bytes exceeds the limit of 8 bytes") as err:
+        b.set("a", b"123456789")
+    assert (err.value.size, err.value.limit) == (9, 8)
+    with pytest.raises(PayloadTooLarge, match="payload of 10 bytes exceeds the limit of 8 bytes"):
+        b.set_many([("x", b"12345"), ("y", b"12345")])
+    with pytest.raises(ProviderError, match=r"takes \(key, value\) pairs"):
+        b.set_many([("x", b"1", b"2")])  # type: ignore[list-item]
+    assert b.list_keys(None) == (["a"], None) and b.get("a") == b"12345678"
+    assert FileBucket("t", tmp_path / "t.json").list_keys(None) == (["a"], None)
+    b.set_many([("x", b"1234"), ("y", b"5678")])  # eight bytes in all is fine
+    assert b.get_many(["x", "y"]) == [("x", b"1234"), ("y", b"5678")]
+
+
+async def test_the_provider_checks_its_table_and_hands_out_buckets_with_the_payload_limit(tmp_path: Path) -> None:
+    assert KeyValueProvider.config_schema is KeyValueSettings
+    assert KeyValueProvider.parse_config({}).backend == "file"
+    assert KeyValueProvider.parse_config({"backend": "memory"}).backend == "memory"
+    with pytest.raises(SchemaError, match=r"^providers\.keyvalue\.backend: must be one of file, memory, not 'disk'$"):
+        KeyValueProvider.parse_config({"backend": "disk"})
+    with pytest.raises(SchemaError, match=r"^providers\.keyvalue\.size: unknown key \(known: backend\)$"):
+        KeyValueProvider.parse_config({"size": 1})
+    provider = KeyValueProvider()
+    await provider.start(ProviderContext(node="n", lattice="default", loop=asyncio.get_running_loop(),
+                                         data_dir=tmp_path, config={"backend": "memory"}, max_payload_bytes=4))
+    try:
+        bucket = provider.open(Link("kv", "wasi:keyvalue/store", "local/keyvalue"), "")
+        with pytest.raises(PayloadTooLarge):
+            bucket.set_many([("a", b"123"), ("b", b"45")])
+        bucket.set("a", b"1234")
+        assert bucket.get("a") == b"1234" and not (tmp_path / "default.json").exists()
+    finally:
+        await provider.stop()

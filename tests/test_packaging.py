@@ -185,9 +185,9 @@ def test_provider_entry_points(installed: Installed) -> None:
     found = json.loads(result.stdout)
     assert found["keyvalue"] == "drupelet.providers.keyvalue.KeyValueProvider"
     assert found["messaging"] == "drupelet.providers.messaging.MessagingProvider"
-    assert found["gpio"] == "drupelet.providers.gpio.GpioProvider"
-    assert found["i2c"] == "drupelet.providers.i2c.I2cProvider"
-    assert found["display"] == "drupelet.providers.display.DisplayProvider"
+    assert found["gpio"] == "drupelet.providers.gpio.provider.GpioProvider"
+    assert found["i2c"] == "drupelet.providers.i2c.provider.I2cProvider"
+    assert found["display"] == "drupelet.providers.display.provider.DisplayProvider"
     assert found["clock"] == "drupelet.providers.clock.ClockProvider"
 
 

@@ -1,4 +1,5 @@
-"""A simulated I2C bus with register-level models of the devices drupelet's demos use.
+"""The simulated I2C backend (``sim``): buses with register-level models of the devices
+drupelet's demos use, a peer of the real backend in :mod:`.backends`.
 
 :class:`SimBus` offers the part of :class:`smbus2.SMBus` the ``i2c`` provider (and luma's
 ``i2c`` serial interface, given ``bus=``) use: ``i2c_rdwr(*msgs)`` with smbus2's own
@@ -33,7 +34,10 @@ I2C message each, the address already matched) and set ``kind``. Two ship here:
     (0xAE/0xAF) and contrast (0x81), and answers a read with the status byte (bit 6 set
     while the display is off), so a scan finds it and luma can drive it.
 
-Devices are named in config as ``<kind>@<address>`` (see :func:`make_device`).
+Devices are named in config as ``<kind>@<address>`` (see :func:`make_device`);
+:class:`SimBackend` puts them on the buses ``providers.i2c.sim_devices`` names. Tests and
+demos reach them through :meth:`I2cProvider.sim_device
+<drupelet.providers.i2c.I2cProvider.sim_device>` to change a temperature or inject a fault.
 """
 
 from __future__ import annotations
@@ -42,9 +46,11 @@ import ctypes
 import errno
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from smbus2 import i2c_msg
+
+from .backends import I2cBackend
 
 I2C_M_RD = 0x0001
 """``i2c_msg.flags`` bit of a read message (uapi/linux/i2c.h)."""
@@ -407,3 +413,23 @@ class SimBus:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+# -- the backend ------------------------------------------------------------------------
+
+
+class SimBackend(I2cBackend):
+    """Simulated buses, each a :class:`SimBus` with the devices ``sim_devices`` names for it."""
+
+    name = "sim"
+    simulated = True
+
+    def __init__(self, sim_devices: Mapping[str, Sequence[str]]) -> None:
+        self.sim_devices = {bus: tuple(specs) for bus, specs in sim_devices.items()}
+        self.buses: dict[str, SimBus] = {}
+        """The buses opened so far, by name."""
+
+    def open_bus(self, name: str, device: str) -> SimBus:
+        bus = SimBus((make_device(spec) for spec in self.sim_devices.get(name, ())), name=name)
+        self.buses[name] = bus
+        return bus

@@ -1,120 +1,40 @@
-"""The ``gpio`` provider: ``drupelet:hardware/gpio`` on the board's pins, through gpiozero.
+"""The gpio provider itself: pins granted per link, one owner per pin, safe states, edges.
 
-Pins are BCM numbers. Every device is made on this provider's own gpiozero pin factory
-(passed as ``pin_factory=``); gpiozero's global ``Device.pin_factory`` is never touched.
-
-Node config ``[providers.gpio]``:
-
-| key | default | meaning |
-|---|---|---|
-| ``backend`` | ``"auto"`` | ``"auto"``: ``lgpio`` when the ``lgpio`` module imports and ``/dev/gpiochip0`` exists, else ``mock`` with a WARNING that GPIO is simulated. ``"mock"``: gpiozero's ``MockFactory`` with PWM-capable pins; nothing physical moves and :meth:`GpioProvider.simulate` can press buttons. ``"lgpio"``, ``"rpigpio"``, ``"native"``: gpiozero's pin factory of that name; one that cannot load stops the node from starting. The environment variable ``DRUPELET_GPIO_BACKEND`` overrides this key. |
-| ``pins`` | BCM 2 to 27 | list of the pins any link may be granted |
-| ``safe_state`` | every pin ``"low"`` | table ``{"<pin>" = "low" \\| "high" \\| "input"}``: what an output (or PWM) pin is set to when its link goes. ``low``/``high``: the provider keeps driving it at that level until a link configures the pin again. ``input``: the pin is released as a floating input. |
-
-Link config (all strings):
-
-| key | default | meaning |
-|---|---|---|
-| ``pins`` | none | comma-separated pins this link may use (``"17,27"``); absent or empty grants none |
-| ``events`` | none | input pins whose edges are sent to the actor: ``"17"`` or ``"17:falling,22:both"`` (``rising``, ``falling`` or ``both``, the default). The provider configures them as inputs when the link is put; each must be granted by ``pins`` and free |
-| ``pull`` | ``"up"`` | the pull resistor of the ``events`` pins: ``up``, ``down`` or ``none`` |
-| ``debounce_ms`` | ``"20"`` | the debounce time of the ``events`` pins, in milliseconds |
-
-Edges reach the actor's ``wasmcloud:messaging/handler`` as subject
-``gpio.<pin>.<rising|falling>`` with a JSON body ``{"pin", "edge", "timestamp" (Unix
-seconds), "node"}`` (:class:`EdgeEvent`). ``rising`` and ``falling`` are the pin's
-electrical level: with ``pull = "up"`` a button to ground gives ``falling`` when pressed
-and ``rising`` when let go. An events pin the actor reconfigures with ``configure-input``
-keeps its events; one it turns into an output sends none until it is an input again.
-
-Ownership: the first ``configure-input``, ``configure-output`` or ``set-pwm`` on a pin
-claims it for that link (actor and interface) until the link is deleted or its actor
-stops; another link gets ``busy`` naming the owner. Reconfiguring an owned pin closes the
-old gpiozero device first; if the new one cannot be made, the pin is free again. When a
-link goes, its inputs are closed and its outputs go to their safe state (``describe()``
-lists those held at ``low``/``high`` under ``released``; they are free to configure).
-Putting a link again with new config releases the pins it no longer grants and applies
-its new ``events``. At ``stop`` every output is set to its safe state, then every device
-and the factory are closed, which leaves the pins as inputs (gpiozero's release).
-
-Simulation (backend ``mock``): :meth:`GpioProvider.simulate` sets a configured input's
-level and fires the same edges a real one would. gpiozero's mock pins do not debounce.
-
-``describe()``: ``{"backend", "simulated", "pins": [{"pin", "mode", "owner", "value"}],
-"released": [{"pin", "value"}], "allowed": [...]}``; ``value`` is the level (bool) or a
-PWM duty cycle (float).
-
-Calls and their errors (``code`` of the :class:`~.base.ProviderError` raised):
-
-- ``configure_input(link, pin, pull, debounce_ms)``, ``configure_output(link, pin, initial)``
-- ``read(link, pin) -> bool``: the electrical level (True = high) of an input or output;
-  of a PWM pin, whether its duty cycle is above zero.
-- ``write(link, pin, value)``, ``toggle(link, pin) -> bool`` (the new level): outputs,
-  and PWM pins (full on or off).
-- ``set_pwm(link, pin, duty, frequency_hz)``: claims the pin as a PWM output.
-- ``not-found``: the pin is not in ``providers.gpio.pins``, or this link has not
-  configured it. ``denied``: the link's ``pins`` does not grant it. ``busy``: another
-  link owns it. ``io``: gpiozero or the driver refused (fixed pull resistor, no PWM on
-  this backend, …). ``other`` (:class:`GpioUsageError`): a bad argument, or writing an
-  input.
+See the package docstring (:mod:`drupelet.providers.gpio`) for what it offers actors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import importlib
-import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 from gpiozero import DigitalOutputDevice, InputDevice, PWMOutputDevice
-from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from .base import (
-    BackendIOError,
-    Busy,
-    Denied,
-    Health,
-    Link,
-    Message,
-    NotFound,
-    Provider,
-    ProviderContext,
-    ProviderError,
-    Unavailable,
-)
+from ..base import (BackendIOError, Busy, Denied, Health, Link, Message, NotFound, Provider, ProviderContext,
+                    ProviderError, Unavailable)
+from ..schema import SchemaError
+from . import config
+from .backends import GpioBackend, choose_auto, not_simulated, open_backend
+from .config import (AUTO, DEFAULT_PINS, DEFAULT_SAFE_STATE, PULLS, EventConfig, GpioSettings, SafeState, event_config,
+                     format_pins, granted_pins)
+from .events import Edge, EdgeWatcher, edge_body, edge_subject
 
 log = logging.getLogger(__name__)
 
 INTERFACE = "drupelet:hardware/gpio"
-BACKEND_ENV = "DRUPELET_GPIO_BACKEND"
-BACKENDS = ("auto", "mock", "lgpio", "rpigpio", "native")
-REAL_BACKENDS = ("lgpio", "rpigpio", "native")
-DEFAULT_BACKEND = "auto"
-DEFAULT_PINS = tuple(range(2, 28))
-GPIOCHIP = Path("/dev/gpiochip0")
-CONFIG_KEYS = ("backend", "pins", "safe_state")
-SAFE_STATES = ("low", "high", "input")
-DEFAULT_SAFE_STATE = "low"
-PULLS: Mapping[str, bool | None] = {"up": True, "down": False, "none": None}
-EDGES = ("rising", "falling", "both")
-DEFAULT_EDGES = "both"
-DEFAULT_EVENT_PULL = "up"
-DEFAULT_EVENT_DEBOUNCE_MS = 20
 MS_PER_S = 1000.0
 
 Owner = tuple[str, str]
 """Who owns a pin: (actor, interface) of the link that claimed it."""
 Mode = Literal["input", "output", "pwm"]
-Edge = Literal["rising", "falling"]
 
 
 class GpioUsageError(ProviderError, ValueError):
@@ -123,144 +43,6 @@ class GpioUsageError(ProviderError, ValueError):
     def __init__(self, message: str, *, pin: int | None = None) -> None:
         super().__init__(message, provider="gpio")
         self.pin = pin
-
-
-class EdgeEvent(TypedDict):
-    """The JSON body of an edge message."""
-
-    pin: int
-    edge: Edge
-    timestamp: float
-    """Unix seconds when the provider saw the edge."""
-    node: str
-    """The node whose pin it is."""
-
-
-def edge_subject(pin: int, edge: Edge) -> str:
-    """The subject an edge is delivered under: ``gpio.17.falling``."""
-    return f"gpio.{pin}.{edge}"
-
-
-def edge_body(pin: int, edge: Edge, timestamp: float, node: str) -> bytes:
-    event: EdgeEvent = {"pin": pin, "edge": edge, "timestamp": timestamp, "node": node}
-    return json.dumps(event).encode("utf-8")
-
-
-def format_pins(pins: Iterable[int]) -> str:
-    """``[2, 3, 4, 17]`` → ``"2-4,17"``; ``"none"`` when empty."""
-    ordered = sorted(set(pins))
-    if not ordered:
-        return "none"
-    parts: list[str] = []
-    start = prev = ordered[0]
-    for pin in ordered[1:] + [-1]:
-        if pin == prev + 1:
-            prev = pin
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = pin
-    return ",".join(parts)
-
-
-# -- backends -------------------------------------------------------------------------
-
-
-class GpioBackend:
-    """A gpiozero pin factory the provider makes its devices on.
-
-    A backend must pass its ``name`` and an open gpiozero ``factory`` to ``__init__``.
-    It may override ``simulated`` and ``drive`` (set an input pin's level from outside,
-    as a wire would; only a simulated backend can) and ``close``.
-    """
-
-    simulated = False
-
-    def __init__(self, name: str, factory: Any) -> None:
-        self.name = name
-        self.factory = factory
-
-    def drive(self, pin: int, device: Any, level: bool) -> None:
-        raise not_simulated(pin, self.name)
-
-    def has_pin(self, pin: int) -> bool:
-        """Whether the board has BCM ``pin`` on a header, as the factory's board info says."""
-        return any(True for _ in self.factory.board_info.find_pin(f"GPIO{pin}"))
-
-    def close(self) -> None:
-        self.factory.close()
-
-
-class SimulatedBackend(GpioBackend):
-    """gpiozero's ``MockFactory`` with PWM-capable pins: levels live in memory.
-
-    ``drive`` goes through the mock pin's ``drive_high``/``drive_low``, which fire the
-    same pin callbacks a real edge fires.
-    """
-
-    simulated = True
-
-    def __init__(self) -> None:
-        super().__init__("mock", MockFactory(pin_class=MockPWMPin))
-
-    def drive(self, pin: int, device: Any, level: bool) -> None:
-        if level:
-            device.pin.drive_high()
-        else:
-            device.pin.drive_low()
-
-
-@dataclass(frozen=True)
-class _RealFactory:
-    module: str
-    cls: str
-    dependency: str | None
-    install_hint: str
-
-
-_REAL_FACTORIES: Mapping[str, _RealFactory] = {
-    "lgpio": _RealFactory("gpiozero.pins.lgpio", "LGPIOFactory", "lgpio", "pip install 'drupelet[pi]'"),
-    "rpigpio": _RealFactory("gpiozero.pins.rpigpio", "RPiGPIOFactory", "RPi", "pip install RPi.GPIO"),
-    "native": _RealFactory("gpiozero.pins.native", "NativeFactory", None, ""),
-}
-
-
-def lgpio_unusable() -> str | None:
-    """What ``backend = "auto"`` asks: why ``lgpio`` cannot be used here, or None when it can."""
-    try:
-        importlib.import_module("lgpio")
-    except ImportError:
-        return "lgpio is not installed (pip install 'drupelet[pi]' on a Pi)"
-    if not GPIOCHIP.exists():
-        return f"{GPIOCHIP} does not exist (not a Raspberry Pi?)"
-    return None
-
-
-def open_backend(name: str, key: str = "providers.gpio.backend") -> GpioBackend:
-    """Open the backend ``name`` (not ``auto``). ``key`` names where the choice came from.
-
-    Raises ValueError naming the backend and the reason when a real one cannot load.
-    """
-    if name == "mock":
-        return SimulatedBackend()
-    spec = _REAL_FACTORIES[name]
-    try:
-        module = importlib.import_module(spec.module)
-    except ImportError as exc:
-        if spec.dependency is not None and (exc.name or "").split(".")[0] == spec.dependency:
-            raise ValueError(f"{key} = {name!r}: {spec.dependency} is not installed; {spec.install_hint}") from exc
-        raise ValueError(f"{key} = {name!r}: cannot load gpiozero's {spec.cls}: {exc}") from exc
-    try:
-        factory = getattr(module, spec.cls)()
-    except Exception as exc:  # each library fails its own way (lgpio.error, RuntimeError, OSError)
-        raise ValueError(f"{key} = {name!r}: cannot open the GPIO pins ({type(exc).__name__}: {exc}); "
-                         "is this a Raspberry Pi, and may the node's user use GPIO (the gpio group)?") from exc
-    return GpioBackend(name, factory)
-
-
-def not_simulated(pin: int, backend: str) -> Denied:
-    return Denied(f"GPIO pin {pin} is a real pin (backend {backend!r}): only the simulated backend "
-                  "(providers.gpio.backend = \"mock\") can set an input's level from outside; press the "
-                  "button or wire the pin instead", provider="gpio")
 
 
 @contextmanager
@@ -275,139 +57,9 @@ def _io(pin: int, action: str) -> Iterator[None]:
                              provider="gpio") from exc
 
 
-# -- config ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GpioConfig:
-    backend: str
-    backend_key: str
-    pins: tuple[int, ...]
-    safe_state: Mapping[int, str]
-
-
-def parse_config(config: Mapping[str, Any], environ: Mapping[str, str]) -> GpioConfig:
-    """Validate ``[providers.gpio]``; ValueError names the key."""
-    unknown = sorted(set(config) - set(CONFIG_KEYS))
-    if unknown:
-        raise ValueError(f"providers.gpio: unknown key(s) {', '.join(unknown)} (known: {', '.join(CONFIG_KEYS)})")
-
-    backend_key = "providers.gpio.backend"
-    backend = config.get("backend", DEFAULT_BACKEND)
-    if environ.get(BACKEND_ENV):
-        backend_key, backend = BACKEND_ENV, environ[BACKEND_ENV]
-    if backend not in BACKENDS:
-        raise ValueError(f"{backend_key} must be one of {', '.join(BACKENDS)}, not {backend!r}")
-
-    raw_pins = config.get("pins", list(DEFAULT_PINS))
-    if not isinstance(raw_pins, list) or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0
-                                                 for p in raw_pins):
-        raise ValueError(f"providers.gpio.pins must be a list of BCM pin numbers such as [17, 27], not {raw_pins!r}")
-    pins = tuple(sorted(set(raw_pins)))
-
-    raw_safe = config.get("safe_state", {})
-    if not isinstance(raw_safe, Mapping):
-        raise ValueError(f"providers.gpio.safe_state must be a table such as {{\"17\" = \"high\"}}, not {raw_safe!r}")
-    safe: dict[int, str] = {}
-    for key, value in raw_safe.items():
-        where = f"providers.gpio.safe_state.{key}"
-        try:
-            pin = int(key)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: the key must be a BCM pin number such as \"17\"") from None
-        if pin not in pins:
-            raise ValueError(f"{where}: pin {pin} is not in providers.gpio.pins ({format_pins(pins)})")
-        if value not in SAFE_STATES:
-            raise ValueError(f"{where} must be one of {', '.join(SAFE_STATES)}, not {value!r}")
-        safe[pin] = value
-    return GpioConfig(backend, backend_key, pins, safe)
-
-
-def granted_pins(link: Link) -> frozenset[int]:
-    """The pins the link's ``pins`` config grants."""
-    raw = link.config.get("pins", "")
-    try:
-        return frozenset(int(p) for p in raw.split(",") if p.strip())
-    except ValueError:
-        raise Denied(f"actor {link.source!r}: link config pins = {raw!r} is not a comma-separated list of BCM "
-                     "pin numbers such as \"17,27\"; fix the link's `pins` config", provider="gpio") from None
-
-
-@dataclass(frozen=True)
-class EventConfig:
-    edges: Mapping[int, str]
-    pull: str
-    debounce_ms: int
-
-
-def event_config(link: Link) -> EventConfig:
-    """The link's ``events``, ``pull`` and ``debounce_ms``; ProviderError when malformed."""
-    raw = link.config.get("events", "")
-    edges: dict[int, str] = {}
-    for item in (p.strip() for p in raw.split(",")):
-        if not item:
-            continue
-        pin_text, _, edge = item.partition(":")
-        edge = edge.strip() or DEFAULT_EDGES
-        try:
-            pin = int(pin_text)
-        except ValueError:
-            pin = -1
-        if pin < 0 or edge not in EDGES:
-            raise ProviderError(f"actor {link.source!r}: link config events = {raw!r}: {item!r} is not "
-                                "<pin> or <pin>:<rising|falling|both>", provider="gpio")
-        edges[pin] = edge
-    pull = link.config.get("pull", DEFAULT_EVENT_PULL)
-    if pull not in PULLS:
-        raise ProviderError(f"actor {link.source!r}: link config pull = {pull!r} must be up, down or none",
-                            provider="gpio")
-    raw_debounce = link.config.get("debounce_ms", str(DEFAULT_EVENT_DEBOUNCE_MS))
-    try:
-        debounce_ms = int(raw_debounce)
-    except ValueError:
-        debounce_ms = -1
-    if debounce_ms < 0:
-        raise ProviderError(f"actor {link.source!r}: link config debounce_ms = {raw_debounce!r} must be a "
-                            "whole number of milliseconds, 0 or more", provider="gpio")
-    return EventConfig(edges, pull, debounce_ms)
-
-
 def _owner(link: Link) -> Owner:
     return (link.source, link.interface)
 
-
-# -- pins in use ----------------------------------------------------------------------
-
-
-class _EdgeWatcher:
-    """A pin's ``when_changed`` callback: level changes become edges for one actor.
-
-    gpiozero calls it on its own thread (on the caller's for the mock). It keeps the last
-    level so repeated reports of one level (lgpio's watchdog, bounce) make no edge, and
-    takes no provider lock, so closing a device can never wait on it.
-    """
-
-    def __init__(self, send: Callable[[str, int, Edge], None], actor: str, pin: int, edges: str,
-                 level: bool) -> None:
-        self._send = send
-        self.actor = actor
-        self.pin = pin
-        self.edges = edges
-        self.active = True
-        self._level = level
-        self._lock = threading.Lock()
-
-    def __call__(self, ticks: float, state: Any) -> None:
-        if not self.active or state not in (0, 1):  # lgpio reports 2 for a watchdog timeout
-            return
-        level = bool(state)
-        with self._lock:
-            if level == self._level:
-                return
-            self._level = level
-        edge: Edge = "rising" if level else "falling"
-        if self.edges in ("both", edge):
-            self._send(self.actor, self.pin, edge)
 
 
 @dataclass
@@ -417,7 +69,7 @@ class _PinUse:
     """None: its link went and the provider holds it at its safe state."""
     mode: Mode
     device: Any
-    watcher: _EdgeWatcher | None = None
+    watcher: EdgeWatcher | None = None
 
 
 class GpioProvider(Provider):
@@ -428,6 +80,13 @@ class GpioProvider(Provider):
     relink_when_actor_stops = True
     operations = {INTERFACE: frozenset({"configure_input", "configure_output", "read", "write", "toggle",
                                         "set_pwm"})}
+    config_schema = GpioSettings
+
+    @classmethod
+    def parse_config(cls, table: Mapping[str, Any], *, where: str = "") -> GpioSettings:
+        """Check a ``[providers.gpio]`` table, across keys too; opens nothing. The environment
+        override is applied at start."""
+        return config.validate(table, where=where or f"providers.{cls.name}")
 
     def __init__(self) -> None:
         super().__init__()
@@ -436,7 +95,7 @@ class GpioProvider(Provider):
         self._backend_name = "none"
         self._simulated = False
         self._allowed: tuple[int, ...] = DEFAULT_PINS
-        self._safe: Mapping[int, str] = {}
+        self._safe: Mapping[int, SafeState] = {}
         self._pins: dict[int, _PinUse] = {}
         self._events: dict[Owner, dict[int, str]] = {}
         self._pending: set[concurrent.futures.Future[None]] = set()
@@ -460,11 +119,10 @@ class GpioProvider(Provider):
 
     async def start(self, ctx: ProviderContext) -> None:
         await super().start(ctx)
-        cfg = parse_config(ctx.config, os.environ)
+        cfg = config.parse_config(ctx.config, os.environ)
         name = cfg.backend
-        if name == "auto":
-            why_not = await asyncio.to_thread(lgpio_unusable)
-            name = "mock" if why_not else "lgpio"
+        if name == AUTO:
+            name, why_not = await asyncio.to_thread(choose_auto)
             if why_not:
                 log.warning("GPIO is SIMULATED: %s, so the gpio provider uses gpiozero's mock pins and nothing "
                             "physical moves; set providers.gpio.backend = \"lgpio\" to require real pins", why_not)
@@ -476,10 +134,10 @@ class GpioProvider(Provider):
             missing = []
         if missing:
             backend.close()
-            raise ValueError(f"providers.gpio.pins: the board has no GPIO {format_pins(missing)} on its header "
-                             f"(backend {name})")
-        if backend.simulated and cfg.backend != "auto":
-            log.info("GPIO is simulated (backend mock): nothing physical moves")
+            raise SchemaError(f"the board has no GPIO {format_pins(missing)} on its header (backend {name})",
+                              key="providers.gpio.pins")
+        if backend.simulated and cfg.backend != AUTO:
+            log.info("GPIO is simulated (backend %s): nothing physical moves", name)
         elif not backend.simulated:
             log.info("GPIO uses the %s backend on pins %s", name, format_pins(cfg.pins))
         with self._lock:
@@ -698,7 +356,7 @@ class GpioProvider(Provider):
         if edges is not None:
             try:
                 with _io(pin, "watch it for edges"):
-                    watcher = _EdgeWatcher(self._send_edge, owner[0], pin, edges, bool(use.device.pin.state))
+                    watcher = EdgeWatcher(self._send_edge, owner[0], pin, edges, bool(use.device.pin.state))
                     use.device.pin.edges = "both"
                     use.device.pin.when_changed = watcher  # the pin keeps a weak reference; use keeps it alive
             except BackendIOError:
