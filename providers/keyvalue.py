@@ -67,6 +67,12 @@ class Bucket:
     _persists = False
     """Whether :meth:`_persist` writes anything (a memory bucket skips making the contents)."""
 
+    methods = frozenset({"get", "set", "delete", "exists", "list_keys", "increment", "get_many", "set_many",
+                         "delete_many"})
+    """What an import call may do with an open bucket, here or from another node."""
+    quick_methods = frozenset({"get", "exists", "list_keys", "get_many"})
+    """Reads of the in-memory contents under a brief lock: safe to answer on the event loop."""
+
     def __init__(self, name: str, *, max_value_bytes: int | None = None) -> None:
         self.name = name
         self.max_value_bytes = max_value_bytes
@@ -225,6 +231,8 @@ class KeyValueProvider(Provider):
 
     name = "keyvalue"
     interfaces = ("wasi:keyvalue/store", "wasi:keyvalue/atomics", "wasi:keyvalue/batch")
+    operations = {"wasi:keyvalue/store": frozenset({"open"})}
+    """``open`` returns a :class:`Bucket`; atomics and batch act on an open bucket's methods."""
     config_schema = KeyValueSettings
 
     def __init__(self) -> None:

@@ -106,6 +106,7 @@ class MessagingProvider(Provider):
 
     name = "messaging"
     interfaces = ("wasmcloud:messaging/consumer",)
+    operations = {"wasmcloud:messaging/consumer": frozenset({"publish", "request"})}
     config_schema = NoKeys
 
     def __init__(self) -> None:
@@ -126,7 +127,11 @@ class MessagingProvider(Provider):
 
     # Import calls: these run on the actor instance's worker thread.
 
-    def publish(self, link: Link, message: Message) -> None:
+    def publish(self, link: Link, subject: str, body: bytes, reply_to: str | None) -> None:
+        """``consumer.publish``: the message's subject, body and reply subject."""
+        if not isinstance(subject, str) or not isinstance(body, bytes) or not isinstance(reply_to, (str, type(None))):
+            raise ProviderError("publish takes a subject, bytes and an optional reply subject", provider=self.name)
+        message = Message(subject=subject, body=body, reply_to=reply_to)
         _check_outgoing(link, "publish on", message.subject)
         if message.reply_to:
             _check_outgoing(link, "ask for replies on", message.reply_to)
@@ -138,7 +143,14 @@ class MessagingProvider(Provider):
 
         self.context.run(_publish())
 
-    def request(self, link: Link, subject: str, body: bytes, timeout_ms: int) -> Message:
+    def request(self, link: Link, subject: str, body: bytes, timeout_ms: int) -> dict[str, Any]:
+        """``consumer.request``: the reply as ``{subject, body, reply_to}``."""
+        if not isinstance(subject, str) or not isinstance(body, bytes) or isinstance(timeout_ms, bool) \
+                or not isinstance(timeout_ms, int):
+            raise ProviderError("request takes a subject, bytes and a timeout in ms", provider=self.name)
+        return self._request(link, subject, body, timeout_ms)
+
+    def _request(self, link: Link, subject: str, body: bytes, timeout_ms: int) -> dict[str, Any]:
         _check_outgoing(link, "send a request on", subject)
         self._check_body(body)
         nc = self._client()
@@ -156,7 +168,8 @@ class MessagingProvider(Provider):
             return Message(subject=reply.subject, body=reply.data, reply_to=reply.reply or None)
 
         # the request carries its own deadline; give the hop a little more
-        return self.context.run(_request(), timeout_s + 1.0)
+        reply = self.context.run(_request(), timeout_s + 1.0)
+        return {"subject": reply.subject, "body": reply.body, "reply_to": reply.reply_to}
 
     # Links: subscriptions that deliver to the actor.
 

@@ -53,6 +53,8 @@ def convert(raw: Mapping[str, Any], cls: type[S], *, where: str = "") -> S:
     if not isinstance(raw, Mapping):
         raise SchemaError(f"expected a table, got {_kind(raw)}", key=where)
     known = [f.encode_name for f in msgspec.structs.fields(cls)]
+    if not known and raw:
+        raise SchemaError(f"takes no keys, got {', '.join(sorted(map(str, raw)))}", key=where)
     for key in raw:
         if key not in known:
             raise SchemaError(f"unknown key (known: {', '.join(known)})", key=_join(where, str(key)))

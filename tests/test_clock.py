@@ -13,7 +13,7 @@ import pytest
 
 from drupelet.providers.base import Link, Message, ProviderContext, ProviderError
 from drupelet.providers.clock import ClockProvider
-from drupelet.providers.schema import SchemaError
+from drupelet.providers.schema import NoKeys, SchemaError
 
 WAIT_S = 5.0
 
@@ -97,6 +97,6 @@ async def test_stopping_cancels_and_awaits_every_timer(tmp_path: Path) -> None:
 
 
 def test_it_takes_no_node_config() -> None:
-    assert ClockProvider.config_schema is None and ClockProvider.parse_config({}) is None
+    assert ClockProvider.config_schema is NoKeys and ClockProvider.parse_config({}) == NoKeys()
     with pytest.raises(SchemaError, match=r"^providers\.clock: takes no keys, got period_ms$"):
         ClockProvider.parse_config({"period_ms": 5})

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NatsClient
 from drupelet.providers.base import Denied, Link, Message, ProviderContext, ProviderError, Unavailable
 from drupelet.providers.messaging import (PROTECTED_SUBJECTS, MessagingProvider, check_subject, protected_match,
                                           subjects_overlap)
-from drupelet.providers.schema import SchemaError
+from drupelet.providers.schema import NoKeys, SchemaError
 
 INTERFACE = "wasmcloud:messaging/consumer"
 DELIVERY_TIMEOUT_S = 5.0
@@ -87,7 +87,7 @@ async def offline(tmp_path: Path) -> AsyncIterator[MessagingProvider]:
 async def test_publish_and_request_on_the_lattice_s_subjects_are_denied(offline: MessagingProvider,
                                                                         subject: str) -> None:
     with pytest.raises(Denied, match=rf"actor 'chatty' may not publish on '{subject.replace('$', '[$]')}'") as err:
-        await asyncio.to_thread(offline.publish, link(), Message(subject, b"x"))
+        await asyncio.to_thread(offline.publish, link(), subject, b"x", None)
     assert err.value.code == "denied"
     with pytest.raises(Denied, match="may not send a request on"):
         await asyncio.to_thread(offline.request, link(), subject, b"x", 100)
@@ -95,13 +95,13 @@ async def test_publish_and_request_on_the_lattice_s_subjects_are_denied(offline:
 
 async def test_a_reply_subject_on_the_lattice_s_subjects_is_denied(offline: MessagingProvider) -> None:
     with pytest.raises(Denied, match=r"may not ask for replies on 'drupelet\.default\.x'"):
-        await asyncio.to_thread(offline.publish, link(), Message("sensors.t", b"x", reply_to="drupelet.default.x"))
+        await asyncio.to_thread(offline.publish, link(), "sensors.t", b"x", "drupelet.default.x")
 
 
 async def test_wildcards_are_not_a_place_to_publish(offline: MessagingProvider) -> None:
     for subject in ("*.x", "sensors.>"):
         with pytest.raises(ProviderError, match="wildcards are for subscriptions"):
-            await asyncio.to_thread(offline.publish, link(), Message(subject, b"x"))
+            await asyncio.to_thread(offline.publish, link(), subject, b"x", None)
 
 
 async def test_other_subjects_and_reply_inboxes_pass_the_check(offline: MessagingProvider) -> None:
@@ -109,11 +109,11 @@ async def test_other_subjects_and_reply_inboxes_pass_the_check(offline: Messagin
     for message in (Message("sensors.kitchen", b"21"), Message("_INBOX.abc.1", b"reply"),
                     Message("drupelets.x", b"")):
         with pytest.raises(Unavailable, match="not connected"):
-            await asyncio.to_thread(offline.publish, link(), message)
+            await asyncio.to_thread(offline.publish, link(), message.subject, message.body, message.reply_to)
 
 
 async def test_it_takes_no_node_config() -> None:
-    assert MessagingProvider.config_schema is None and MessagingProvider.parse_config({}) is None
+    assert MessagingProvider.config_schema is NoKeys and MessagingProvider.parse_config({}) == NoKeys()
     with pytest.raises(SchemaError, match=r"^providers\.messaging: takes no keys, got subjects$"):
         MessagingProvider.parse_config({"subjects": "x"})
 
@@ -148,7 +148,7 @@ async def test_an_allowed_subscription_delivers(tmp_path: Path, nats_client: Nat
         await nats_client.publish("sensors.kitchen", b"21")
         actor, message = await asyncio.wait_for(got.get(), DELIVERY_TIMEOUT_S)
         assert (actor, message.subject, message.body) == ("chatty", "sensors.kitchen", b"21")
-        await asyncio.to_thread(provider.publish, link(), Message("sensors.hall", b"19"))
+        await asyncio.to_thread(provider.publish, link(), "sensors.hall", b"19", None)
         actor, message = await asyncio.wait_for(got.get(), DELIVERY_TIMEOUT_S)
         assert (message.subject, message.body) == ("sensors.hall", b"19")
     finally:

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from drupelet.providers.base import Provider
-from drupelet.providers.schema import SchemaError, key_docs
+from drupelet.providers.schema import NoKeys, SchemaError, key_docs
 
 
 def provider_classes() -> dict[str, type[Provider]]:
@@ -31,10 +31,8 @@ def test_drupelet_s_providers_are_all_found() -> None:
 def test_an_empty_table_is_valid_without_starting_the_provider(name: str) -> None:
     cls = PROVIDERS[name]
     parsed = cls.parse_config({})
-    if cls.config_schema is None:
-        assert parsed is None
-    else:
-        assert isinstance(parsed, cls.config_schema)
+    assert cls.config_schema is not None, f"provider {name} declares no config schema"
+    assert isinstance(parsed, cls.config_schema)
 
 
 @pytest.mark.parametrize("name", sorted(PROVIDERS))
@@ -51,7 +49,8 @@ def test_every_key_has_a_type_a_default_and_a_meaning(name: str) -> None:
     with pytest.raises(TypeError):  # kw_only: keys by name only
         schema("positional")
     docs = key_docs(schema)
-    assert docs and [d.key for d in docs] == [f.encode_name for f in msgspec.structs.fields(schema)]
+    assert [d.key for d in docs] == [f.encode_name for f in msgspec.structs.fields(schema)]
+    assert docs or schema is NoKeys, f"providers.{name} declares an empty schema other than NoKeys"
     for doc in docs:
         assert doc.type and doc.meaning, doc
         assert doc.default != "required", f"providers.{name}.{doc.key} has no default"

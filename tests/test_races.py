@@ -187,11 +187,11 @@ def test_up_on_a_data_directory_in_use_is_one_line(tmp_path: Path, nats_server: 
 @pytest.mark.parametrize("payload", [
     b'{"caller":"x","source":"a","interface":"wasi:keyvalue/store","op":"open","args":[],"handle":null}',
     b'{"caller":"x","source":"a","interface":"wasi:keyvalue/store","op":["open"],"args":[]}',
-    b'{"caller":"x","source":"a","interface":"wasi:keyvalue/store","op":"bucket.get","args":"k","handle":1}',
+    b'{"caller":"x","source":"a","interface":"wasi:keyvalue/store","op":"handle.get","args":"k","handle":1}',
     b"[" * 5000 + b"]" * 5000,
     b'{"caller":"x","source":"a","interface":"wasi:keyvalue/store","op":"open","args":[' + b"9" * 5000 + b"]}",
     b'{"caller":"x","source":"a","interface":"wasmcloud:messaging/consumer","op":"publish","args":[1]}',
-    b'{"caller":"x","source":"a","interface":"wasi:keyvalue/store","op":"bucket.get","args":[{"$b":"!!"}],"handle":1}',
+    b'{"caller":"x","source":"a","interface":"wasi:keyvalue/store","op":"handle.get","args":[{"$b":"!!"}],"handle":1}',
 ])
 async def test_every_malformed_provider_call_gets_a_bad_request_reply(
         node: Node, nats_client: Any, payload: bytes) -> None:

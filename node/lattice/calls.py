@@ -193,26 +193,24 @@ class RemoteProvider(Provider):
             return
         token.append(self.inbox.send(self.subject, payload, answer))
 
-    # the provider methods the bindings call
+    # the one way the bindings call a provider
 
     def invoke(self, link: Link, op: str, args: list[Any]) -> Any:
-        """Any operation the provider lists in ``operations``; the provider's node checks."""
-        result = self.call(link, op, args)
+        """Any operation the provider lists in ``operations``; the provider's node checks.
+        A resource it returns (``{"$h": n, "methods": […]}``) is a :class:`RemoteResource`."""
+        wait_arg = WAIT_ARGS.get((link.interface, op))
+        timeout = None
+        if wait_arg is not None and len(args) > wait_arg and isinstance(args[wait_arg], int):
+            timeout = max(args[wait_arg], 1) / 1000.0 + _link_timeout(link, self.timeout_s)
+        result = self.call(link, op, args, timeout_s=timeout)
         if isinstance(result, dict) and isinstance(result.get("$h"), int):
             return RemoteResource(self, link, result["$h"], frozenset(result.get("methods") or ()))
         return result
 
-    def open(self, link: Link, identifier: str) -> RemoteBucket:
-        result = self.call(link, "open", [identifier])
-        return RemoteBucket(self, link, int(result["handle"]))
 
-    def publish(self, link: Link, message: Message) -> None:
-        self.call(link, "publish", [message.subject, message.body, message.reply_to])
-
-    def request(self, link: Link, subject: str, body: bytes, timeout_ms: int) -> Message:
-        timeout = max(timeout_ms, 1) / 1000.0 + _link_timeout(link, self.timeout_s)
-        result = self.call(link, "request", [subject, body, timeout_ms], timeout_s=timeout)
-        return Message(subject=result["subject"], body=result["body"], reply_to=result["reply_to"])
+WAIT_ARGS: dict[tuple[str, str], int] = {("wasmcloud:messaging/consumer", "request"): 2}
+"""Operations that wait on their own (a request's ``timeout-ms``): the index of that
+argument, added to the call's deadline so the wait is not cut short by it."""
 
 
 def _link_timeout(link: Link, default_s: float) -> float:
@@ -225,60 +223,9 @@ def _link_timeout(link: Link, default_s: float) -> float:
         return default_s
 
 
-class RemoteBucket:
-    """A keyvalue bucket open on another node, by handle."""
-
-    def __init__(self, remote: RemoteProvider, link: Link, handle: int) -> None:
-        self.remote = remote
-        self.link = link
-        self.handle = handle
-        self.closed = False
-
-    def _call(self, op: str, *args: Any) -> Any:
-        return self.remote.call(self.link, f"bucket.{op}", list(args), self.handle)
-
-    def get(self, key: str) -> bytes | None:
-        result: bytes | None = self._call("get", key)
-        return result
-
-    def set(self, key: str, value: bytes) -> None:
-        self._call("set", key, value)
-
-    def delete(self, key: str) -> None:
-        self._call("delete", key)
-
-    def exists(self, key: str) -> bool:
-        return bool(self._call("exists", key))
-
-    def list_keys(self, cursor: int | None) -> tuple[list[str], int | None]:
-        keys, next_cursor = self._call("list_keys", cursor)
-        return list(keys), next_cursor
-
-    def increment(self, key: str, delta: int) -> int:
-        return int(self._call("increment", key, delta))
-
-    def get_many(self, keys: list[str]) -> list[tuple[str, bytes] | None]:
-        return [None if item is None else (item[0], item[1]) for item in self._call("get_many", keys)]
-
-    def set_many(self, items: list[tuple[str, bytes]]) -> None:
-        self._call("set_many", [list(i) for i in items])
-
-    def delete_many(self, keys: list[str]) -> None:
-        self._call("delete_many", keys)
-
-    def close(self) -> None:
-        """Release the handle on the provider's node (best effort: it also expires there)."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.remote.call(self.link, "bucket.release", [], self.handle, timeout_s=RELEASE_TIMEOUT_S)
-        except ProviderError as exc:
-            log.debug("release of bucket handle %d on %s: %s", self.handle, self.remote.node, exc.message)
-
-
 class RemoteResource:
-    """A resource (an I2C bus) held on another node, by handle; its methods are forwarded."""
+    """A resource (a keyvalue bucket, an I2C bus) held on another node, by handle; the
+    methods its class lists there are forwarded as ``handle.<method>``."""
 
     def __init__(self, remote: RemoteProvider, link: Link, handle: int, methods: frozenset[str]) -> None:
         self.remote = remote

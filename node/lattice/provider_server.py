@@ -21,7 +21,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from drupelet.providers.base import Denied, Link, Message, NotFound, PayloadTooLarge, ProviderError, Unavailable, invoke_method
+from drupelet.providers.base import Denied, Link, NotFound, PayloadTooLarge, ProviderError, Unavailable, invoke_method
 
 from drupelet.node.host.api import HostApi
 from drupelet.node.lattice import protocol, subjects
@@ -32,14 +32,6 @@ from drupelet.node.lattice.requests import ProviderCall, parse_as
 
 log = logging.getLogger(__name__)
 
-INLINE_OPS = frozenset({"bucket.get", "bucket.exists", "bucket.list_keys", "bucket.get_many", "bucket.release"})
-"""Reads of a bucket's in-memory contents: quick and lock-guarded, so they run on the event
-loop; every other call (writes that fsync, messaging that waits on the network) runs in a
-worker thread."""
-
-BUCKET_METHODS = frozenset({"get", "set", "delete", "exists", "list_keys", "increment", "get_many", "set_many",
-                            "delete_many"})
-RELEASE_TIMEOUT_S = 1.0
 SWEEP_INTERVAL_S = 30.0
 """How often a provider's node checks that the callers holding handles still answer pings."""
 
@@ -118,16 +110,18 @@ class ProviderServer:
         task.add_done_callback(self._tasks.discard)
 
     def _is_inline(self, req: dict[str, Any]) -> bool:
-        """A quick read of a bucket whose contents are in this process (not a proxy to
-        yet another node): answered on the loop. ``_bucket_call`` checks the rest."""
-        handle = req.get("handle")
-        op = req.get("op")
-        entry = self._handles.get(handle) if type(op) is str and op in INLINE_OPS and type(handle) is int else None
-        return entry is not None and not hasattr(entry.obj, "remote")
+        """A quick read of a resource whose contents are in this process (its class lists
+        the method in ``quick_methods``, as a keyvalue bucket does for its reads): answered
+        on the loop. ``_handle_call`` checks the rest."""
+        handle, op = req.get("handle"), req.get("op")
+        if type(handle) is not int or type(op) is not str or not op.startswith("handle."):
+            return False
+        entry = self._handles.get(handle)
+        return entry is not None and op.removeprefix("handle.") in getattr(entry.obj, "quick_methods", ())
 
     def _inline(self, req: dict[str, Any]) -> Any:
         call = parse_as(ProviderCall, req)
-        return self._bucket_call(call.caller, call.source, call.op.removeprefix("bucket."), decode(call.args),
+        return self._handle_call(call.caller, call.source, call.op.removeprefix("handle."), decode(call.args),
                                  call.handle)
 
     async def _answer(self, msg: Msg, req: dict[str, Any], provider_name: str) -> None:
@@ -163,8 +157,6 @@ class ProviderServer:
         call = parse_as(ProviderCall, req)
         caller, source, interface, op = call.caller, call.source, call.interface, call.op
         args = decode(call.args)
-        if op.startswith("bucket."):
-            return self._bucket_call(caller, source, op.removeprefix("bucket."), args, call.handle)
         if op.startswith("handle."):
             return self._handle_call(caller, source, op.removeprefix("handle."), args, call.handle)
         provider = self.host.provider(provider_name)
@@ -174,28 +166,15 @@ class ProviderServer:
         if link is None or link.target != f"{self.node}/{provider_name}":
             raise Denied(f"the lattice has no link from actor {source!r}'s {interface} to "
                          f"{self.node}/{provider_name}")
+        if op not in provider.operations.get(interface, frozenset()):
+            raise BadRequest(f"{interface} has no remote operation {op!r}")
         plain = link.as_link()
-        if interface == "wasi:keyvalue/store" and op == "open":
-            bucket = getattr(provider, "open")(plain, str(args[0]))
-            return {"handle": self._keep(_Handle(caller, source, plain, bucket))}
-        if interface == "wasmcloud:messaging/consumer" and op == "publish":
-            subject, body, reply_to = args
-            self._check_size(body)
-            getattr(provider, "publish")(plain, Message(subject=str(subject), body=bytes(body), reply_to=reply_to))
-            return None
-        if interface == "wasmcloud:messaging/consumer" and op == "request":
-            subject, body, timeout_ms = args
-            self._check_size(body)
-            reply = getattr(provider, "request")(plain, str(subject), bytes(body), int(timeout_ms))
-            return {"subject": reply.subject, "body": reply.body, "reply_to": reply.reply_to}
-        if op in provider.operations.get(interface, frozenset()):
-            self._check_size(*args)
-            result = provider.invoke(plain, op, args)
-            methods = getattr(result, "methods", None)
-            if isinstance(methods, frozenset):
-                return {"$h": self._keep(_Handle(caller, source, plain, result)), "methods": sorted(methods)}
-            return result
-        raise BadRequest(f"{interface} has no remote operation {op!r}")
+        self._check_size(*args)
+        result = provider.invoke(plain, op, args)
+        methods = getattr(result, "methods", None)
+        if isinstance(methods, frozenset):
+            return {"$h": self._keep(_Handle(caller, source, plain, result)), "methods": sorted(methods)}
+        return result
 
     def _keep(self, entry: _Handle) -> int:
         handle = next(self._ids)
@@ -224,26 +203,11 @@ class ProviderServer:
         return invoke_method(entry.obj, method, args)
 
     def _check_size(self, *values: Any) -> None:
+        """The bytes among the arguments, nested ones too (a batch's values), against the limit."""
         limit = self.host.max_payload_bytes
-        size = sum(len(v) for v in values if isinstance(v, bytes))
+        size = _byte_count(values)
         if size > limit:
             raise PayloadTooLarge(size, limit)
-
-    def _bucket_call(self, caller: str, source: str, method: str, args: list[Any], handle: Any) -> Any:
-        entry = self._take(caller, source, handle, "bucket handle", release=method == "release")
-        if method == "release":
-            entry.close()
-            return None
-        if method not in BUCKET_METHODS:
-            raise BadRequest(f"buckets have no operation {method!r}")
-        if method == "set":
-            self._check_size(args[1])
-        if method == "set_many":
-            args = [[(str(k), bytes(v)) for k, v in args[0]]]
-        if method == "list_keys":
-            keys, cursor = entry.obj.list_keys(args[0])
-            return [keys, cursor]
-        return getattr(entry.obj, method)(*args)
 
     def release(self, caller: str, source: str | None = None) -> int:
         with self._lock:
@@ -253,7 +217,7 @@ class ProviderServer:
         for entry in closing:
             entry.close()
         if gone:
-            log.info("released %d bucket handle(s) of %s%s", len(gone), caller, f"/{source}" if source else "")
+            log.info("released %d handle(s) of %s%s", len(gone), caller, f"/{source}" if source else "")
         return len(gone)
 
     async def _sweep_forever(self) -> None:
@@ -286,3 +250,11 @@ class ProviderServer:
 
     async def _on_node_stopped(self, msg: Msg) -> None:
         self.release(msg.subject.split(".")[-2])
+
+
+def _byte_count(value: Any, depth: int = 0) -> int:
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, (list, tuple)) and depth < 8:
+        return sum(_byte_count(v, depth + 1) for v in value)
+    return 0

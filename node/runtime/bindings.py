@@ -224,63 +224,58 @@ def _kv_open(store: StoreContext, identifier: str) -> Ok | Err:
     ctx = current()
     try:
         provider, link = ctx.host.resolve(KV_STORE)
-        open_bucket: Callable[[Link, str], Any] = getattr(provider, "open")
-        bucket = open_bucket(link, identifier)
+        bucket = provider.invoke(link, "open", [identifier])
     except ProviderError as exc:
         return Err(kv_error(exc))
     rep = ctx.add_resource(_Handle(provider, link, bucket))
     return Ok(ResourceHost.own(rep, BUCKET_TYPE))
 
 
-def _kv_call(store: StoreContext, handle: ResourceAny, op: Callable[[Any], Any], size: int = 0) -> Ok | Err:
+def _kv_call(store: StoreContext, handle: ResourceAny, method: str, args: list[Any], size: int = 0) -> Any:
+    """A method of an open bucket, here or on another node; raises ProviderError."""
     ctx = current()
-    try:
-        if size:
-            _check_payload(ctx.host, size)
-        return Ok(op(_resource(store, ctx, handle, "bucket").obj))
-    except ProviderError as exc:
-        return Err(kv_error(exc))
+    if size:
+        _check_payload(ctx.host, size)
+    return invoke_method(_resource(store, ctx, handle, "bucket").obj, method, args)
 
 
-def _kv_get(store: StoreContext, this: ResourceAny, key: str) -> Ok | Err:
-    return _kv_call(store, this, lambda b: b.get(key))
-
-
-def _kv_set(store: StoreContext, this: ResourceAny, key: str, value: bytes) -> Ok | Err:
-    return _kv_call(store, this, lambda b: b.set(key, bytes(value)), len(value) or 0)
-
-
-def _kv_delete(store: StoreContext, this: ResourceAny, key: str) -> Ok | Err:
-    return _kv_call(store, this, lambda b: b.delete(key))
-
-
-def _kv_exists(store: StoreContext, this: ResourceAny, key: str) -> Ok | Err:
-    return _kv_call(store, this, lambda b: b.exists(key))
+def _kv(method: str, size_arg: int | None = None) -> Callable[..., Ok | Err]:
+    """A bucket method whose result lowers as it is (``get``, ``set``, ``increment``…)."""
+    def call(store: StoreContext, this: ResourceAny, *args: Any) -> Ok | Err:
+        values = list(args)
+        size = 0
+        if size_arg is not None:
+            values[size_arg] = bytes(values[size_arg])
+            size = len(values[size_arg])
+        try:
+            return Ok(_kv_call(store, this, method, values, size))
+        except ProviderError as exc:
+            return Err(kv_error(exc))
+    return call
 
 
 def _kv_list_keys(store: StoreContext, this: ResourceAny, cursor: int | None) -> Ok | Err:
-    def op(b: Any) -> Any:
-        keys, next_cursor = b.list_keys(cursor)
-        return record(keys=keys, cursor=next_cursor)
-
-    return _kv_call(store, this, op)
-
-
-def _kv_increment(store: StoreContext, bucket: ResourceAny, key: str, delta: int) -> Ok | Err:
-    return _kv_call(store, bucket, lambda b: b.increment(key, delta))
+    try:
+        keys, next_cursor = _kv_call(store, this, "list_keys", [cursor])
+    except ProviderError as exc:
+        return Err(kv_error(exc))
+    return Ok(record(keys=list(keys), cursor=next_cursor))
 
 
 def _kv_get_many(store: StoreContext, bucket: ResourceAny, keys: list[str]) -> Ok | Err:
-    return _kv_call(store, bucket, lambda b: b.get_many(keys))
+    try:
+        found = _kv_call(store, bucket, "get_many", [keys])
+    except ProviderError as exc:
+        return Err(kv_error(exc))
+    return Ok([None if item is None else (str(item[0]), bytes(item[1])) for item in found])
 
 
 def _kv_set_many(store: StoreContext, bucket: ResourceAny, items: list[tuple[str, bytes]]) -> Ok | Err:
     pairs = [(k, bytes(v)) for k, v in items]
-    return _kv_call(store, bucket, lambda b: b.set_many(pairs), sum(len(v) for _, v in pairs))
-
-
-def _kv_delete_many(store: StoreContext, bucket: ResourceAny, keys: list[str]) -> Ok | Err:
-    return _kv_call(store, bucket, lambda b: b.delete_many(keys))
+    try:
+        return Ok(_kv_call(store, bucket, "set_many", [pairs], sum(len(v) for _, v in pairs)))
+    except ProviderError as exc:
+        return Err(kv_error(exc))
 
 
 def _drop(store: StoreContext, rep: int) -> None:
@@ -297,8 +292,7 @@ def _msg_publish(store: StoreContext, msg: Any) -> Ok | Err:
         body = bytes(msg.body)
         _check_payload(ctx.host, len(body))
         provider, link = ctx.host.resolve(MSG_CONSUMER)
-        publish: Callable[[Link, Message], None] = getattr(provider, "publish")
-        publish(link, Message(subject=msg.subject, body=body, reply_to=getattr(msg, "reply-to")))
+        provider.invoke(link, "publish", [str(msg.subject), body, getattr(msg, "reply-to")])
     except ProviderError as exc:
         return Err(msg_error(exc))
     return Ok(None)
@@ -309,11 +303,10 @@ def _msg_request(store: StoreContext, subject: str, body: bytes, timeout_ms: int
     try:
         _check_payload(ctx.host, len(body))
         provider, link = ctx.host.resolve(MSG_CONSUMER)
-        request: Callable[[Link, str, bytes, int], Message] = getattr(provider, "request")
-        reply = request(link, subject, bytes(body), timeout_ms)
+        reply = provider.invoke(link, "request", [str(subject), bytes(body), int(timeout_ms)])
     except ProviderError as exc:
         return Err(msg_error(exc))
-    return Ok(record(subject=reply.subject, body=reply.body, reply_to=reply.reply_to))
+    return Ok(record(subject=str(reply["subject"]), body=bytes(reply["body"]), reply_to=reply["reply_to"]))
 
 
 # -- drupelet:hardware ---------------------------------------------------------------
@@ -453,17 +446,17 @@ def define_all(linker: Linker) -> None:
         for version in SERVED_VERSIONS[KV_STORE]:
             _define(root, f"{KV_STORE}@{version}", {
                 "open": _kv_open,
-                "[method]bucket.get": _kv_get,
-                "[method]bucket.set": _kv_set,
-                "[method]bucket.delete": _kv_delete,
-                "[method]bucket.exists": _kv_exists,
+                "[method]bucket.get": _kv("get"),
+                "[method]bucket.set": _kv("set", size_arg=1),
+                "[method]bucket.delete": _kv("delete"),
+                "[method]bucket.exists": _kv("exists"),
                 "[method]bucket.list-keys": _kv_list_keys,
             }, {"bucket": BUCKET_TYPE})
         for version in SERVED_VERSIONS[KV_ATOMICS]:
-            _define(root, f"{KV_ATOMICS}@{version}", {"increment": _kv_increment})
+            _define(root, f"{KV_ATOMICS}@{version}", {"increment": _kv("increment")})
         for version in SERVED_VERSIONS[KV_BATCH]:
             _define(root, f"{KV_BATCH}@{version}", {
-                "get-many": _kv_get_many, "set-many": _kv_set_many, "delete-many": _kv_delete_many,
+                "get-many": _kv_get_many, "set-many": _kv_set_many, "delete-many": _kv("delete_many"),
             })
         for version in SERVED_VERSIONS[MSG_TYPES]:
             _define(root, f"{MSG_TYPES}@{version}", {})

@@ -10,7 +10,7 @@ Each figure is taken in this process, against a baseline taken in the same run:
   answered (the handler's result back on the event loop), against a raw wasmtime-py call
   of the same export of the same component.
 - ``actor_start_cached_ms``: starting an actor whose compiled code is on disk.
-- ``remote_call``: an actor on a leaf-side node calls ``bucket.get`` of the keyvalue
+- ``remote_call``: an actor on a leaf-side node calls ``handle.get`` (a bucket's get) of the keyvalue
   provider of a hub-side node, against raw nats-py request/reply between the same two
   servers; ``remote_calls_per_s`` with four instances calling at once.
 - ``gpio_edge_to_actor_us``: from a simulated button edge (GPIO 17, gpiozero's mock pins)
@@ -165,7 +165,7 @@ async def _measure_remote(iterations: int, workdir: Path, kvloop: bytes) -> dict
 
         await raw_nc_hub.subscribe("bench.raw", cb=echo)
         await raw_nc_hub.flush()
-        payload = b'{"caller":"pi","source":"kvloop","interface":"wasi:keyvalue/store","op":"bucket.get",' \
+        payload = b'{"caller":"pi","source":"kvloop","interface":"wasi:keyvalue/store","op":"handle.get",' \
                   b'"args":["k"],"handle":1}'
         for _ in range(20):  # the raw subscription reaches the leaf
             try:
