@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from drupelet.node.lattice import subjects
+from drupelet.node.errors import Trapped
 from drupelet.node.lattice.client import LatticeClient, LatticeError
 from drupelet.node.host.host import Host
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
@@ -124,7 +125,7 @@ async def test_events_are_cloudevents(two_nodes: tuple[Host, Host], nats_server:
         await nc.flush()
         await pi.start_actor("echo", wat("echo"))
         await pi.put_link("echo", "wasmcloud:messaging", "local/messaging")
-        with pytest.raises(Exception):
+        with pytest.raises(Trapped):
             await pi.deliver("echo", "s", b"trap")
         await pi.stop_actor("echo")
         for _ in range(100):

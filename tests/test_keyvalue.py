@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from drupelet.node.errors import DrupeletError
 from drupelet.node.host.host import Host
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.node.runtime import read_component
-from drupelet.providers.base import BackendIOError, Link
+from drupelet.providers.base import BackendIOError, Link, ProviderError
 from drupelet.providers.keyvalue import Bucket, FileBucket
 
 from test_host import WAT, node_config
@@ -65,7 +66,7 @@ async def test_unlinked_and_denied_opens_are_error_values(tmp_path: Path, nats_s
 
 async def test_bad_backend_config_is_a_clear_error(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
     h = Host(node_config(tmp_path, nats_server.url, providers={"keyvalue": {"backend": "floppy"}}))
-    with pytest.raises(Exception, match="provider 'keyvalue' failed to start.*'file' or 'memory'"):
+    with pytest.raises(DrupeletError, match="provider 'keyvalue' failed to start.*'file' or 'memory'"):
         await h.start()
 
 
@@ -80,7 +81,7 @@ def test_bucket_operations() -> None:
     b.delete_many(["x", "y"])
     assert b.list_keys(None) == (["a", "new"], None)
     b.set("text", b"not a number")
-    with pytest.raises(Exception, match="not a decimal integer"):
+    with pytest.raises(ProviderError, match="not a decimal integer"):
         b.increment("text", 1)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from drupelet.node.errors import HandlerError
 from drupelet.node.lattice.client import LatticeClient
 from drupelet.node.host.host import Host
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
@@ -82,7 +83,7 @@ async def test_messaging_through_another_nodes_provider(lattice: tuple[Host, Hos
     assert await laptop.call("echo", "s", b"via the pi") == b"via the pi"
     stopped = await client.node("pi-1", "provider.stop", {"name": "messaging"})
     assert stopped is None
-    with pytest.raises(Exception, match="unavailable: no provider 'messaging' runs on node pi-1"):
+    with pytest.raises(HandlerError, match="unavailable: no provider 'messaging' runs on node pi-1"):
         await laptop.deliver("echo", "s", b"x", reply_to="nowhere")
 
 
