@@ -19,6 +19,7 @@ from drupelet.node.errors import (ActorExists, ActorNotFound, DeadlineExceeded, 
 from drupelet.node.host.host import Host
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer, free_port
 from drupelet.node.runtime import read_component
+from waiting import wait_for_async
 
 WAT = Path(__file__).resolve().parent.parent / "actors" / "wat"
 
@@ -119,7 +120,9 @@ async def test_infinite_loop_is_stopped_by_its_deadline_while_others_answer(host
     await host.put_link("echo", "wasmcloud:messaging", "local/messaging")
     started = time.monotonic()
     spin = asyncio.create_task(host.deliver("spinner", "s", b"spin forever"))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # the task queues the message in its first step
+    await wait_for_async(lambda: host.actors["spinner"].describe()["queued"] == 0, 5.0,
+                         "the spinner's worker to take the message")
     # the other actor keeps answering while the spinner burns its deadline
     for i in range(5):
         assert await host.call("echo", "s", f"n{i}".encode()) == f"n{i}".encode()
@@ -270,7 +273,8 @@ async def test_messaging_subscription_from_link_config(host: Host, nats_server: 
 async def test_stop_waits_for_in_flight_calls(host: Host) -> None:
     await host.start_actor("slow", wat("echo"))
     call = asyncio.create_task(host.deliver("slow", "s", b"spin"))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # the task queues the message in its first step
+    await wait_for_async(lambda: host.actors["slow"].describe()["queued"] == 0, 5.0, "the worker to take the message")
     await host.stop_actor("slow")
     # stop returned only after the in-flight call finished (here: by its deadline)
     assert call.done()

@@ -168,8 +168,17 @@ async def test_provider_health_changes_are_events(lattice: tuple[Host, Host, Lat
     try:
         await nc.subscribe("drupelet.test.evt.pi-1.provider_health_changed", cb=on_event)
         await nc.flush()
-        await asyncio.sleep(0.2)  # a few readings of the healthy provider
-        pi.providers["keyvalue"].health = lambda: Health("degraded", "disk almost full")  # type: ignore[method-assign]
+        provider = pi.providers["keyvalue"]
+        healthy = provider.health
+        readings: list[Health] = []
+
+        def reading() -> Health:
+            readings.append(healthy())
+            return readings[-1]
+
+        provider.health = reading  # type: ignore[method-assign]
+        await wait_until(lambda: len(readings) >= 2, "a few readings of the healthy provider")
+        provider.health = lambda: Health("degraded", "disk almost full")  # type: ignore[method-assign]
         await wait_until(lambda: bool(seen), "a provider_health_changed event")
     finally:
         await nc.close()
