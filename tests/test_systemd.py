@@ -436,10 +436,11 @@ async def test_another_hosts_workers_do_not_hide_a_dead_one(echo_host: Host, tmp
 
 
 async def test_scaling_down_is_not_unhealthy(echo_host: Host) -> None:
+    before = set(threading.enumerate())
     await echo_host.scale_actor("echo", 3)
     await echo_host.scale_actor("echo", 1)
-    await wait_for_async(lambda: sum(t.name.startswith("actor-echo-") for t in threading.enumerate()) == 1, 5.0,
-                         "the two retired workers to end")
+    await wait_for_async(lambda: not [t for t in set(threading.enumerate()) - before if t.name.startswith("actor-echo-")],
+                         5.0, "the two retired workers to end")
     assert echo_host.health_for_watchdog() is None
 
 
