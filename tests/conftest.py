@@ -13,7 +13,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import FrameType
 
-import luma.core.virtual  # noqa: F401  (see below)
+# luma.core.virtual starts a module-level pool of four daemon threads when it is first
+# imported (luma.oled.device imports it, so the display provider does). They live as long
+# as the process; importing it here makes them part of every test's baseline, so the
+# leak guard does not charge them to whichever test happens to import luma first.
+import luma.core.virtual  # noqa: F401
 import nats
 import pytest
 import pytest_asyncio
@@ -22,11 +26,6 @@ from nats.aio.client import Client as NatsClient
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
 from fixtures_actors import counter_wasm, thermometer_wasm  # noqa: F401  (session fixtures: built examples)
 from waiting import poll_until
-
-# luma.core.virtual starts a module-level pool of four daemon threads when it is first
-# imported (luma.oled.device imports it, so the display provider does). They live as long
-# as the process; importing it here makes them part of every test's baseline, so the
-# leak guard does not charge them to whichever test happens to import luma first.
 
 REPO = Path(__file__).resolve().parent.parent
 HARDWARE_ENV = "DRUPELET_HARDWARE"
