@@ -348,12 +348,17 @@ def test_sigterm_during_start_up_stops_at_once(tmp_path: Path) -> None:
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 cwd=tmp_path, env=env())
         try:
-            time.sleep(1.5)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(3.0)
-            except subprocess.TimeoutExpired:
-                pytest.fail("drupelet up ignored SIGTERM while starting")
+            mute.settimeout(READY_TIMEOUT_S)
+            try:  # connected: the node has its signal handlers and waits for an INFO that never comes
+                held, _ = mute.accept()
+            except TimeoutError:
+                pytest.fail(f"drupelet up did not connect within {READY_TIMEOUT_S:g} s")
+            with held:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(3.0)
+                except subprocess.TimeoutExpired:
+                    pytest.fail("drupelet up ignored SIGTERM while starting")
         finally:
             if proc.poll() is None:
                 proc.kill()

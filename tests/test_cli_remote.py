@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import nats
 import pytest
 
-from test_cli import LATTICE, Node, drupelet, env, run, start_node, stop_node
+from drupelet.node.lattice import subjects
+from test_cli import LATTICE, READY_TIMEOUT_S, Node, drupelet, env, run, start_node, stop_node
+from waiting import wait_for, wait_for_async
+
+PROBE = "harness-probe"  # the node and actor name of the messages that show a follower is subscribed
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +31,92 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 def cli(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
     return run("--nats", node.url, "--lattice", LATTICE, *args)
+
+
+class Follower:
+    """A ``drupelet events|logs -f`` process whose output is read as it arrives; leaving
+    the ``with`` block terminates it and keeps its whole output in ``out`` and ``err``."""
+
+    def __init__(self, node: Node, *args: str) -> None:
+        self.node = node
+        self.proc = subprocess.Popen([*drupelet(), "--nats", node.url, "--lattice", LATTICE, *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+        assert self.proc.stdout is not None
+        self._fd = self.proc.stdout.fileno()
+        os.set_blocking(self._fd, False)
+        self._out = bytearray()
+        self.out = self.err = ""
+
+    def __enter__(self) -> Follower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.stdout is None or self.proc.stdout.closed:
+            return  # communicate() has run
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.communicate(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.communicate(10)
+
+    def text(self) -> str:
+        """Everything the follower has printed so far."""
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self._out.extend(chunk)
+        return self._out.decode(errors="replace")
+
+    def communicate(self, timeout_s: float) -> tuple[str, str]:
+        """Wait for the process to end; its whole stdout and stderr."""
+        before = self.text()
+        os.set_blocking(self._fd, True)
+        out, err = self.proc.communicate(timeout=timeout_s)
+        self.out, self.err = before + out.decode(errors="replace"), err.decode(errors="replace")
+        return self.out, self.err
+
+    def wait_subscribed(self, subject: str, probe: dict[str, Any]) -> None:
+        """Publish ``probe`` on ``subject`` until the follower prints it: then it is subscribed."""
+        async def until_shown() -> None:
+            nc = await nats.connect(self.node.url, connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False)
+
+            async def shown() -> bool:
+                if PROBE in self.text():
+                    return True
+                await nc.publish(subject, json.dumps(probe).encode())
+                await nc.flush()
+                return False
+
+            try:
+                await wait_for_async(shown, READY_TIMEOUT_S, f"{self.proc.args[-2:]} to subscribe", interval_s=0.1)
+            finally:
+                await nc.close()
+
+        try:
+            asyncio.run(until_shown())
+        except BaseException:
+            self.__exit__()
+            raise
+
+
+def follow_events(node: Node) -> Follower:
+    follower = Follower(node, "events", "-f")
+    follower.wait_subscribed(subjects.events(LATTICE, PROBE, "probe"),
+                             {"type": "dev.drupelet.probe", "source": f"drupelet/{LATTICE}/{PROBE}", "data": {}})
+    return follower
+
+
+def follow_logs(node: Node) -> Follower:
+    follower = Follower(node, "logs", "-f", "--json")
+    follower.wait_subscribed(subjects.logs(LATTICE, PROBE, PROBE),
+                             {"node": PROBE, "actor": PROBE, "level": "info", "message": "probe"})
+    return follower
 
 
 def test_nodes_table_and_json(node: Node) -> None:
@@ -52,13 +145,12 @@ def test_inventory(node: Node) -> None:
     assert (missing.returncode, missing.stderr) == (1, "drupelet: no node named 'pi-404' in lattice 'clitest'\n")
 
 
+def stopped_event(line: str) -> bool:
+    return "dev.drupelet" not in line and "actor_stopped" in line and '"actor": "echo"' in line
+
+
 def test_actor_scale_list_and_stop_with_events_and_logs(node: Node) -> None:
-    events = subprocess.Popen([*drupelet(), "--nats", node.url, "--lattice", LATTICE, "events", "-f"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-    logs = subprocess.Popen([*drupelet(), "--nats", node.url, "--lattice", LATTICE, "logs", "-f", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-    try:
-        time.sleep(1.0)  # both streams are subscribed
+    with follow_events(node) as events, follow_logs(node) as logs:
         assert cli(node, "call", "echo", "s", "hello logs").returncode == 0
         scaled = cli(node, "actor", "scale", "echo", "2")
         assert (scaled.returncode, scaled.stdout.split(":")[0]) == (0, "scale echo on cli-node"), scaled.stderr
@@ -69,15 +161,11 @@ def test_actor_scale_list_and_stop_with_events_and_logs(node: Node) -> None:
         assert json.loads(cli(node, "actor", "list", "--json").stdout) == []
         again = cli(node, "actor", "stop", "echo")
         assert (again.returncode, again.stderr) == (1, "drupelet: no node runs an actor named 'echo'\n")
-        time.sleep(0.5)
-    finally:
-        events.terminate()
-        logs.terminate()
-        ev_out, _ = events.communicate(timeout=10)
-        log_out, _ = logs.communicate(timeout=10)
-    assert any("dev.drupelet" not in line and "actor_stopped" in line and '"actor": "echo"' in line
-               for line in ev_out.splitlines()), ev_out
-    lines = [json.loads(line) for line in log_out.splitlines()]
+        wait_for(lambda: any(stopped_event(line) for line in events.text().splitlines()), 10.0,
+                 "the actor_stopped event to be printed")
+        wait_for(lambda: "hello logs" in logs.text(), 10.0, "the actor's log line to be printed")
+    assert any(stopped_event(line) for line in events.out.splitlines()), events.out
+    lines = [doc for doc in map(json.loads, logs.out.splitlines()) if doc.get("node") != PROBE]
     assert {"node": "cli-node", "actor": "echo", "level": "info", "context": "echo",
             "message": "hello logs"}.items() <= lines[0].items()
 
@@ -137,17 +225,10 @@ def test_events_follow_ends_with_one_line_when_the_server_goes(tmp_path: Path) -
     from test_cli import start_node
 
     node = start_node(tmp_path / "short-lived")
-    follower = subprocess.Popen([*drupelet(), "--nats", node.url, "--lattice", LATTICE, "events", "-f"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
-    try:
-        time.sleep(1.0)
+    with follow_events(node) as follower:
         stop_node(node)  # the node and its embedded nats-server go away
-        _, err = follower.communicate(timeout=15)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.communicate()
-    assert follower.returncode == 1
+        _, err = follower.communicate(15)
+    assert follower.proc.returncode == 1
     assert err.splitlines()[-1] == "drupelet: the connection to NATS was lost"
 
 

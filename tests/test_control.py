@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from drupelet.node.lattice import subjects
+from drupelet.node.errors import Trapped
 from drupelet.node.lattice.client import LatticeClient, LatticeError
 from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
@@ -131,7 +132,7 @@ async def test_events_are_cloudevents(two_nodes: tuple[Node, Node], nats_server:
         await nc.flush()
         await pi.host.start_actor("echo", wat("echo"))
         await pi.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
-        with pytest.raises(Exception):
+        with pytest.raises(Trapped):
             await pi.host.deliver("echo", "s", b"trap")
         await pi.host.stop_actor("echo")
         for _ in range(100):

@@ -30,6 +30,7 @@ from drupelet.providers import gpio
 from drupelet.providers.base import BackendIOError, Busy, Denied, Link, Message, NotFound, ProviderContext, Unavailable
 from drupelet.providers.gpio import BACKEND_ENV, INTERFACE, GpioProvider, GpioUsageError
 from drupelet.providers.schema import SchemaError, key_docs
+from waiting import wait_for_async
 
 T = TypeVar("T")
 
@@ -287,7 +288,7 @@ async def test_putting_a_link_again_applies_its_new_config(provider: GpioProvide
     await call(provider.configure_output, link("button", pins="17,27"), 27, True)
     await provider.link_added(link("button", pins="17,27"))  # no events any more
     await call(provider.simulate, 17, False)
-    await asyncio.sleep(SETTLE_S)
+    await asyncio.sleep(SETTLE_S)  # the behaviour under test: nothing arrives meanwhile
     assert inbox.messages == []
     await provider.link_added(link("button", pins="17"))  # 27 no longer granted: released to low
     assert [p["pin"] for p in provider.describe()["pins"]] == [17]
@@ -481,7 +482,7 @@ async def test_real_led_button_and_loopback(tmp_path: Path, inbox: Inbox) -> Non
         assert await call(p.read, lk, led) is False
         assert await call(p.toggle, lk, led) is True
         assert await call(p.read, lk, led) is True
-        await asyncio.sleep(0.3)  # long enough to see
+        await asyncio.sleep(0.3)  # long enough for a person to see the LED lit
         assert await call(p.toggle, lk, led) is False
         assert isinstance(await call(p.read, lk, button), bool)
         with pytest.raises(Denied, match="is a real pin"):
@@ -489,8 +490,8 @@ async def test_real_led_button_and_loopback(tmp_path: Path, inbox: Inbox) -> Non
 
         if loopback:
             await call(p.write, lk, led, True)
-            await asyncio.sleep(0.05)
-            assert await call(p.read, lk, button) is True
+            await wait_for_async(lambda: call(p.read, lk, button), DELIVERY_TIMEOUT_S,
+                                 "the LED's high level on the button pin")
             inbox.messages.clear()
             await call(p.write, lk, led, False)
             messages = await inbox.wait_for(1)

@@ -73,7 +73,7 @@ async def test_a_button_on_the_pi_toggles_its_led_through_an_actor_on_the_laptop
     await pi.host.gpio_simulate(17, True)  # release: a rising edge the link does not ask for
     await pi.host.gpio_simulate(17, False)
     await wait_until(lambda: pin(pi, 27)["value"] is False, "the second press to put the LED out")  # type: ignore[index]
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # the behaviour under test: no third message arrives meanwhile
     assert laptop.host.actors["led"].calls == 2  # one message per press, none for the release
 
     # the actor stops: its pins are released, the LED output goes to its safe state (low)
@@ -132,7 +132,7 @@ async def test_clock_ticks_reach_the_actor_where_it_runs(nodes: tuple[Node, Node
     await client.lattice_request("link.del", {"source": "led", "interface": "wasmcloud:messaging/handler"})
     await wait_until(lambda: pi.host.links.get("led", "wasmcloud:messaging/handler") is None, "the link to go")
     calls = pi.host.actors["led"].calls
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.4)  # the behaviour under test: no tick in four timer periods
     assert pi.host.actors["led"].calls == calls
 
 

@@ -20,6 +20,7 @@ from drupelet.node.runtime.errors import DeadlineExceeded, StartRefused, Trapped
 from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer, free_port
 from drupelet.node.runtime import read_component
+from waiting import wait_for_async
 
 WAT = Path(__file__).resolve().parent.parent / "actors" / "wat"
 
@@ -120,7 +121,9 @@ async def test_infinite_loop_is_stopped_by_its_deadline_while_others_answer(host
     await host.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
     started = time.monotonic()
     spin = asyncio.create_task(host.host.deliver("spinner", "s", b"spin forever"))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # the task queues the message in its first step
+    await wait_for_async(lambda: host.host.actors["spinner"].describe()["queued"] == 0, 5.0,
+                         "the spinner's worker to take the message")
     # the other actor keeps answering while the spinner burns its deadline
     for i in range(5):
         assert await host.call("echo", "s", f"n{i}".encode()) == f"n{i}".encode()
@@ -271,7 +274,8 @@ async def test_messaging_subscription_from_link_config(host: Node, nats_server: 
 async def test_stop_waits_for_in_flight_calls(host: Node) -> None:
     await host.host.start_actor("slow", wat("echo"))
     call = asyncio.create_task(host.host.deliver("slow", "s", b"spin"))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # the task queues the message in its first step
+    await wait_for_async(lambda: host.host.actors["slow"].describe()["queued"] == 0, 5.0, "the worker to take the message")
     await host.host.stop_actor("slow")
     # stop returned only after the in-flight call finished (here: by its deadline)
     assert call.done()

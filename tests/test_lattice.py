@@ -173,7 +173,7 @@ async def test_recorded_state_follows_the_rules(tmp_path: Path, nats_server: Emb
             missing = "ab" * 32
             await pi.state.put(actor_key("pi-1", "later"), {"name": "later", "digest": missing, "instances": 1,
                                                             "config": {}, "node": "pi-1"})
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # the behaviour under test: three reconcile rounds, and it stays absent
             assert "later" not in pi.host.actors
             noop_store = ArtifactStore(client.nc, "test", tmp_path / "c2")
             from test_host import wat as wat_bytes

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from drupelet.node.errors import HandlerError
 from drupelet.node.lattice.client import LatticeClient
 from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
@@ -82,7 +83,7 @@ async def test_messaging_through_another_nodes_provider(lattice: tuple[Node, Nod
     assert await laptop.call("echo", "s", b"via the pi") == b"via the pi"
     stopped = await client.node("pi-1", "provider.stop", {"name": "messaging"})
     assert stopped is None
-    with pytest.raises(Exception, match="unavailable: no provider 'messaging' runs on node pi-1"):
+    with pytest.raises(HandlerError, match="unavailable: no provider 'messaging' runs on node pi-1"):
         await laptop.host.deliver("echo", "s", b"x", reply_to="nowhere")
 
 
@@ -167,8 +168,17 @@ async def test_provider_health_changes_are_events(lattice: tuple[Node, Node, Lat
     try:
         await nc.subscribe("drupelet.test.evt.pi-1.provider_health_changed", cb=on_event)
         await nc.flush()
-        await asyncio.sleep(0.2)  # a few readings of the healthy provider
-        pi.host.providers["keyvalue"].health = lambda: Health("degraded", "disk almost full")  # type: ignore[method-assign]
+        provider = pi.host.providers["keyvalue"]
+        healthy = provider.health
+        readings: list[Health] = []
+
+        def reading() -> Health:
+            readings.append(healthy())
+            return readings[-1]
+
+        provider.health = reading  # type: ignore[method-assign]
+        await wait_until(lambda: len(readings) >= 2, "a few readings of the healthy provider")
+        provider.health = lambda: Health("degraded", "disk almost full")  # type: ignore[method-assign]
         await wait_until(lambda: bool(seen), "a provider_health_changed event")
     finally:
         await nc.close()

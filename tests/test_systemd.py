@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 import uuid
@@ -35,6 +36,7 @@ from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfi
 from drupelet.node.runtime import read_component
 from drupelet.node.system.sdnotify import Notifier, watchdog_interval_s
 from drupelet.node.host.actors import _STOP
+from waiting import wait_for_async
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "systemd"
@@ -412,7 +414,7 @@ async def test_a_dead_actor_worker_stops_the_watchdog_pings(
     got.extend(receive(sock))
     last = got[-1]
     assert last.startswith(f"STATUS=unhealthy: {reason}"), got
-    await asyncio.sleep(0.3)  # three intervals
+    await asyncio.sleep(0.3)  # the behaviour under test: no ping in three intervals
     assert receive(sock) == []
     assert any(reason in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
@@ -434,9 +436,11 @@ async def test_another_hosts_workers_do_not_hide_a_dead_one(echo_host: Node, tmp
 
 
 async def test_scaling_down_is_not_unhealthy(echo_host: Node) -> None:
+    before = set(threading.enumerate())
     await echo_host.host.scale_actor("echo", 3)
     await echo_host.host.scale_actor("echo", 1)
-    await asyncio.sleep(0.2)  # retired workers take their stop tokens
+    await wait_for_async(lambda: not [t for t in set(threading.enumerate()) - before if t.name.startswith("actor-echo-")],
+                         5.0, "the two retired workers to end")
     assert echo_host.health_for_watchdog() is None
 
 

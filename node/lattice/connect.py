@@ -68,21 +68,45 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout_s: f
         options["user_credentials"] = creds
     nc = NatsClient()
     # With reconnects on, nats-py retries a first connection forever: bound the whole wait.
+    # The attempt runs as a task of its own, waited on with asyncio.wait: a cancel of the
+    # caller (SIGTERM while starting) always reaches this code, where asyncio.wait_for on
+    # Python 3.11 can lose one that lands as the connection completes.
+    attempt = asyncio.ensure_future(nc.connect(url, **options))
     try:
-        await asyncio.wait_for(nc.connect(url, **options), timeout=timeout_s)
-    except BaseException as exc:
+        done, _ = await asyncio.wait({attempt}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        await _cancel(attempt)
+        await close_quietly(nc)
+        raise
+    if not done:
+        await _cancel(attempt)
         last = nc.last_error
         await close_quietly(nc)
-        if not isinstance(exc, Exception):
-            raise
-        cause = last if isinstance(exc, TimeoutError) else exc
-        reason = str(cause) if cause is not None and str(cause) else type(cause or exc).__name__
-        within = f" within {timeout_s:g} s" if isinstance(exc, TimeoutError) else ""
-        if isinstance(exc, TimeoutError) and cause is None:
-            reason = "no answer"
+        reason = str(last) if last is not None and str(last) else (type(last).__name__ if last else "no answer")
         tail = f" ({hint})" if hint else ""
-        raise NatsUnavailable(f"cannot connect to NATS at {url}{within}: {reason}{tail}") from exc
+        raise NatsUnavailable(f"cannot connect to NATS at {url} within {timeout_s:g} s: {reason}{tail}")
+    exc = attempt.exception()
+    if exc is not None:
+        await close_quietly(nc)
+        reason = str(exc) if str(exc) else type(exc).__name__
+        tail = f" ({hint})" if hint else ""
+        raise NatsUnavailable(f"cannot connect to NATS at {url}: {reason}{tail}") from exc
     return nc
+
+
+CANCEL_ROUNDS = 50
+"""How many times (0.1 s apart) a connection attempt is cancelled before it is left to end."""
+
+
+async def _cancel(task: asyncio.Future[None]) -> None:
+    """Cancel ``task`` until it is done: nats-py's own waits may swallow one cancel."""
+    for _ in range(CANCEL_ROUNDS):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.debug("the cancelled connection attempt ended with %s", type(task.exception()).__name__)
 
 
 async def close_quietly(nc: NatsClient) -> None:
@@ -97,6 +121,27 @@ async def close_quietly(nc: NatsClient) -> None:
         await nc.close()
     except Exception as exc:
         log.debug("closing the NATS connection: %s", exc)
+        _stop_left_subscriptions(nc)
+
+
+def _stop_left_subscriptions(nc: NatsClient) -> None:
+    """What nats-py's close does after the flush that just failed: stop each subscription's
+    delivery task and close the socket, so no task of a closed client is left pending.
+    (nats-py 2.x keeps these in ``_subs`` and ``_transport``.)"""
+    subs = getattr(nc, "_subs", {})
+    for sub in list(subs.values()):
+        task = getattr(sub, "_wait_for_msgs_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+        iterator = getattr(sub, "_message_iterator", None)
+        if iterator is not None:
+            iterator._cancel()
+        for fut in getattr(sub, "_pending_next_msgs_calls", {}).values():
+            fut.cancel()
+    subs.clear()
+    transport = getattr(nc, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 async def unsubscribe_all(subs: list[Any]) -> None:
