@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from drupelet.node.lattice import subjects
-from drupelet.node.errors import Trapped
+from drupelet.node.runtime.errors import Trapped
 from drupelet.node.lattice.client import LatticeClient, LatticeError
 from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer

@@ -20,6 +20,7 @@ from drupelet.node.host.errors import HandlerError, HardwareError, LinkError
 from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.node.runtime import read_component
+from drupelet.node.lattice.calls import ForwardedError
 from drupelet.node.runtime.bindings import hw_error, i2c_error
 from drupelet.providers.base import Busy, Denied, Link, NotFound, NotLinked, ProviderError, Timeout
 from drupelet.providers.clock import parse_timers
@@ -217,10 +218,8 @@ def test_error_values_keep_their_case() -> None:
     assert (hw_error(ProviderError("boom")).tag, hw_error(ProviderError("boom")).payload) == ("io", "boom")
     late = hw_error(Timeout("provider gpio on node pi-1 did not answer within 2 s"))
     assert (late.tag, late.payload) == ("io", "timeout: provider gpio on node pi-1 did not answer within 2 s")
-    nack = ProviderError("no device at 0x50")
-    nack.code = "i2c:no-acknowledge:address"
+    nack = ForwardedError("no device at 0x50", code="i2c:no-acknowledge:address")  # as it crosses the lattice
     assert (i2c_error(nack).tag, i2c_error(nack).payload) == ("no-acknowledge", "address")
-    lost = ProviderError("arbitration")
-    lost.code = "i2c:arbitration-loss"
+    lost = ForwardedError("arbitration", code="i2c:arbitration-loss")
     assert i2c_error(lost).tag == "arbitration-loss"
     assert i2c_error(Denied("address 0x49 not granted")).tag == "other"

@@ -208,14 +208,20 @@ async def test_a_stop_step_that_fails_does_not_skip_the_rest(
     await n.start()
     assert n.provider_server is not None and n.state is not None
 
+    server = n.provider_server
+    close = server.close
+
     async def broken() -> None:
         raise RuntimeError("the provider server cannot close")
 
-    n.provider_server.close = broken  # type: ignore[method-assign]
-    await n.stop()
-    assert n.nats is not None and n.nats.is_closed, "the NATS connection was still closed"
-    assert n.state._closed, "the state follower was still stopped"  # noqa: SLF001
-    assert any("stopping the provider server failed" in r.getMessage() for r in caplog.records)
+    server.close = broken  # type: ignore[method-assign]
+    try:
+        await n.stop()
+        assert n.nats is not None and n.nats.is_closed, "the NATS connection was still closed"
+        assert n.state._closed, "the state follower was still stopped"  # noqa: SLF001
+        assert any("stopping the provider server failed" in r.getMessage() for r in caplog.records)
+    finally:
+        await close()  # what the broken close left running
 
 
 async def test_heartbeats_survive_a_provider_whose_health_raises(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drupelet.node.errors import HandlerError
+from drupelet.node.host.errors import HandlerError
 from drupelet.node.lattice.client import LatticeClient
 from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer

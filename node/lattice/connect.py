@@ -136,7 +136,7 @@ def _stop_left_subscriptions(nc: NatsClient) -> None:
         iterator = getattr(sub, "_message_iterator", None)
         if iterator is not None:
             iterator._cancel()
-        for fut in getattr(sub, "_pending_next_msgs_calls", {}).values():
+        for fut in (getattr(sub, "_pending_next_msgs_calls", None) or {}).values():
             fut.cancel()
     subs.clear()
     transport = getattr(nc, "_transport", None)

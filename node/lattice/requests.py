@@ -200,7 +200,7 @@ class ProviderCall(Request):
     interface: Annotated[str, Meta(max_length=MAX_INTERFACE_BYTES, description=(
         "the interface of the actor's link, without a version (wasi:keyvalue/store)"))]
     op: Annotated[str, Meta(max_length=MAX_OPERATION_CHARS, description=(
-        "the operation: one the provider lists, or bucket.<method> / handle.<method> on a handle"))]
+        "the operation: one the provider lists, or handle.<method> on a resource an operation returned"))]
     args: Annotated[list[Any], Meta(description="the arguments; bytes as {\"$b\": \"<base64>\"}")] = []
     handle: Annotated[int | None, Meta(description="the handle a bucket. or handle. operation acts on")] = None
 

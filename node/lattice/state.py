@@ -81,6 +81,7 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from drupelet.providers.base import atomic_write
 
 from drupelet.node.lattice import wire
+from drupelet.node.lattice.connect import jittered
 from drupelet.node.lattice.errors import BadStateEntry, StateError, StateUnavailable
 from drupelet.node.lattice.wire import ConfigMap, Labels
 
@@ -527,7 +528,7 @@ class LatticeState:
         delay = self._retry_initial_s
         unreachable = self._session is None
         if unreachable:  # connect() has just tried
-            await asyncio.sleep(delay)
+            await asyncio.sleep(jittered(delay))
             delay = min(delay * 2, self._retry_max_s)
         while True:
             if nc.is_closed:
@@ -539,12 +540,12 @@ class LatticeState:
                 except _UNREACHABLE as exc:
                     log.debug("lattice state bucket %s still unreachable (%s); retrying in %g s", self.bucket,
                               _describe(exc), delay)
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(jittered(delay))
                     delay = min(delay * 2, self._retry_max_s)
                     continue
                 except Exception:
                     log.exception("reading lattice state bucket %s failed; retrying in %g s", self.bucket, delay)
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(jittered(delay))
                     delay = min(delay * 2, self._retry_max_s)
                     continue
                 if unreachable:
@@ -557,7 +558,7 @@ class LatticeState:
             except Exception:
                 log.exception("following lattice state bucket %s failed; reading it again in %g s", self.bucket, delay)
                 await self._end_session()
-                await asyncio.sleep(delay)
+                await asyncio.sleep(jittered(delay))
                 continue
             if nc.is_closed:
                 await self._end_session()

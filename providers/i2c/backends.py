@@ -107,7 +107,11 @@ class I2cError(ProviderError, OSError):
         self.bus = bus
         self.address = address
         self.errno = errno_value
-        self.code = f"i2c:{kind}:{source}" if source else f"i2c:{kind}"
+
+    @property
+    def code(self) -> str:  # type: ignore[override]
+        """``i2c:<kind>`` or ``i2c:no-acknowledge:<source>``: read from the fields, never set."""
+        return f"i2c:{self.kind}:{self.source}" if self.source else f"i2c:{self.kind}"
 
     @classmethod
     def from_code(cls, code: str, message: str) -> I2cError:
