@@ -18,6 +18,7 @@ This module is shared by the node and the providers and imports neither.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -52,7 +53,7 @@ def convert(raw: Mapping[str, Any], cls: type[S], *, where: str = "") -> S:
     """
     if not isinstance(raw, Mapping):
         raise SchemaError(f"expected a table, got {_kind(raw)}", key=where)
-    known = [f.encode_name for f in msgspec.structs.fields(cls)]
+    known = _field_names(cls)
     if not known and raw:
         raise SchemaError(f"takes no keys, got {', '.join(sorted(map(str, raw)))}", key=where)
     for key in raw:
@@ -62,6 +63,11 @@ def convert(raw: Mapping[str, Any], cls: type[S], *, where: str = "") -> S:
         return msgspec.convert(dict(raw), type=cls, strict=True)
     except msgspec.ValidationError as exc:
         raise _explain(exc, raw, cls, where) from None
+
+
+@functools.cache
+def _field_names(cls: type[msgspec.Struct]) -> list[str]:
+    return [f.encode_name for f in msgspec.structs.fields(cls)]
 
 
 def _join(where: str, key: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 import msgspec
 
-from drupelet.node.config import LimitsSection, NodeSection, ActorSpec, LinkSpec, NodeConfig, load, parse, schema_markdown
+from drupelet.node.config import LimitsSection, NodeSection, ActorSpec, LinkSpec, NodeConfig, load, parse
 from drupelet.node.errors import ConfigError, DrupeletError
 
 FULL = """\

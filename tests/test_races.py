@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
 from drupelet.node.config import NodeConfig
@@ -86,7 +85,7 @@ async def test_start_then_scale_through_the_control_plane_runs_exactly_that_many
         await node.state.flush()  # the state listener has seen the record: it must not add any
         for _ in range(5):
             assert node.host.actors["e1"].instances == want
-            assert node.state.get(f"actor.pi-1.e1")["instances"] == want  # type: ignore[index]
+            assert node.state.get("actor.pi-1.e1")["instances"] == want  # type: ignore[index]
             await asyncio.sleep(0.05)
 
 

@@ -22,7 +22,7 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from drupelet.providers.base import (Busy, Denied, Link, Message, NotFound, Provider, ProviderError, Timeout,
+from drupelet.providers.base import (Busy, Denied, Link, NotFound, Provider, ProviderError, Timeout,
                                      Unavailable)
 
 from drupelet.node.lattice import protocol, subjects
@@ -238,8 +238,11 @@ class RemoteResource:
         if name not in self.__dict__.get("methods", frozenset()):
             raise AttributeError(name)
 
+        op = f"handle.{name}"
+
         def forward(*args: Any) -> Any:
-            return self.remote.call(self.link, f"handle.{name}", list(args), self.handle)
+            return self.remote.call(self.link, op, list(args), self.handle)
+        self.__dict__[name] = forward  # found directly from now on, without __getattr__
         return forward
 
     def close(self) -> None:

@@ -18,8 +18,8 @@ from nats.aio.client import Client as NatsClient
 from drupelet.node.lattice import protocol
 from drupelet.node.lattice import subjects
 from drupelet.node.errors import DrupeletError
-from drupelet.node.lattice.errors import (BadRequest, ErrorReply, LatticeError, NatsUnavailable, NoAnswer, NoNode,
-                                          Unreachable)
+from drupelet.node.lattice.errors import BadRequest, ErrorReply, NatsUnavailable, NoAnswer, NoNode, Unreachable
+from drupelet.node.lattice.errors import LatticeError
 from drupelet.node.lattice.connect import CLIENT_HINT, close_quietly, connect
 
 PING_WINDOW_S = 0.5
@@ -140,3 +140,6 @@ class LatticeClient:
         finally:
             if not self.nc.is_closed:
                 await sub.unsubscribe()
+
+
+__all__ = ["LatticeClient", "LatticeError", "PING_WINDOW_S"]

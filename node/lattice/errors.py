@@ -16,6 +16,31 @@ class NatsUnavailable(LatticeError, ConnectionError):
     code = "nats-unavailable"
 
 
+class NatsServerError(LatticeError, RuntimeError):
+    """The embedded nats-server could not be found, started or stopped.
+
+    ``summary`` is the one-line message without the log, ``log_tail`` holds the
+    last lines of the server's log when there is one, ``returncode`` the exit
+    status when the process has exited.
+    """
+
+    code = "nats-server"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        log_tail: str | None = None,
+        returncode: int | None = None,
+    ) -> None:
+        self.summary = message
+        if log_tail:
+            message = f"{message}\n--- last lines of the nats-server log ---\n{log_tail}"
+        super().__init__(message)
+        self.log_tail = log_tail
+        self.returncode = returncode
+
+
 # -- requests and replies -------------------------------------------------------
 
 

@@ -39,6 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from drupelet.node.lattice.errors import NatsServerError
+
 __all__ = [
     "EmbeddedNatsServer",
     "NatsServerConfig",
@@ -66,29 +68,6 @@ LOG_FILE_NAME: Final = "nats-server.log"
 
 _EXE_NAME: Final = "nats-server.exe" if sys.platform == "win32" else "nats-server"
 _MAX_PORT: Final = 65535
-
-
-class NatsServerError(RuntimeError):
-    """The embedded nats-server could not be found, started or stopped.
-
-    ``summary`` is the one-line message without the log, ``log_tail`` holds the
-    last lines of the server's log when there is one, ``returncode`` the exit
-    status when the process has exited.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        log_tail: str | None = None,
-        returncode: int | None = None,
-    ) -> None:
-        self.summary = message
-        if log_tail:
-            message = f"{message}\n--- last lines of the nats-server log ---\n{log_tail}"
-        super().__init__(message)
-        self.log_tail = log_tail
-        self.returncode = returncode
 
 
 def _is_executable(path: Path) -> bool:

@@ -15,9 +15,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, NotRequired, TypedDict
 
-from drupelet.node.lattice.errors import BadRequest, UnknownRequest
+from drupelet.node.lattice.errors import BadRequest
+from drupelet.node.lattice.errors import UnknownRequest
 
-from drupelet.node.config import LABEL_KEY as LABEL_KEY, NAME as NAME  # one rule for names, in the config
+from drupelet.node.config import LABEL_KEY, NAME  # one rule for names, in the config
 DIGEST = re.compile(r"^(sha256:)?[0-9a-fA-F]{64}$")
 
 EVENT_TYPE_PREFIX = "dev.drupelet."
@@ -124,3 +125,7 @@ def decode(value: Any) -> Any:
     if isinstance(value, list):
         return [decode(v) for v in value]
     return value
+
+
+__all__ = ["BadRequest", "CloudEvent", "DIGEST", "ErrorBody", "LABEL_KEY", "NAME", "Reply", "UnknownRequest", "decode",
+           "encode", "error", "event", "ok", "parse_reply", "parse_request"]

@@ -18,6 +18,7 @@ is both (``link.list`` is in each, with the same empty body).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, TypeVar
@@ -214,24 +215,44 @@ def parse(verb: str, body: Mapping[str, Any]) -> Request:
     return parse_as(cls, body)
 
 
+@functools.cache
+def _shape(cls: type[msgspec.Struct]) -> tuple[frozenset[str], tuple[str, ...], frozenset[str], frozenset[str]]:
+    """(the field names, sorted, those whose length bound counts UTF-8 bytes, those with a
+    total in bytes), read once per class: a provider call is parsed on every remote call."""
+    fields = msgspec.structs.fields(cls)
+    names = tuple(sorted(f.encode_name for f in fields))
+    byte_bound = frozenset(f.encode_name for f in fields if wire.counts_bytes(f.type))
+    totals = frozenset(f.encode_name for f in fields if wire.has_total(f.type))
+    return frozenset(names), names, byte_bound, totals
+
+
 def parse_as(cls: type[R], body: Mapping[str, Any]) -> R:
-    """``body`` as a ``cls``, or :class:`BadRequest` naming the first field that does not fit."""
-    allowed = sorted(f.encode_name for f in msgspec.structs.fields(cls))
-    unknown = sorted(str(k) for k in body if k not in allowed)
+    """``body`` as a ``cls``, or :class:`BadRequest` naming the first field that does not fit.
+
+    The common case costs one msgspec conversion: the explainers that word a refusal, and
+    the UTF-8 byte count of bounded fields, run only when a field could need them."""
+    known, allowed, byte_bound, totals = _shape(cls)
+    unknown = sorted(str(k) for k in body if k not in known)
     if unknown:
-        known = f"allowed: {', '.join(allowed)}" if allowed else "this request takes none: send {} or an empty body"
-        raise BadRequest(f"unknown field(s) {', '.join(unknown)} ({known})")
+        listed = f"allowed: {', '.join(allowed)}" if allowed else "this request takes none: send {} or an empty body"
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)} ({listed})")
     present = {k: v for k, v in body.items() if v is not None}
     try:
-        request = convert(present, cls)
-    except SchemaError as exc:
-        found = wire.struct_fault(cls, present)
-        if found is None:  # msgspec saw what the explainer missed: say it as msgspec did
-            raise BadRequest(exc.reason, field=exc.key.split(".")[0].split("[")[0]) from None
-        raise BadRequest(found[1], field=found[0]) from None
-    found = wire.struct_fault(cls, present)  # what msgspec cannot count: UTF-8 bytes
-    if found is not None:
-        raise BadRequest(found[1], field=found[0])
+        request = msgspec.convert(present, type=cls, strict=True)
+    except msgspec.ValidationError:
+        try:
+            convert(present, cls)
+        except SchemaError as exc:
+            found = wire.struct_fault(cls, present)
+            if found is None:  # msgspec saw what the explainer missed: say it as msgspec did
+                raise BadRequest(exc.reason, field=exc.key.split(".")[0].split("[")[0]) from None
+            raise BadRequest(found[1], field=found[0]) from None
+        raise  # convert agreed with msgspec.convert until now: a bug in one of them
+    if any(name in present for name in totals) or any(
+            not wire.is_ascii(present[name]) for name in byte_bound if name in present):
+        found = wire.struct_fault(cls, present)  # what msgspec cannot count: UTF-8 bytes
+        if found is not None:
+            raise BadRequest(found[1], field=found[0])
     request.check()
     return request
 

@@ -59,6 +59,36 @@ ConfigMap = Annotated[dict[ConfigKey, ConfigValue],
 # -- what is wrong with a value ---------------------------------------------------------
 
 
+def counts_bytes(tp: Any) -> bool:
+    """Whether a bound of ``tp`` (or of what it holds) is a string length, which msgspec
+    counts in characters and this module in UTF-8 bytes (they differ only past ASCII)."""
+    meta = meta_of(tp)
+    base = _unwrap(tp)
+    if base is str:
+        return meta is not None and meta.max_length is not None
+    return any(counts_bytes(a) for a in get_args(base))
+
+
+def has_total(tp: Any) -> bool:
+    """Whether ``tp`` (or what it holds) bounds the bytes of a whole table, which msgspec
+    cannot check at all."""
+    meta = meta_of(tp)
+    if meta is not None and _extra(meta, "max_bytes", None) is not None:
+        return True
+    return any(has_total(a) for a in get_args(_unwrap(tp)))
+
+
+def is_ascii(value: Any) -> bool:
+    """Whether every string in ``value`` is ASCII (then characters are bytes)."""
+    if isinstance(value, str):
+        return value.isascii()
+    if isinstance(value, dict):
+        return all(is_ascii(k) and is_ascii(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(is_ascii(v) for v in value)
+    return True
+
+
 def struct_fault(cls: type[msgspec.Struct], raw: Mapping[str, Any]) -> tuple[str, str] | None:
     """The first field of ``raw`` that does not fit ``cls``, as (field, what is wrong),
     or None. Fields ``raw`` has that ``cls`` does not declare are not looked at."""

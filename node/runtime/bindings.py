@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from wasmtime import StoreContext
 from wasmtime.component import LinkerInstance, Linker, ResourceAny, ResourceHost, ResourceType, Variant
 
-from drupelet.providers.base import (Busy, Denied, Link, Message, NotFound, NotLinked, Provider, ProviderError,
+from drupelet.providers.base import (Busy, Denied, Link, NotFound, NotLinked, Provider, ProviderError,
                                      invoke_method)
 
 from drupelet.node.runtime.values import Err, Ok, add_func, record
