@@ -130,6 +130,11 @@ async def test_hub_outage_local_calls_keep_working_remote_calls_fail_fast_then_r
         await client.close()
 
         await hub.stop()
+        # the leaf notices the hub is gone within a moment (calls made while it is going
+        # down may still wait out their deadline); from then on, calls fail fast
+        deadline = time.monotonic() + 20
+        while await pi.host.invoke("hub-kv", "probe") != OTHER:
+            assert time.monotonic() < deadline, "the leaf never noticed the hub was gone"
         for _ in range(5):
             # the actor and the provider on the leaf side keep working
             assert await pi.host.invoke("local-kv", "run", 20) == 20
