@@ -31,16 +31,9 @@ from drupelet.node.system.datalock import DataDirInUse
 from drupelet.providers.base import Health, NotLinked
 
 from test_host import node_config, wat
+from waiting import wait_for_async
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-async def wait_until(predicate: Any, timeout_s: float = 10.0, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -120,7 +113,7 @@ async def test_a_stop_while_compiling_kills_the_compile_and_returns_at_once(
     try:
         assert n.host.runtime is not None
         runtime = n.host.runtime
-        await wait_until(lambda: runtime.compiling, 30, "the compile child to start")
+        await wait_for_async(lambda: runtime.compiling, 30, "the compile child to start")
         t0 = time.monotonic()
         await n.stop()
         assert time.monotonic() - t0 < 5.0, "the stop waited for the compile"
@@ -142,14 +135,14 @@ async def test_stopping_an_actor_with_a_full_queue_honours_its_timeout(tmp_path:
         # kvloop's `run` loops n times over a bucket it cannot open quickly: a long call
         await host.put_link("spin", "wasi:keyvalue/store", "local/keyvalue")
         busy = [actor.invoke("run", (10_000_000,))]  # runs until its deadline
-        await wait_until(lambda: actor.queue.empty() and busy[0].running(), 5, "the first call to run")
+        await wait_for_async(lambda: actor.queue.empty() and busy[0].running(), 5, "the first call to run")
         busy += [actor.invoke("run", (10_000_000,)) for _ in range(3)]  # three queued: full
         assert actor.queue.full()
         t0 = time.monotonic()
         await host.stop_actor("spin")
         assert time.monotonic() - t0 < 3.0
         await asyncio.gather(*(asyncio.wrap_future(f) for f in busy), return_exceptions=True)
-        await wait_until(lambda: all(not w.thread.is_alive() for w in actor.abandoned), 10, "the busy worker to end")
+        await wait_for_async(lambda: all(not w.thread.is_alive() for w in actor.abandoned), 10, "the busy worker to end")
 
 
 async def test_two_nodes_cannot_share_a_data_directory(tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
@@ -242,7 +235,7 @@ async def test_heartbeats_survive_a_provider_whose_health_raises(
             raise RuntimeError("sensor library bug")
 
         n.host.providers["clock"].health = flaky  # type: ignore[method-assign]
-        await wait_until(lambda: calls[0] >= 3 and len(beats) >= 3, 10, "heartbeats after the failures")
+        await wait_for_async(lambda: calls[0] >= 3 and len(beats) >= 3, 10, "heartbeats after the failures")
         await sub.unsubscribe()
         inv = json.loads(beats[-1].data)["data"]
         assert {p["name"]: p["health"] for p in inv["providers"]}["clock"] == "failed"
