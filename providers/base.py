@@ -165,6 +165,9 @@ class ProviderContext:
     """The ``[providers.<name>]`` table of the node config."""
     nats: Any = None
     """The node's connected ``nats.aio.client.Client``, or None when running without NATS."""
+    synced: Callable[[], Awaitable[None]] | None = None
+    """Wait until the NATS server has processed every command sent on ``nats`` so far
+    (set by the node with ``nats``; ``nats.flush()`` alone does not promise it)."""
     deliver: Deliver | None = None
     """Send a message to an actor's messaging handler (by actor name)."""
     max_payload_bytes: int = 1 << 20

@@ -192,15 +192,19 @@ class MessagingProvider(Provider):
         for subject in subjects:
             subs.append(await nc.subscribe(subject, queue=queue, cb=self._on_message_for(link.source)))
         self._subs[(link.source, link.interface)] = subs
-        await nc.flush()  # subscribed at the server before the link is reported as put
+        await self._synced()  # subscribed at the server before the link is reported as put
         log.info("actor %s subscribed to %s", link.source, ", ".join(subjects))
 
     async def link_removed(self, link: Link) -> None:
         subs = self._subs.pop((link.source, link.interface), [])
         for sub in subs:
             await sub.unsubscribe()
-        if subs and self.context.nats is not None and self.context.nats.is_connected:
-            await self.context.nats.flush()  # unsubscribed at the server before the link is reported gone
+        if subs:
+            await self._synced()  # unsubscribed at the server before the link is reported gone
+
+    async def _synced(self) -> None:
+        if self.context.synced is not None:
+            await self.context.synced()
 
     def _on_message_for(self, actor: str) -> Any:
         async def on_message(msg: Any) -> None:

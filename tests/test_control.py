@@ -15,6 +15,7 @@ from drupelet.node.runtime.errors import Trapped
 from drupelet.node.lattice.client import LatticeClient, LatticeError
 from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
+from drupelet.node.lattice.connect import synced
 
 from test_host import node_config, wat
 
@@ -129,7 +130,7 @@ async def test_events_are_cloudevents(two_nodes: tuple[Node, Node], nats_server:
 
     try:
         await nc.subscribe(subjects.events_all("test"), cb=on_event)
-        await nc.flush()
+        await synced(nc)
         await pi.host.start_actor("echo", wat("echo"))
         await pi.host.put_link("echo", "wasmcloud:messaging", "local/messaging")
         with pytest.raises(Trapped):

@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
+from drupelet.node.lattice.connect import synced
 from drupelet.providers.base import Denied, Link, Message, ProviderContext, ProviderError, Unavailable
 from drupelet.providers.messaging import (PROTECTED_SUBJECTS, MessagingProvider, check_subject, protected_match,
                                           subjects_overlap)
@@ -139,6 +140,7 @@ async def test_an_allowed_subscription_delivers(tmp_path: Path, nats_client: Nat
     provider = MessagingProvider()
     await provider.start(ProviderContext(node="n", lattice="default", loop=asyncio.get_running_loop(),
                                          data_dir=tmp_path, config={}, nats=nats_client,
+                                         synced=lambda: synced(nats_client),
                                          deliver=deliver))
     try:
         await provider.link_added(link("sensors.>, *"))

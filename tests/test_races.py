@@ -22,7 +22,7 @@ from drupelet.node.config import NodeConfig
 from drupelet.node.host.host import Host
 from drupelet.node.lattice import subjects
 from drupelet.node.lattice.client import LatticeClient
-from drupelet.node.lattice.connect import RECONNECT_JITTER, RECONNECT_WAIT_S, jittered
+from drupelet.node.lattice.connect import RECONNECT_JITTER, RECONNECT_WAIT_S, jittered, synced
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.node.node import Node
 from drupelet.node.runtime.errors import StartRefused, WasmtimeVersionError
@@ -174,6 +174,32 @@ def test_up_on_a_data_directory_in_use_is_one_line(tmp_path: Path, nats_server: 
 
 
 # -- failures are answered ----------------------------------------------------------------
+
+
+async def test_a_subscription_exists_at_the_server_once_synced_and_is_gone_once_unsubscribed(
+        nats_server: EmbeddedNatsServer) -> None:
+    # nats-py's flush() alone lets its PING overtake a pending SUB or UNSUB: a subscribe
+    # then a request from another client found no responders about one time in seven,
+    # and a request after an unsubscribe still went to the old subscription.
+    import nats
+    import nats.errors
+
+    async def answer(msg: Any) -> None:
+        await msg.respond(b"here")
+
+    ours, theirs = await nats.connect(nats_server.url), await nats.connect(nats_server.url)
+    try:
+        for _ in range(100):
+            sub = await ours.subscribe("demo.sync.*", cb=answer)
+            await synced(ours)
+            assert (await theirs.request("demo.sync.one", b"", timeout=2)).data == b"here"
+            await sub.unsubscribe()
+            await synced(ours)
+            with pytest.raises(nats.errors.NoRespondersError):
+                await theirs.request("demo.sync.one", b"", timeout=2)
+    finally:
+        await ours.close()
+        await theirs.close()
 
 
 @pytest.mark.parametrize("payload", [

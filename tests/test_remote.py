@@ -13,6 +13,7 @@ from drupelet.node.lattice.client import LatticeClient
 from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.providers.base import Link
+from drupelet.node.lattice.connect import synced
 
 from test_host import node_config, wat
 from test_keyvalue import ACCESS_DENIED, OTHER, kvloop
@@ -166,7 +167,7 @@ async def test_provider_health_changes_are_events(lattice: tuple[Node, Node, Lat
 
     try:
         await nc.subscribe("drupelet.test.evt.pi-1.provider_health_changed", cb=on_event)
-        await nc.flush()
+        await synced(nc)
         provider = pi.host.providers["keyvalue"]
         healthy = provider.health
         readings: list[Health] = []

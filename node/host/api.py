@@ -32,6 +32,11 @@ class LatticePort(Protocol):
         """The connected ``nats.aio.client.Client`` handed to providers (messaging), or None."""
         ...
 
+    async def synced(self) -> None:
+        """Return once the NATS server has processed everything sent on :attr:`nats` so far
+        (a provider's subscriptions exist, or are gone, at the server)."""
+        ...
+
     async def actor_added(self, actor: str) -> None:
         """``actor`` runs here now: take its deliveries (its queue group) from the lattice."""
         ...

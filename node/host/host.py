@@ -233,6 +233,7 @@ class Host:
         ctx = ProviderContext(
             node=self.name, lattice=self.lattice, loop=self._loop(), data_dir=self.config.data_dir / "providers" / name,
             config=provider_table(self.config.providers, name), nats=self.port.nats if self.port else None,
+            synced=self.port.synced if self.port else None,
             deliver=self._provider_deliver, max_payload_bytes=self.config.max_payload_bytes,
             call_timeout_s=self.config.call_deadline_ms / 1000.0, runs_here=lambda actor: actor in self.actors)
         ctx.data_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from drupelet.node.host.errors import ActorNotFound
 from drupelet.node.host.links import package_matches, parse_interface
 from drupelet.node.lattice import protocol, requests, subjects
 from drupelet.node.lattice.artifacts import ArtifactStore, resolve_ref
-from drupelet.node.lattice.connect import unsubscribe_all
+from drupelet.node.lattice.connect import synced, unsubscribe_all
 from drupelet.node.lattice.desired import DesiredState
 from drupelet.node.lattice.errors import BadRequest, StateUnavailable, UnknownRequest
 from drupelet.node.lattice.requests import (ActorList, ActorScale, ActorStart, ActorStop, ConfigGet, ConfigPut,
@@ -109,7 +109,7 @@ class ControlPlane:
             self._subs.append(await self.nc.subscribe(subjects.lattice_control(self.lattice, verb),
                                                       queue=subjects.CONTROL_QUEUE,
                                                       cb=self._lattice_callback(verb, handler)))
-        await self.nc.flush()
+        await synced(self.nc)
         self._heartbeat = asyncio.create_task(self._heartbeats())
 
     async def close(self) -> None:

@@ -31,7 +31,7 @@ from drupelet.node.errors import DrupeletError
 from drupelet.node.host.api import HostApi
 from drupelet.node.lattice import subjects
 from drupelet.node.lattice.calls import RemoteProvider, ReplyInbox
-from drupelet.node.lattice.connect import unsubscribe_all
+from drupelet.node.lattice.connect import synced, unsubscribe_all
 from drupelet.node.lattice.errors import NatsUnavailable
 from drupelet.node.runtime.errors import CallFailed
 
@@ -57,6 +57,9 @@ class NatsPort:
     @property
     def nats(self) -> NatsClient:
         return self._nc
+
+    async def synced(self) -> None:
+        await synced(self._nc)
 
     def bind(self, host: HostApi) -> None:
         """The host deliveries go to (set before it starts actors)."""
@@ -92,7 +95,7 @@ class NatsPort:
             self._spawn(self._handle_delivery(actor, msg))
 
         self._deliveries[actor] = await self._nc.subscribe(subject, queue=actor, cb=on_delivery)
-        await self._nc.flush()  # the server knows the subscription before the start returns
+        await synced(self._nc)  # the server knows the subscription before the start returns
 
     async def actor_removed(self, actor: str) -> None:
         sub = self._deliveries.pop(actor, None)

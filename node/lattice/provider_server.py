@@ -25,7 +25,7 @@ from drupelet.providers.base import Denied, Link, NotFound, PayloadTooLarge, Pro
 
 from drupelet.node.host.api import HostApi
 from drupelet.node.lattice import protocol, subjects
-from drupelet.node.lattice.connect import unsubscribe_all
+from drupelet.node.lattice.connect import synced, unsubscribe_all
 from drupelet.node.lattice.errors import BadRequest
 from drupelet.node.lattice.protocol import decode, encode
 from drupelet.node.lattice.requests import ProviderCall, parse_as
@@ -78,7 +78,7 @@ class ProviderServer:
                                                   cb=self._on_actor_stopped))
         self._subs.append(await self.nc.subscribe(subjects.events_of_kind(self.lattice, "node_stopped"),
                                                   cb=self._on_node_stopped))
-        await self.nc.flush()
+        await synced(self.nc)
 
     async def close(self) -> None:
         if self._sweeper is not None:
