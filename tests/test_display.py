@@ -399,6 +399,17 @@ def test_the_schema_documents_every_key_and_parse_config_resolves_the_driver(tmp
     assert parse_config({"port": 99}, {}).driver == "dummy"  # auto: there is no /dev/i2c-99
 
 
+def test_every_driver_the_schema_names_is_a_luma_oled_panel_class() -> None:
+    import luma.oled.device
+
+    from drupelet.providers.display import real_driver
+    from drupelet.providers.display.config import REAL_DRIVER_NAMES
+
+    for name in REAL_DRIVER_NAMES:
+        cls = real_driver(name)
+        assert cls.__module__ == "luma.oled.device" and cls is getattr(luma.oled.device, name)
+
+
 async def test_address_may_be_a_string_and_shows_in_the_inventory(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DRIVER_ENV, "dummy")

@@ -27,7 +27,7 @@ them), :mod:`.config` (the schema) and :mod:`.canvas` (colours and images).
 
 from __future__ import annotations
 
-from .backends import REAL_DRIVERS, DisplayBackend, LumaBackend, open_panel
+from .backends import DisplayBackend, LumaBackend, open_panel, real_driver
 from .canvas import decode_mono, decode_png, ink
 from .config import DRIVER_ENV, DRIVERS, DisplayConfig, DisplaySettings, parse_config, validate
 from .provider import INTERFACE, DisplayProvider, open_backend
@@ -37,7 +37,7 @@ __all__ = [
     "DRIVERS",
     "DRIVER_ENV",
     "INTERFACE",
-    "REAL_DRIVERS",
+    "real_driver",
     "DisplayBackend",
     "DisplayConfig",
     "DisplayProvider",

@@ -8,24 +8,27 @@ here, at the lowest adapter, naming the panel and where it is wired.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import luma.core.error
 import luma.core.interface.serial
-import luma.oled.device
 from PIL import Image
 
 from ..base import BackendIOError
 from .config import REAL_DRIVER_NAMES, WHERE, DisplayConfig
 
-REAL_DRIVERS: Mapping[str, Callable[..., Any]] = {
-    "ssd1306": luma.oled.device.ssd1306,
-    "sh1106": luma.oled.device.sh1106,
-    "ssd1309": luma.oled.device.ssd1309,
-}
-assert tuple(REAL_DRIVERS) == REAL_DRIVER_NAMES, "the schema's drivers and luma's must agree"
+
+def real_driver(name: str) -> Callable[..., Any]:
+    """luma.oled's class for the panel driver ``name`` (imported only for a real panel: it
+    costs 1.5 MB that a node with a simulated display does not need)."""
+    import luma.oled.device
+
+    drivers: dict[str, Callable[..., Any]] = {
+        "ssd1306": luma.oled.device.ssd1306, "sh1106": luma.oled.device.sh1106,
+        "ssd1309": luma.oled.device.ssd1309}
+    return drivers[name]
 
 
 def _key(key: str) -> str:
@@ -116,11 +119,11 @@ def _open_serial(cfg: DisplayConfig) -> Any:
 def open_panel(cfg: DisplayConfig) -> LumaBackend:
     """Open the real panel ``cfg`` describes (blocking: it sends the driver's init sequence);
     ValueError naming the key when the bus cannot be opened or the panel does not answer."""
-    if cfg.driver not in REAL_DRIVERS:
-        raise ValueError(f"{_key('driver')}: {cfg.driver!r} is not a panel driver ({', '.join(REAL_DRIVERS)})")
+    if cfg.driver not in REAL_DRIVER_NAMES:
+        raise ValueError(f"{_key('driver')}: {cfg.driver!r} is not a panel driver ({', '.join(REAL_DRIVER_NAMES)})")
     serial = _open_serial(cfg)
     try:
-        device = REAL_DRIVERS[cfg.driver](serial, width=cfg.width, height=cfg.height, rotate=cfg.rotate)
+        device = real_driver(cfg.driver)(serial, width=cfg.width, height=cfg.height, rotate=cfg.rotate)
     except luma.core.error.DeviceDisplayModeError as exc:
         serial.cleanup()
         raise ValueError(f"{_key('width')}/{_key('height')}: the {cfg.driver} driver does not support "
