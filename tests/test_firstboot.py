@@ -11,6 +11,7 @@ import logging
 import os
 import pwd
 import shlex
+import io
 import subprocess
 import sys
 import tomllib
@@ -380,9 +381,20 @@ def test_an_etc_that_cannot_be_written_is_reported_not_raised(boot: Boot, caplog
     assert [r.levelno for r in caplog.records if r.levelno >= logging.ERROR] == [logging.ERROR]
 
 
-def test_no_boot_file_is_nothing_to_do(boot: Boot) -> None:
-    assert boot.run() == 0
+def test_no_boot_file_at_the_default_path_is_nothing_to_do(boot: Boot) -> None:
+    """An image without a drupelet.toml boots as it is: the unit runs firstboot without --boot."""
+    out = io.StringIO()
+    assert firstboot.firstboot(boot=boot.file, etc=boot.etc, state=boot.state, out=out) == 0
+    assert "nothing to do" in out.getvalue()
     assert not boot.etc.exists() and not boot.error_file.exists()
+
+
+def test_a_named_boot_file_that_does_not_exist_is_an_error(boot: Boot, capsys: pytest.CaptureFixture[str]) -> None:
+    assert boot.run("--dry-run") == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"drupelet firstboot: no such file {boot.file}\n"
+    assert "nothing to do" not in captured.out
+    assert not boot.etc.exists()
 
 
 # -- the display ----------------------------------------------------------------------------

@@ -24,8 +24,9 @@ texts), :mod:`.install` (plan and apply), :mod:`.report` (the error file and the
 display). The boot path imports no wasmtime, no
 NATS client and no display code unless a display must be drawn.
 
-Exit status: 0 when the file was applied or there is nothing to do, 1 when it was not
-applied (a bad file, or ``/etc/drupelet`` could not be written).
+Exit status: 0 when the file was applied or there is nothing to do (no file at the
+default path), 1 when it was not applied (a bad file, ``/etc/drupelet`` could not be
+written, or a ``--boot FILE`` named on the command line does not exist).
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ def firstboot(*, boot: Path = BOOT_FILE, etc: Path = ETC_DIR, state: Path = STAT
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``drupelet firstboot``."""
-    parser.add_argument("--boot", type=Path, default=BOOT_FILE, metavar="FILE",
-                        help=f"the boot file to apply (default {BOOT_FILE})")
+    parser.add_argument("--boot", type=Path, default=None, metavar="FILE",
+                        help=f"the boot file to apply (default {BOOT_FILE}; a file named here must exist)")
     parser.add_argument("--etc", type=Path, default=ETC_DIR, metavar="DIR",
                         help=f"where node.toml, nats-leaf.conf, leaf.creds and trusted-keys go (default {ETC_DIR})")
     parser.add_argument("--state", type=Path, default=STATE_DIR, metavar="DIR",
@@ -108,7 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``drupelet firstboot`` after parsing (the CLI's handler)."""
-    return firstboot(boot=args.boot, etc=args.etc, state=args.state, dry_run=args.dry_run)
+    if args.boot is not None and not args.boot.exists():
+        # Only the default boot file may be absent (an image without one): a file named on
+        # the command line that is not there is a mistake to report, not "nothing to do".
+        print(f"drupelet firstboot: no such file {args.boot}", file=sys.stderr)
+        return 1
+    return firstboot(boot=args.boot or BOOT_FILE, etc=args.etc, state=args.state, dry_run=args.dry_run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
