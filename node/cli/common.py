@@ -20,7 +20,11 @@ DEFAULT_LATTICE = "default"
 
 
 class CliError(Exception):
-    """A failure to report as one line and exit status 1."""
+    """A failure to report as one line and exit status 1; ``code`` is its ``error`` under ``--json``."""
+
+    def __init__(self, message: str, *, code: str = "error") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def nats_url(args: argparse.Namespace) -> str:

@@ -484,9 +484,12 @@ class Host:
     def _resolve(self, actor: str, interface: str) -> tuple[Provider, Link]:
         link = self.links.get(actor, interface)
         if link is None:
-            raise NotLinked(f"actor {actor!r} has no link for {interface}; add one to the node config: "
-                            f"[[links]] source = \"{actor}\", interface = \"{interface}\", "
-                            f"target = \"local/<provider>\"")
+            if any(spec.name == actor for spec in self.config.actors):  # an actor of the config file
+                how = (f"add one to the node config: [[links]] source = \"{actor}\", interface = \"{interface}\", "
+                       f"target = \"local/<provider>\"")
+            else:  # started with `drupelet actor start`: links are the lattice's
+                how = f"add one: drupelet link put {actor} {interface} local/<provider>"
+            raise NotLinked(f"actor {actor!r} has no link for {interface}; {how}")
         if link.target_node not in ("local", self.name):
             if self.port is None:
                 raise NotLinked(f"link {actor} {interface} → {link.target}: node {self.name} is not in a lattice")

@@ -31,6 +31,47 @@ Callback = Callable[[], Awaitable[None]]
 
 CLIENT_HINT = "is `drupelet up` running? set --nats or DRUPELET_NATS"
 
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+"""The URL schemes a NATS client connects with; anything else (``http://``) is refused."""
+
+
+def check_url(url: str) -> tuple[str, int] | None:
+    """:class:`NatsUnavailable` unless ``url`` is a NATS client URL; its host and port
+    when a plain TCP probe can reach it (``nats://``, ``tls://``), else None."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    if parts.scheme not in NATS_SCHEMES:
+        why = (" (that is a web URL: a NATS client port speaks the NATS protocol, usually "
+               "nats://HOST:4222; port 8222 is the server's HTTP monitoring)" if parts.scheme in ("http", "https")
+               else "")
+        raise NatsUnavailable(f"cannot connect to NATS at {url}: the scheme must be one of "
+                              f"{', '.join(s + '://' for s in NATS_SCHEMES)}{why}")
+    if parts.scheme not in ("nats", "tls"):
+        return None
+    try:
+        port = parts.port or 4222
+    except ValueError:
+        raise NatsUnavailable(f"cannot connect to NATS at {url}: the port is not a number") from None
+    return parts.hostname or "127.0.0.1", port
+
+
+async def _refused(host: str, port: int, timeout_s: float) -> bool:
+    """True when nothing listens at ``host:port`` (the connection is refused at once);
+    nats-py would retry a refused first connection until its timeout."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except ConnectionRefusedError:
+        return True
+    except (OSError, asyncio.TimeoutError):
+        return False  # let nats-py try, and say what it saw
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return False
+
 
 def jittered(base_s: float, jitter: float = RECONNECT_JITTER, rng: random.Random | None = None) -> float:
     """``base_s`` spread by ±``jitter`` (a fraction), so peers that failed together retry apart."""
@@ -48,8 +89,13 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout_s: f
     """Connect to ``url``; :class:`NatsUnavailable` if that fails within ``timeout_s``.
 
     ``reconnect``: keep the connection for good (a node): unlimited reconnects with a
-    jittered wait. Otherwise (a command): no reconnects. ``hint`` is added to the error.
+    jittered wait. Otherwise (a command): no reconnects, and a refused connection fails
+    at once. ``hint`` is added to the error. A URL that is not a NATS one is refused.
     """
+    probe = check_url(url)
+    tail = f" ({hint})" if hint else ""
+    if probe is not None and not reconnect and await _refused(*probe, timeout_s):
+        raise NatsUnavailable(f"cannot connect to NATS at {url}: connection refused{tail}")
     options: dict[str, Any] = {
         "name": name,
         "connect_timeout": timeout_s,
@@ -83,13 +129,11 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout_s: f
         last = nc.last_error
         await close_quietly(nc)
         reason = str(last) if last is not None and str(last) else (type(last).__name__ if last else "no answer")
-        tail = f" ({hint})" if hint else ""
         raise NatsUnavailable(f"cannot connect to NATS at {url} within {timeout_s:g} s: {reason}{tail}")
     exc = attempt.exception()
     if exc is not None:
         await close_quietly(nc)
         reason = str(exc) if str(exc) else type(exc).__name__
-        tail = f" ({hint})" if hint else ""
         raise NatsUnavailable(f"cannot connect to NATS at {url}: {reason}{tail}") from exc
     return nc
 
