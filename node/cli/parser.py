@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true",
                     help="run the hardware demo instead: this node plus a simulated Pi node (pi-1) on a leaf "
                          "server, the thermometer actor here driving the Pi's sensor, OLED and LED")
+    # -- up --demo options (issue 12) --
+    up.add_argument("--no-auto-press", action="store_true",
+                    help="with --demo: do not press the simulated button every few seconds "
+                         "(press it yourself with gpio simulate)")
 
     actor = commands.group("actor", "build, start, stop, scale and list actors", "actor_command")
     build = actor.add("build", "build a Python actor directory into a component", Command("actors", "build"))

@@ -56,7 +56,7 @@ async def _up(args: argparse.Namespace) -> int:
     if args.demo:
         from drupelet.node.tools import demo
 
-        status: int = await demo.run(cfg, stop)
+        status: int = await demo.run(cfg, stop, auto_press=not args.no_auto_press)
         return status
     return await serve(cfg, stop)
 

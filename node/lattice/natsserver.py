@@ -159,6 +159,11 @@ def _check_port_free(host: str, port: int, what: str = "port") -> None:
         sock.close()
 
 
+def check_port_free(host: str, port: int) -> None:
+    """:class:`NatsServerError` naming the reason when an embedded server could not listen on ``port``."""
+    _check_port_free(host, port)
+
+
 def _conf_str(value: str | Path) -> str:
     """Quote a value for the nats-server config format (JSON escapes are valid)."""
     return json.dumps(str(value))

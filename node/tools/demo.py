@@ -73,11 +73,19 @@ def pi_providers() -> dict[str, dict[str, Any]]:
     return {"gpio": {"backend": "mock"}, "i2c": {"backend": "sim"}, "display": {"driver": "dummy"}}
 
 
-def ascii_frame(png: bytes) -> str:
-    """A one-bit frame as text, two pixel rows per line (▀ ▄ █)."""
+def ascii_frame(png: bytes, columns: int | None = None) -> str:
+    """A one-bit frame as text, two pixel rows per line (▀ ▄ █), fitted to ``columns``
+    (default: the terminal's width): at half size (each character 2x4 pixels) when the
+    full frame and its border do not fit."""
+    import shutil
+
     from PIL import Image
 
     image = Image.open(io.BytesIO(png)).convert("1")
+    cols = columns if columns is not None else shutil.get_terminal_size().columns
+    if image.size[0] + 2 > cols:
+        image = image.resize((max(1, image.size[0] // 2), max(1, image.size[1] // 2)), Image.Resampling.BOX)
+        image = image.point(lambda v: 255 if v >= 64 else 0).convert("1")
     width, height = image.size
     px = image.load()
     assert px is not None
@@ -93,34 +101,107 @@ def ascii_frame(png: bytes) -> str:
     return "\n".join(lines)
 
 
-async def run(cfg: NodeConfig, stop: asyncio.Event) -> int:
-    """Run both nodes and the demo until ``stop`` is set."""
-    from drupelet.node.lattice.client import LatticeClient
-    from drupelet.node.node import Node
-    from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
+def blank(png: bytes) -> bool:
+    """True for a frame with no pixel lit (the OLED before the first reading)."""
+    from PIL import Image
 
+    return Image.open(io.BytesIO(png)).convert("1").getbbox() is None
+
+
+def cli_command(url: str) -> str:
+    """The ``drupelet`` command as it can be typed in another shell here: the bare name
+    when it is on PATH, else this environment's script; ``--nats URL`` unless the default."""
+    import shutil
+    import sys
+
+    from drupelet.node.cli.common import DEFAULT_NATS
+
+    script = Path(sys.executable).parent / "drupelet"
+    on_path = shutil.which("drupelet")
+    if on_path and script.is_file() and Path(on_path).resolve() == script.resolve():
+        command = "drupelet"
+    elif script.is_file():
+        command = str(script)
+    else:
+        command = f"{sys.executable} -m drupelet.node.cli"
+    return command if url == DEFAULT_NATS else f"{command} --nats {url}"
+
+
+def hints(pi: str, url: str) -> list[str]:
+    """What to try from another shell while the demo runs."""
+    cmd = cli_command(url)
+    return [f"{cmd} nodes        {cmd} inventory {pi}",
+            f"{cmd} display snapshot {pi} -o oled.png",
+            f"{cmd} gpio simulate {pi} {BUTTON_PIN} low     (press the button: the LED toggles)",
+            f"{cmd} call thermometer now read",
+            f"{cmd} call counter {COUNTER_SUBJECT} hi"]
+
+
+def check_can_start(cfg: NodeConfig) -> None:
+    """Fail at once, before the builds, when the hub server's port is taken: the error
+    says how to join the server that holds it instead."""
+    from drupelet.node.lattice.errors import NatsServerError
+    from drupelet.node.lattice.natsserver import check_port_free
+
+    if cfg.nats_url:
+        return
+    try:
+        check_port_free(cfg.nats_embedded_host, cfg.nats_embedded_port)
+    except NatsServerError as exc:
+        url = f"nats://{cfg.nats_embedded_host}:{cfg.nats_embedded_port}"
+        raise NatsServerError(f"cannot start the demo's nats-server: {exc.summary}; to join the server "
+                              f"there instead: drupelet up --demo --nats {url}") from None
+
+
+def show_hints(tips: list[str]) -> None:
+    log.info("demo: from another shell (Ctrl-C here stops the demo):")
+    for tip in tips:
+        log.info("demo:   %s", tip)
+
+
+async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) -> int:
+    """Run both nodes and the demo until ``stop`` is set.
+
+    Without ``nats_url`` the demo runs its own hub and leaf servers; with one (``--nats``,
+    a server already running, say ``wash up``'s) both nodes connect to it.
+    """
+    from drupelet.node.lattice.client import LatticeClient
+    from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
+    from drupelet.node.node import Node
+
+    check_can_start(cfg)
     demo_dir = cfg.data_dir / "demo"
     thermometer = built_example("thermometer", cfg.data_dir)
     counter = built_example("counter", cfg.data_dir)
-    hub = EmbeddedNatsServer(NatsServerConfig(host=cfg.nats_embedded_host, port=cfg.nats_embedded_port,
-                                              store_dir=demo_dir / "nats-hub", jetstream_domain="hub",
-                                              leafnode_listen_port=0, server_name=f"{cfg.name}-hub"))
-    await hub.start()
-    assert hub.leafnode_url is not None
-    leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=demo_dir / "nats-leaf", jetstream_domain="pi1",
-                                               leaf_remotes=[hub.leafnode_url], server_name="pi1-leaf"))
+    servers: list[EmbeddedNatsServer] = []
     hosts: list[Node] = []
     try:
-        await leaf.start()
+        if cfg.nats_url:
+            hub_url = leaf_url = cfg.nats_url
+            domain = cfg.nats_jetstream_domain
+        else:
+            hub = EmbeddedNatsServer(NatsServerConfig(host=cfg.nats_embedded_host, port=cfg.nats_embedded_port,
+                                                      store_dir=demo_dir / "nats-hub", jetstream_domain="hub",
+                                                      leafnode_listen_port=0, server_name=f"{cfg.name}-hub"))
+            await hub.start()
+            servers.append(hub)
+            assert hub.leafnode_url is not None
+            leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=demo_dir / "nats-leaf", jetstream_domain="pi1",
+                                                       leaf_remotes=[hub.leafnode_url], server_name="pi1-leaf"))
+            await leaf.start()
+            servers.append(leaf)
+            hub_url, leaf_url, domain = hub.url, leaf.url, "hub"
+        # The demo's nodes keep their state under <data_dir>/demo, apart from a node that
+        # `drupelet up` runs on the default data directory (the walk-through's).
         laptop_cfg = dataclasses.replace(
-            cfg, nats_url=hub.url, nats_jetstream_domain="hub",
+            cfg, nats_url=hub_url, nats_jetstream_domain=domain, data_dir=demo_dir / cfg.name,
             actors=[*cfg.actors, ActorSpec(name="thermometer", file=thermometer),
                     ActorSpec(name="counter", file=counter)],
             links=[*cfg.links, LinkSpec("counter", "wasi:keyvalue", "local/keyvalue"),
                    LinkSpec("counter", "wasmcloud:messaging", "local/messaging",
                             {"subscriptions": COUNTER_SUBJECT})])
         pi_cfg = NodeConfig(name=PI_NODE, lattice=cfg.lattice, labels={"board": "simulated-pi"},
-                            data_dir=demo_dir / PI_NODE, nats_url=leaf.url, nats_jetstream_domain="hub",
+                            data_dir=demo_dir / PI_NODE, nats_url=leaf_url, nats_jetstream_domain=domain,
                             providers=pi_providers(), compile_in_subprocess=cfg.compile_in_subprocess)
         pi = Node(pi_cfg)
         await pi.start()
@@ -128,40 +209,45 @@ async def run(cfg: NodeConfig, stop: asyncio.Event) -> int:
         laptop = Node(laptop_cfg)
         await laptop.start()
         hosts.append(laptop)
-        async with await LatticeClient.connect(hub.url, cfg.lattice) as client:
+        async with await LatticeClient.connect(hub_url, cfg.lattice) as client:
             for link in demo_links():
                 await client.lattice_request("link.put", link)
         log.info("demo: node %s runs the thermometer actor; node %s serves its I2C sensor, OLED and GPIO "
-                 "(simulated). From another shell:", laptop.name, pi.name)
-        log.info("demo:   drupelet nodes            drupelet inventory %s", pi.name)
-        log.info("demo:   drupelet display snapshot %s -o oled.png", pi.name)
-        log.info("demo:   drupelet gpio simulate %s %d low     (press the button: the LED toggles)", pi.name, BUTTON_PIN)
-        log.info("demo:   drupelet call thermometer now read   drupelet call counter %s hi", COUNTER_SUBJECT)
-        await _drive(pi.host, demo_dir, stop)
+                 "(simulated).", laptop.name, pi.name)
+        tips = hints(pi.name, hub_url)
+        show_hints(tips)
+        await _drive(pi.host, demo_dir, stop, tips, auto_press=auto_press)
     finally:
         for host in reversed(hosts):
             await host.stop()
-        await leaf.stop()
-        await hub.stop()
+        for server in reversed(servers):
+            await server.stop()
     return 0
 
 
-async def _drive(pi: Any, demo_dir: Path, stop: asyncio.Event) -> None:
-    """Warm the simulated sensor slowly, press the button now and then, show the OLED."""
+HINTS_EVERY_S = 60.0
+"""How often the demo prints its hints again, so they do not scroll away."""
+
+
+async def _drive(pi: Any, demo_dir: Path, stop: asyncio.Event, tips: list[str], *, auto_press: bool) -> None:
+    """Warm the simulated sensor slowly, press the button now and then (unless
+    ``auto_press`` is off), show the OLED when its frame changes, repeat the hints."""
     sensor = pi.providers["i2c"].sim_device("i2c1", SENSOR_ADDRESS)
     started = time.monotonic()
     next_press = started + PRESS_EVERY_S
+    next_hints = started + HINTS_EVERY_S
     last_frame = b""
     while not stop.is_set():
         elapsed = time.monotonic() - started
         sensor.set_temperature(round(21.0 + 2.5 * math.sin(elapsed / 40.0), 2))
-        if time.monotonic() >= next_press:
+        if auto_press and time.monotonic() >= next_press:
             next_press += PRESS_EVERY_S
+            log.info("demo: pressing the button on %s pin %d (up --demo --no-auto-press turns this off)",
+                     pi.name, BUTTON_PIN)
             try:
                 await pi.gpio_simulate(BUTTON_PIN, False)
                 await asyncio.sleep(0.1)
                 await pi.gpio_simulate(BUTTON_PIN, True)
-                log.info("demo: pressed the button on %s pin %d", pi.name, BUTTON_PIN)
             except DrupeletError as exc:
                 log.warning("demo: %s", exc.message)
         try:
@@ -169,10 +255,13 @@ async def _drive(pi: Any, demo_dir: Path, stop: asyncio.Event) -> None:
         except DrupeletError as exc:
             log.warning("demo: %s", exc.message)
             frame = last_frame
-        if frame != last_frame:
+        if frame != last_frame and not (not last_frame and blank(frame)):
             last_frame = frame
             (demo_dir / "oled.png").write_bytes(frame)
             log.info("demo: %s's OLED shows (saved to %s):\n%s", pi.name, demo_dir / "oled.png", ascii_frame(frame))
+        if time.monotonic() >= next_hints:
+            next_hints += HINTS_EVERY_S
+            show_hints(tips)
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
         except asyncio.TimeoutError:
