@@ -43,3 +43,27 @@ ensure_system_tools() {
         return 1
     fi
 }
+
+# ensure_installed EXTRA: install drupelet (editable, with EXTRA, at the versions of
+# images/constraints.txt) into $VENV only when it is missing or out of date. A stamp file
+# in $VENV keys the install on a hash of pyproject.toml, the constraints and EXTRA, so a
+# second run installs nothing, says nothing and needs no network. pip's output (and the
+# build backend's deprecation banners) goes to a log that is shown only if pip fails.
+ensure_installed() {
+    local extra="$1"
+    local stamp="$VENV/.drupelet-installed-$extra"
+    local key
+    key="$(cat "$repo/pyproject.toml" "$repo/images/constraints.txt" | sha256sum | cut -d' ' -f1)-$extra"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$key" && -x "$VENV/bin/drupelet" ]]; then
+        return 0
+    fi
+    local log="$VENV/pip-install.log"
+    echo "installing drupelet[$extra] into $VENV (first run, or pyproject.toml/constraints changed) ..." >&2
+    if ! PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q -c "$repo/images/constraints.txt" \
+            -e "$repo[$extra]" >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "pip install failed (log: $log)" >&2
+        return 1
+    fi
+    echo "$key" >"$stamp"
+}

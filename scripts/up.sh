@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Create .venv in the repo, install drupelet, and run a demo node with an embedded
-# NATS server and the counter example actor. Arguments go to `drupelet up`.
+# The hardware demo (`drupelet up --demo`): two nodes, a laptop and a simulated Pi, on
+# their own nats-servers, the thermometer and counter examples built on first use.
+# Creates .venv in the repo and installs drupelet[build] into it only when it is missing
+# or pyproject.toml/images/constraints.txt changed (then it runs offline). Arguments go to
+# `drupelet up --demo` (e.g. --no-auto-press, --nats URL).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,7 +12,6 @@ cd "$repo"
 source "$repo/scripts/_venv.sh"
 
 ensure_venv
-"$VENV/bin/python" -m pip install --upgrade pip
-"$VENV/bin/python" -m pip install -e '.[build]'
+ensure_installed build
 
 exec "$VENV/bin/drupelet" up --demo "$@"

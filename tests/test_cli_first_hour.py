@@ -238,3 +238,36 @@ def test_the_node_and_firstboot_import_no_terminal_library(code: str, tmp_path: 
     result = subprocess.run([sys.executable, "-c", check, str(tmp_path / "drupelet.toml")], capture_output=True,
                             text=True, timeout=CALL_TIMEOUT_S, env=env())
     assert result.stdout.strip().splitlines()[-1:] in ([], [""]), result.stdout + result.stderr
+
+
+# -- scripts/up.sh and scripts/test.sh: install only when needed ----------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ensure_installed(venv: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", f'repo="{ROOT}"; VENV="{venv}"; source "$repo/scripts/_venv.sh"; '
+                                         "ensure_installed build"],
+                          capture_output=True, text=True, timeout=CALL_TIMEOUT_S, env=env())
+
+
+def test_the_scripts_install_only_when_the_venv_is_out_of_date(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    pip_ran = tmp_path / "pip-ran"
+    # a python whose pip records that it ran and succeeds; the drupelet script it "installs"
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\necho "$@" >> "{pip_ran}"\n'
+                                         f'printf "#!/bin/sh\\n" > "{venv}/bin/drupelet"; '
+                                         f'chmod +x "{venv}/bin/drupelet"\necho pip chatter\n')
+    (venv / "bin" / "python").chmod(0o755)
+    first = ensure_installed(venv)
+    assert first.returncode == 0, first.stderr
+    assert "pip chatter" not in first.stdout + first.stderr  # pip's output goes to the log
+    assert pip_ran.read_text().count("install") == 1
+    second = ensure_installed(venv)
+    assert (second.returncode, second.stdout, second.stderr) == (0, "", "")
+    assert pip_ran.read_text().count("install") == 1  # up to date: pip did not run
+    stamp = venv / ".drupelet-installed-build"
+    stamp.write_text("another pyproject\n")
+    assert ensure_installed(venv).returncode == 0
+    assert pip_ran.read_text().count("install") == 2

@@ -75,7 +75,9 @@ async def test_call_returns_the_reply_body(host: Node) -> None:
 
 async def test_unlinked_import_is_an_error_value_not_a_trap(host: Node, nats_server: EmbeddedNatsServer) -> None:
     await host.host.start_actor("echo", wat("echo"))
-    with pytest.raises(HandlerError, match="not-linked.*source = \"echo\", interface = \"wasmcloud:messaging/consumer\""):
+    # an actor started at run time (not from the config file): the hint is the link put command
+    with pytest.raises(HandlerError, match="not-linked.*add one: drupelet link put echo wasmcloud:messaging/consumer "
+                                           "local/<provider>"):
         await host.host.deliver("echo", "s", b"hi", reply_to="somewhere")
     # through NATS the caller gets the error in headers instead of waiting for a timeout
     reply = await nats_call(nats_server.url, "test", "echo", b"hi")
