@@ -66,6 +66,19 @@ async def test_actor_answers_a_message_through_nats(host: Node, nats_server: Emb
     assert not (reply.headers or {}).get(subjects.HEADER_ERROR)
 
 
+async def test_a_handler_that_returns_without_replying_fails_the_request_at_once(
+        host: Node, nats_server: EmbeddedNatsServer) -> None:
+    await host.host.start_actor("noop", wat("noop"))
+    started = time.monotonic()
+    reply = await nats_call(nats_server.url, "test", "noop", b"hi", timeout=5.0)
+    assert time.monotonic() - started < 2.0  # not the requester's 5 s timeout
+    assert reply.headers and reply.headers[subjects.HEADER_ERROR] == "no-reply"
+    assert "handler finished without replying" in reply.headers[subjects.HEADER_MESSAGE]
+    # a message that asks for no reply is fine without one
+    await host.host.deliver("noop", "s", b"no reply wanted")
+    assert host.host.actors["noop"].traps == 0
+
+
 async def test_call_returns_the_reply_body(host: Node) -> None:
     await host.host.start_actor("echo", wat("echo"), instances=2)
     await host.host.put_link("echo", "wasmcloud:messaging/consumer", "local/messaging")

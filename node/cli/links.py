@@ -70,10 +70,11 @@ async def check_target(client: LatticeClient, source: str, target: str) -> list[
 
 
 async def _put(args: argparse.Namespace, client: LatticeClient, payload: dict[str, Any]) -> int:
-    for message in await check_target(client, args.source, args.target):
-        warn(message)
+    warnings = await check_target(client, args.source, args.target)
     before = {(l["source"], l["interface"]): l for l in await client.lattice_request("link.list", {})}
     links = await client.lattice_request("link.put", payload)
+    for message in warnings:  # only once the put is done: a refused put is its one error line
+        warn(message)
     replaced = []
     for link in links:
         old = before.get((link["source"], link["interface"]))

@@ -102,6 +102,10 @@ class InstanceContext:
         self.host = host
         self.resources: dict[int, Any] = {}
         self._next_rep = 1
+        self.reply_to: str | None = None
+        """The reply subject of the message being handled, if it asked for a reply."""
+        self.replied = False
+        """Whether the handler has published to ``reply_to`` yet."""
 
     def release(self, rep: int) -> None:
         """Forget a resource and close it if it can be (a bus, a handle on another node)."""
@@ -295,6 +299,8 @@ def _msg_publish(store: StoreContext, msg: Any) -> Ok | Err:
         provider.invoke(link, "publish", [str(msg.subject), body, getattr(msg, "reply-to")])
     except ProviderError as exc:
         return Err(msg_error(exc))
+    if ctx.reply_to is not None and str(msg.subject) == ctx.reply_to:
+        ctx.replied = True
     return Ok(None)
 
 

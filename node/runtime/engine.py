@@ -21,7 +21,7 @@ from wasmtime.component import Component, Func, Linker
 
 from drupelet.providers.base import atomic_write
 
-from drupelet.node.runtime.errors import CompileError, DeadlineExceeded, StartRefused, Trapped
+from drupelet.node.runtime.errors import CompileError, DeadlineExceeded, NoReply, StartRefused, Trapped
 from drupelet.node.runtime import bindings
 from drupelet.node.runtime import aot as aot
 from drupelet.node.runtime import values
@@ -285,11 +285,19 @@ class ActorInstance:
 
     def handle_message(self, subject: str, body: bytes, reply_to: str | None,
                        deadline_ms: int | None = None) -> str | None:
-        """Deliver to ``wasmcloud:messaging/handler``; returns None or the handler's error string."""
+        """Deliver to ``wasmcloud:messaging/handler``; returns None or the handler's error string.
+        :class:`NoReply` when the message has a reply subject and the handler returned Ok
+        without publishing to it."""
         if self._handler is None:
             raise LookupError(f"actor {self.ctx.host.actor!r} does not export {bindings.HANDLER_EXPORT}")
         msg = values.record(subject=subject, body=body, reply_to=reply_to)
-        result = self._invoke(self._handler, (msg,), deadline_ms)
+        self.ctx.reply_to, self.ctx.replied = reply_to, False
+        try:
+            result = self._invoke(self._handler, (msg,), deadline_ms)
+        finally:
+            self.ctx.reply_to = None
+        if result is None and reply_to and not self.ctx.replied:
+            raise NoReply(f"actor {self.ctx.host.actor!r}: handler finished without replying", actor=self.ctx.host.actor)
         return None if result is None else str(result)
 
     def _invoke(self, func: Func, args: tuple[object, ...], deadline_ms: int | None) -> object:

@@ -38,6 +38,13 @@ class CallFailed(ActorError):
     code = "call-failed"
 
 
+class NoReply(CallFailed):
+    """The handler returned Ok for a message that asked for a reply without publishing
+    one to its reply subject: the requester is told at once instead of timing out."""
+
+    code = "no-reply"
+
+
 class Trapped(CallFailed):
     """The guest trapped. ``trap`` is wasmtime's description."""
 
