@@ -196,6 +196,10 @@ def test_up_demo_joins_a_server_given_with_nats(tmp_path: Path, external_nats: s
     assert proc.returncode == 0 and "Traceback" not in text, text
     assert f"--nats {external_nats} nodes" in text  # the hints name the server the demo joined
     assert "pressing the button" not in text  # --no-auto-press
+    # two nodes, one log: each node's lines say which node wrote them
+    assert "drupelet.node.node: [pi-1] node pi-1 is up" in text
+    assert "drupelet.node.node: [laptop] node laptop is up" in text
+    assert "drupelet.actor: [laptop] [thermometer]" in text
     frame = [line for line in text.splitlines() if line.startswith(("┌", "│", "└"))]
     assert frame and max(len(line) for line in frame) <= 80  # half size in 80 columns
     # the demo's nodes keep their state under <data_dir>/demo, not in <data_dir> itself

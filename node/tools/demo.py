@@ -19,6 +19,7 @@ log and saved as ``<data_dir>/demo/oled.png``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import io
 import logging
@@ -130,7 +131,8 @@ def cli_command(url: str) -> str:
 def hints(pi: str, url: str) -> list[str]:
     """What to try from another shell while the demo runs."""
     cmd = cli_command(url)
-    return [f"{cmd} nodes        {cmd} inventory {pi}",
+    return [f"{cmd} nodes",
+            f"{cmd} inventory {pi}",
             f"{cmd} display snapshot {pi} -o oled.png",
             f"{cmd} gpio simulate {pi} {BUTTON_PIN} low     (press the button: the LED toggles)",
             f"{cmd} call thermometer now read",
@@ -151,6 +153,38 @@ def check_can_start(cfg: NodeConfig) -> None:
         url = f"nats://{cfg.nats_embedded_host}:{cfg.nats_embedded_port}"
         raise NatsServerError(f"cannot start the demo's nats-server: {exc.summary}; to join the server "
                               f"there instead: drupelet up --demo --nats {url}") from None
+
+
+_NODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("drupelet_demo_node", default=None)
+"""The demo node whose work this is: set in the context each node starts and stops in,
+and so in every task it spawns."""
+
+
+class NodeTag(logging.Filter):
+    """Starts each log line with ``[node]``: the two demo nodes share one process and one
+    log. An actor's worker thread (``actor-<name>-<n>``) is its node's by ``actor_nodes``."""
+
+    def __init__(self, actor_nodes: dict[str, str]) -> None:
+        super().__init__()
+        self.actor_nodes = actor_nodes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "demo_node", None) is not None:
+            return True
+        node = _NODE.get()
+        thread = record.threadName or ""
+        if node is None and thread.startswith("actor-"):
+            node = self.actor_nodes.get(thread.removeprefix("actor-").rsplit("-", 1)[0])
+        record.demo_node = node or ""
+        if node:
+            record.msg = f"[{node}] {record.msg}"
+        return True
+
+
+def node_context(name: str) -> contextvars.Context:
+    ctx = contextvars.copy_context()
+    ctx.run(_NODE.set, name)
+    return ctx
 
 
 def show_hints(tips: list[str]) -> None:
@@ -174,7 +208,11 @@ async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) 
     thermometer = built_example("thermometer", cfg.data_dir)
     counter = built_example("counter", cfg.data_dir)
     servers: list[EmbeddedNatsServer] = []
-    hosts: list[Node] = []
+    hosts: list[tuple[Node, contextvars.Context]] = []
+    tag = NodeTag({"thermometer": cfg.name, "counter": cfg.name})
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(tag)
     try:
         if cfg.nats_url:
             hub_url = leaf_url = cfg.nats_url
@@ -204,11 +242,11 @@ async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) 
                             data_dir=demo_dir / PI_NODE, nats_url=leaf_url, nats_jetstream_domain=domain,
                             providers=pi_providers(), compile_in_subprocess=cfg.compile_in_subprocess)
         pi = Node(pi_cfg)
-        await pi.start()
-        hosts.append(pi)
+        hosts.append((pi, node_context(pi.name)))
+        await asyncio.create_task(pi.start(), context=hosts[-1][1])
         laptop = Node(laptop_cfg)
-        await laptop.start()
-        hosts.append(laptop)
+        hosts.append((laptop, node_context(laptop.name)))
+        await asyncio.create_task(laptop.start(), context=hosts[-1][1])
         async with await LatticeClient.connect(hub_url, cfg.lattice) as client:
             for link in demo_links():
                 await client.lattice_request("link.put", link)
@@ -218,10 +256,12 @@ async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) 
         show_hints(tips)
         await _drive(pi.host, demo_dir, stop, tips, auto_press=auto_press)
     finally:
-        for host in reversed(hosts):
-            await host.stop()
+        for host, ctx in reversed(hosts):
+            await asyncio.create_task(host.stop(), context=ctx)
         for server in reversed(servers):
             await server.stop()
+        for handler in handlers:
+            handler.removeFilter(tag)
     return 0
 
 
