@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -275,3 +276,43 @@ def test_the_scripts_install_only_when_the_venv_is_out_of_date(tmp_path: Path) -
     stamp.write_text("another pyproject\n")
     assert ensure_installed(venv).returncode == 0
     assert pip_ran.read_text().count("install") == 2
+
+
+# -- styles on a terminal, plain text in a pipe ---------------------------------------------
+
+
+def run_on_a_terminal(*args: str, extra_env: dict[str, str] | None = None) -> str:
+    """``drupelet ARGS`` with its stdout on a pseudo-terminal; what it printed there."""
+    import pty
+
+    main_fd, sub_fd = pty.openpty()
+    try:
+        proc = subprocess.Popen([*drupelet(), *args], stdout=sub_fd, stderr=subprocess.PIPE,
+                                env=env(TERM="xterm", **(extra_env or {})))
+        os.close(sub_fd)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main_fd, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(timeout=CALL_TIMEOUT_S)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        assert proc.returncode == 0
+        return b"".join(chunks).decode()
+    finally:
+        os.close(main_fd)
+
+
+def test_tables_are_bold_on_a_terminal_and_plain_in_a_pipe(node: Node) -> None:
+    where = ("--nats", node.url, "--lattice", LATTICE)
+    on_terminal = run_on_a_terminal(*where, "link", "list")
+    assert on_terminal.startswith("\x1b[1mSOURCE") and "\x1b[0m" in on_terminal
+    piped = run(*where, "link", "list")
+    assert piped.returncode == 0 and piped.stdout.startswith("SOURCE") and "\x1b[" not in piped.stdout
+    no_color = run_on_a_terminal(*where, "link", "list", extra_env={"NO_COLOR": "1"})
+    assert no_color.startswith("SOURCE") and "\x1b[" not in no_color

@@ -1,24 +1,46 @@
 """How commands print: aligned tables for people, JSON for scripts (``--json``).
 
-Also used by ``drupelet bench``'s report. Imports only the standard library.
+On a terminal a table's header row is bold; piped or redirected (or with ``NO_COLOR``
+set, or ``TERM=dumb``) the output is plain text. Also used by ``drupelet bench``'s
+report. Imports only the standard library: no terminal library, so ``firstboot`` and the
+node stay as light as they are.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 
+BOLD, RESET = "\033[1m", "\033[0m"
+
+
+def styled() -> bool:
+    """Whether stdout is a terminal that wants styles (not piped, no ``NO_COLOR``, not dumb)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str] | None = None) -> str:
-    """Columns padded to their widest cell, two spaces apart; ``headers`` (upper-cased) on top."""
+    """Columns padded to their widest cell, two spaces apart; ``headers`` (upper-cased) on
+    top, in bold on a terminal."""
     head = [[h.upper() for h in headers]] if headers is not None else []
     every = [*head, *([str(c) for c in r] for r in rows)]
     if not every:
         return ""
     widths = [max(len(r[i]) for r in every) for i in range(len(every[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in every)
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in every]
+    if head and styled():
+        lines[0] = f"{BOLD}{lines[0]}{RESET}"
+    return "\n".join(lines)
 
 
 def to_json(data: Any, *, one_line: bool = False) -> str:
