@@ -26,6 +26,7 @@ from drupelet.node.lattice.natsserver import free_port
 from drupelet.node.tools import demo
 
 
+ROOT = Path(__file__).resolve().parent.parent
 DEMO_READY_TIMEOUT_S = 180.0  # the first run builds both examples (~10 s each), then starts two nodes
 
 
@@ -201,6 +202,15 @@ def test_up_demo_joins_a_server_given_with_nats(tmp_path: Path, external_nats: s
     assert "drupelet.node.node: [pi-1] node pi-1 is up" in text
     assert "drupelet.node.node: [laptop] node laptop is up" in text
     assert "drupelet.actor: [laptop] [thermometer]" in text
+    # the README's demo log lines, but for the automatic press that --no-auto-press turned off
+    from test_docs import read_page
+    from test_docs_walkthrough import shape
+
+    readme = next(b for b in read_page(ROOT / "README.md").blocks
+                  if b.info == "text" and "drupelet.demo" in "".join(b.lines))
+    shown = [l for l in readme.lines if not l.startswith(("┌", "│", "└")) and "button" not in l and "led " not in l]
+    seen = {shape(line) for line in text.splitlines()}
+    assert len(shown) == 2 and all(shape(line) in seen for line in shown), (shown, text)
     frame = [line for line in text.splitlines() if line.startswith(("┌", "│", "└"))]
     assert frame and max(len(line) for line in frame) <= 80  # half size in 80 columns
     # the demo's nodes keep their state under <data_dir>/demo, not in <data_dir> itself
@@ -246,8 +256,6 @@ def test_the_node_and_firstboot_import_no_terminal_library(code: str, tmp_path: 
 
 
 # -- scripts/up.sh and scripts/test.sh: install only when needed ----------------------------
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def ensure_installed(venv: Path) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,7 @@ UP_TIMEOUT_S = 90.0  # the first start compiles the component
 
 def shape(line: str) -> str:
     line = LOG_PREFIX.sub("", line.strip())
-    line = re.sub(r"(?<![\w.])/\S*/", "/…/", line)  # a path up to its last slash
+    line = re.sub(r"(?<![\w.])…?/\S*/", "/…/", line)  # a path up to its last slash ("…/" too)
     line = re.sub(r"\b[0-9a-f]{12,}\b…?", "HASH", line)
     line = re.sub(r"\d+\.\d+", "9.9", line)
     return re.sub(r":\d{2,5}\b", ":PORT", line)
