@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--name", help="node name (default: config, then the host name)")
     up.add_argument("--label", action="append", default=[], metavar="K=V", help="add a label (repeatable)")
     up.add_argument("--data-dir", type=Path, metavar="DIR", help="state directory")
+    # -- up --hub: the embedded server as a leaf of a hub
+    up.add_argument("--hub", metavar="URL",
+                    help="run the embedded nats-server as a leaf of the hub at this leafnode URL "
+                         "(nats-leaf://127.0.0.1:7422), with the node's name as its JetStream domain")
     up.add_argument("--demo", action="store_true",
                     help="run the hardware demo instead: this node plus a simulated Pi node (pi-1) on a leaf "
                          "server, the thermometer actor here driving the Pi's sensor, OLED and LED")
