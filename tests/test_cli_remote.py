@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,36 @@ def test_inventory(node: Node) -> None:
 
 def stopped_event(line: str) -> bool:
     return "dev.drupelet" not in line and "actor_stopped" in line and '"actor": "echo"' in line
+
+
+def test_logs_without_follow_prints_the_recent_lines_with_their_time(node: Node) -> None:
+    for body in ("recent one", "recent two"):
+        assert cli(node, "call", "echo", "s", body).returncode == 0
+    shown = cli(node, "logs", "--actor", "echo")
+    assert shown.returncode == 0, shown.stderr
+    lines = [line for line in shown.stdout.splitlines() if "recent " in line]
+    assert [line.split()[-1] for line in lines[-2:]] == ["one", "two"], shown.stdout
+    assert re.match(r"^\d\d:\d\d:\d\d cli-node/echo INFO  echo: recent two$", lines[-1]), lines[-1]
+    newest = json.loads(cli(node, "logs", "--actor", "echo", "-n", "1", "--json").stdout)
+    assert [(d["node"], d["actor"], d["message"]) for d in newest] == [("cli-node", "echo", "recent two")]
+    assert abs(newest[0]["time"] - time.time()) < 60
+    none = cli(node, "logs", "--actor", "nobody")
+    assert (none.returncode, none.stdout) == (0, "no log lines kept on any node for actor nobody\n")
+    bad = cli(node, "logs", "-n", "0")
+    assert bad.returncode == 2 and "0 is not from 1 to 1000" in bad.stderr, bad.stderr
+
+
+def test_the_logbook_keeps_a_bounded_number_of_lines_and_actors() -> None:
+    from drupelet.node.host.logbook import Logbook
+
+    book = Logbook("n", per_actor=3, actors=2)
+    for i in range(5):
+        book.add("a", "info", "", f"a{i}")
+    book.add("b", "info", "", "b0")
+    assert [r["message"] for r in book.recent("a")] == ["a2", "a3", "a4"]
+    book.add("c", "info", "", "c0")  # a logged longest ago: forgotten
+    assert book.recent("a") == [] and [r["message"] for r in book.recent()] == ["b0", "c0"]
+    assert [r["message"] for r in book.recent(lines=1)] == ["c0"]
 
 
 def test_actor_scale_list_and_stop_with_events_and_logs(node: Node) -> None:

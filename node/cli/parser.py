@@ -83,6 +83,19 @@ class _Commands:
         return _Commands(self.add(name, help_text), self._parent, dest, "ACTION", required=True)
 
 
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
+        return value
+    return parse
+
+
 def _selector(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--node", help="node name")
@@ -158,9 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     inventory = commands.add("inventory", "show a node's actors, providers and links (default: every node)",
                              Command("observe", "inventory"))
     inventory.add_argument("node", nargs="?")
-    logs = commands.add("logs", "show actor logs from every node", Command("observe", "logs"))
-    logs.add_argument("-f", "--follow", action="store_true", required=True, help="stream until interrupted")
+    logs = commands.add("logs", "show the actors' recent log lines from every node (-f: follow them)",
+                        Command("observe", "logs"))
+    logs.add_argument("-f", "--follow", action="store_true", help="stream new lines until interrupted")
     logs.add_argument("--actor", help="only this actor")
+    logs.add_argument("--node", help="only this node (without -f)")
+    logs.add_argument("-n", "--lines", type=_bounded_int(1, 1000), default=50, metavar="N",
+                      help="without -f: the newest N lines (1 to 1000, default 50)")
     events = commands.add("events", "show node events (CloudEvents) from every node", Command("observe", "events"))
     events.add_argument("-f", "--follow", action="store_true", required=True, help="stream until interrupted")
 

@@ -31,6 +31,7 @@ from drupelet.node.host.api import EventListener, LatticePort
 from drupelet.node.host.errors import (ActorExists, ActorNotFound, HandlerError, InvalidRequest, LinkError,
                                        ProviderFailed, ProviderNotFound, hardware_error)
 from drupelet.node.host.links import LinkDef, LinkTable, link_interfaces, package_matches, parse_interface
+from drupelet.node.host.logbook import Logbook
 from drupelet.node.host.providers import (HARDWARE_PROVIDERS, describe, discover_providers, enabled, health_of,
                                           provider_table)
 from drupelet.node.runtime import Limits, Runtime, RuntimeConfig, missing_imports, read_component
@@ -60,6 +61,7 @@ class Host:
         self._actor_lock = asyncio.Lock()
         self._stopped = False
         self._event_listeners: list[EventListener] = []
+        self.logbook = Logbook(config.name)
 
     # -- who this is ------------------------------------------------------------------
 
@@ -509,8 +511,13 @@ class Host:
         """An actor's log line: to the node's log, and (when in a lattice) to the lattice."""
         actor_log.log(LEVELS.get(level, logging.INFO), "[%s] %s%s", actor, f"{context}: " if context else "",
                       message, extra={"actor": actor, "actor_context": context})
+        self.logbook.add(actor, level, context, message)
         if self.port is not None:
             self.port.publish_log(actor, level, context, message)
+
+    def recent_logs(self, actor: str | None = None, lines: int = 100) -> list[dict[str, Any]]:
+        """The last ``lines`` log records of ``actor`` (or of every actor) on this node, oldest first."""
+        return self.logbook.recent(actor, lines)
 
     # -- inventory ------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ from drupelet.node.lattice.desired import DesiredState
 from drupelet.node.lattice.errors import BadRequest, StateUnavailable, UnknownRequest
 from drupelet.node.lattice.requests import (ActorList, ActorScale, ActorStart, ActorStop, ConfigGet, ConfigPut,
                                             DisplaySnapshot, GpioSimulate, Inventory, LabelsDel, LabelsPut, LinkDel,
-                                            LinkList, LinkPut, ProviderStart, ProviderStop, R, Request)
+                                            LinkList, LinkPut, LogsRecent, ProviderStart, ProviderStop, R,
+                                            Request)
 from drupelet.node.lattice.state import LatticeState, actor_key, config_key, labels_key, link_key
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class ControlPlane:
             "link.list": Route(LinkList, self._link_list),
             "display.snapshot": Route(DisplaySnapshot, self._display_snapshot),
             "gpio.simulate": Route(GpioSimulate, self._gpio_simulate),
+            "logs.recent": Route(LogsRecent, self._logs_recent),
         }
         self.lattice_verbs: dict[str, Handler] = {
             "link.put": Route(LinkPut, self._lattice_link_put),
@@ -283,6 +285,9 @@ class ControlPlane:
     async def _gpio_simulate(self, req: GpioSimulate) -> Any:
         await self.host.gpio_simulate(req.pin, req.level, req.provider)
         return None
+
+    async def _logs_recent(self, req: LogsRecent) -> Any:
+        return self.host.recent_logs(req.actor, req.lines)
 
     async def _labels_put(self, req: LabelsPut) -> Any:
         labels = dict(req.labels)

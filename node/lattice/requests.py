@@ -130,6 +130,13 @@ class GpioSimulate(Request):
     provider: Annotated[Name, Meta(description="a running GPIO provider of this node")] = "gpio"
 
 
+class LogsRecent(Request):
+    """The last lines the node's actors logged (kept in memory, a few hundred per actor)."""
+
+    actor: Annotated[Name | None, Meta(description="only this actor's lines")] = None
+    lines: Annotated[int, Meta(ge=1, le=1000, description="at most this many lines, the newest")] = 100
+
+
 # -- lattice requests ---------------------------------------------------------------
 
 
@@ -179,6 +186,7 @@ NODE_REQUESTS: dict[str, type[Request]] = {
     "link.list": LinkList,
     "display.snapshot": DisplaySnapshot,
     "gpio.simulate": GpioSimulate,
+    "logs.recent": LogsRecent,
 }
 LATTICE_REQUESTS: dict[str, type[Request]] = {
     "link.put": LinkPut,
@@ -291,6 +299,6 @@ def markdown_requests(verbs: Iterable[str] | None = None) -> str:
 __all__ = [
     "ActorList", "ActorScale", "ActorStart", "ActorStop", "ConfigGet", "ConfigPut", "DisplaySnapshot",
     "GpioSimulate", "Inventory", "LATTICE_REQUESTS", "LabelsDel", "LabelsPut", "LinkDel", "LinkList",
-    "LinkPut", "NODE_REQUESTS", "ProviderStart", "ProviderStop", "REQUESTS", "Request", "check_labels_total",
+    "LinkPut", "LogsRecent", "NODE_REQUESTS", "ProviderStart", "ProviderStop", "REQUESTS", "Request", "check_labels_total",
     "markdown_requests", "parse", "parse_as",
 ]
