@@ -168,6 +168,39 @@ def test_logs_without_follow_prints_the_recent_lines_with_their_time(node: Node)
     assert bad.returncode == 2 and "0 is not from 1 to 1000" in bad.stderr, bad.stderr
 
 
+def test_gpio_write_read_and_pins_through_the_gpio_provider(node: Node) -> None:
+    wrote = cli(node, "gpio", "write", "cli-node", "22", "high")
+    assert (wrote.returncode, wrote.stdout) == (0, "node cli-node: pin 22 is driven high\n"), wrote.stderr
+    read = cli(node, "gpio", "read", "cli-node", "22")
+    assert read.stdout == "node cli-node: pin 22 is high (output, held by the provider)\n", read.stderr
+    assert json.loads(cli(node, "gpio", "read", "cli-node", "22", "--json").stdout)["level"] == "high"
+    assert cli(node, "gpio", "write", "cli-node", "22", "low").returncode == 0
+    assert cli(node, "gpio", "read", "cli-node", "22").stdout.split()[5] == "low"
+    # a pin an actor owns (its link's events make it an input) is read, and refused for writes
+    put = cli(node, "link", "put", "echo", "drupelet:hardware/gpio", "local/gpio", "--config", "pins=23",
+              "--config", "events=23")
+    assert put.returncode == 0, put.stderr
+    try:
+        wait_for(lambda: "(input, echo)" in cli(node, "gpio", "read", "cli-node", "23").stdout, 10.0,
+                 "pin 23 to be the echo actor's input")
+        refused = cli(node, "gpio", "write", "cli-node", "23", "low")
+        assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert "GPIO pin 23 is in use by actor 'echo' (as input)" in refused.stderr
+        pins = cli(node, "gpio", "pins", "cli-node")
+        assert pins.returncode == 0, pins.stderr
+        rows = pins.stdout.splitlines()
+        assert "held low GPIO22 (15) (16) GPIO23 input echo high" in [r.strip() for r in rows], pins.stdout
+        assert rows[2].split() == ["3V3", "(", "1)", "(", "2)", "5V"] and "(39) (40) GPIO21" in rows[-1]
+        assert "·GPIO0 (27) (28) ·GPIO1" in pins.stdout  # outside providers.gpio.pins
+        inventory = cli(node, "inventory", "cli-node").stdout
+        assert re.search(r"^23\s+input\s+echo\s+high$", inventory, re.M), inventory
+        assert re.search(r"^22\s+released\s+-\s+low$", inventory, re.M), inventory
+    finally:
+        assert cli(node, "link", "del", "echo", "drupelet:hardware/gpio").returncode == 0
+    outside = cli(node, "gpio", "read", "cli-node", "40")
+    assert outside.returncode == 1 and "providers.gpio.pins allows 2-27" in outside.stderr, outside.stderr
+
+
 def test_the_logbook_keeps_a_bounded_number_of_lines_and_actors() -> None:
     from drupelet.node.host.logbook import Logbook
 

@@ -96,6 +96,13 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _node_pin(p: argparse.ArgumentParser, *, level: bool = False) -> None:
+    p.add_argument("node")
+    p.add_argument("pin", type=int)
+    if level:
+        p.add_argument("level", choices=["high", "low"])
+
+
 def _selector(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--node", help="node name")
@@ -188,11 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--provider", default="display", help="the display provider's name")
 
     gpio = commands.group("gpio", "the GPIO pins of nodes", "gpio_command")
-    gsim = gpio.add("simulate", "drive a simulated input pin high or low (a button press is low)",
-                    Command("hardware", "gpio_simulate"))
-    gsim.add_argument("node")
-    gsim.add_argument("pin", type=int)
-    gsim.add_argument("level", choices=["high", "low"])
+    _node_pin(gpio.add("simulate", "drive a simulated input pin high or low (a button press is low)",
+                       Command("hardware", "gpio_simulate")), level=True)
+    # -- gpio read, write and pins
+    _node_pin(gpio.add("read", "read a pin's level (high or low), whoever holds it", Command("hardware", "gpio_read")))
+    _node_pin(gpio.add("write", "drive a pin no actor owns high or low (refused on a pin an actor owns)",
+                       Command("hardware", "gpio_write")), level=True)
+    gpio.add("pins", "show the node's 40-pin header and what each GPIO pin does",
+             Command("hardware", "gpio_pins")).add_argument("node")
 
     call = commands.add("call", "send a message to an actor's handler and print its reply", Command("call", "call"))
     call.add_argument("actor")

@@ -576,23 +576,32 @@ class Host:
             raise ProviderNotFound(f"provider {provider!r} on node {self.name} has no {method}")
         return func
 
+    async def _hardware_call(self, provider: str, method: str, what: str, *args: Any) -> Any:
+        """``method`` of the hardware provider in a worker thread; its ProviderError as the host's,
+        prefixed with ``what`` and this node."""
+        func = self._hardware_method(provider, method)
+        try:
+            return await asyncio.to_thread(func, *args)
+        except ProviderError as exc:
+            raise hardware_error(f"{what} on node {self.name}: {exc.message}", exc.code) from exc
+
     async def display_snapshot(self, provider: str = "display") -> bytes:
         """A PNG of what the display shows (its last flushed frame), real or simulated."""
-        snapshot = self._hardware_method(provider, "snapshot")
-        try:
-            png: bytes = await asyncio.to_thread(snapshot)
-        except ProviderError as exc:
-            raise hardware_error(f"display snapshot on node {self.name}: {exc.message}", exc.code) from exc
+        png: bytes = await self._hardware_call(provider, "snapshot", "display snapshot")
         return png
 
     async def gpio_simulate(self, pin: int, level: bool, provider: str = "gpio") -> None:
         """Drive a simulated input pin (a button press); refused on real GPIO."""
-        simulate = self._hardware_method(provider, "simulate")
-        try:
-            await asyncio.to_thread(simulate, pin, level)
-        except ProviderError as exc:
-            raise hardware_error(f"gpio simulate pin {pin} on node {self.name}: {exc.message}", exc.code) from exc
+        await self._hardware_call(provider, "simulate", f"gpio simulate pin {pin}", pin, level)
 
+    async def gpio_read(self, pin: int, provider: str = "gpio") -> dict[str, Any]:
+        """An allowed pin's level, and who holds it (``{"pin", "level", "mode", "owner"}``)."""
+        result: dict[str, Any] = await self._hardware_call(provider, "operator_read", f"gpio read pin {pin}", pin)
+        return result
+
+    async def gpio_write(self, pin: int, level: bool, provider: str = "gpio") -> None:
+        """Drive an allowed pin no actor owns; refused (busy) on a pin an actor owns."""
+        await self._hardware_call(provider, "operator_write", f"gpio write pin {pin}", pin, level)
 
 def _read(spec: ActorSpec) -> bytes:
     if not spec.file.exists():
