@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import os
@@ -267,6 +268,31 @@ def test_push_then_start_by_digest_and_by_name(node: Node, tmp_path: Path) -> No
         assert cli(node, "actor", "stop", name).returncode == 0
 
 
+def test_artifacts_list_and_rm(node: Node) -> None:
+    noop = Path(__file__).resolve().parent.parent / "actors" / "wat" / "noop.wat"
+    pushed = json.loads(cli(node, "push", str(noop), "--name", "noop-art", "--json").stdout)
+    digest = pushed["digest"]
+    assert cli(node, "actor", "start", "noop-art", "--name", "noop1", "--node", "cli-node").returncode == 0
+    try:
+        listed = cli(node, "artifacts", "list")
+        assert listed.returncode == 0, listed.stderr
+        row = next(line for line in listed.stdout.splitlines() if line.startswith(f"sha256:{digest[:12]}"))
+        assert row.split()[1:3] == ["noop-art", "0.0"] and row.rstrip().endswith("cli-node/noop1"), listed.stdout
+        docs = json.loads(cli(node, "artifacts", "list", "--json").stdout)
+        assert {"digest": digest, "name": "noop-art", "running": ["cli-node/noop1"]}.items() <= \
+            next(d for d in docs if d["digest"] == digest).items()
+        removed = cli(node, "artifacts", "rm", "noop-art")
+        assert removed.returncode == 0, removed.stderr
+        assert removed.stdout.startswith(f"removed sha256:{digest}; still running as cli-node/noop1 "), removed.stdout
+        assert digest not in cli(node, "artifacts", "list").stdout
+        again = cli(node, "artifacts", "rm", f"sha256:{digest}")
+        assert again.returncode == 1 and len(again.stderr.splitlines()) == 1 and "Traceback" not in again.stderr
+        unknown = cli(node, "artifacts", "rm", "never-pushed")
+        assert unknown.returncode == 1 and "no artifact was pushed with the name 'never-pushed'" in unknown.stderr
+    finally:
+        assert cli(node, "actor", "stop", "noop1").returncode == 0
+
+
 def test_link_put_list_del(node: Node) -> None:
     put = cli(node, "link", "put", "counter", "wasi:keyvalue", "local/keyvalue", "--config", "buckets=hits")
     assert put.returncode == 0, put.stderr
@@ -308,6 +334,26 @@ def test_display_snapshot_writes_the_nodes_frame_as_png(node: Node, tmp_path: Pa
         assert (image.format, image.size, image.mode, image.getbbox()) == ("PNG", (128, 64), "1", None)
     missing = cli(node, "display", "snapshot", "pi-404", "-o", str(tmp_path / "x.png"))
     assert missing.returncode == 1 and not (tmp_path / "x.png").exists()
+
+
+def test_display_snapshot_scale_draws_each_pixel_as_a_square(node: Node, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from drupelet.node.cli.hardware import _scaled
+
+    out = tmp_path / "big.png"
+    done = cli(node, "display", "snapshot", "cli-node", "-o", str(out), "--scale", "4")
+    assert done.returncode == 0, done.stderr
+    with Image.open(out) as image:
+        assert (image.format, image.size, image.mode) == ("PNG", (512, 256), "1")
+    frame = Image.new("1", (128, 64))
+    frame.putpixel((3, 2), 1)
+    with io.BytesIO() as raw:
+        frame.save(raw, format="PNG")
+        with Image.open(io.BytesIO(_scaled(raw.getvalue(), 4))) as big:
+            assert big.getbbox() == (12, 8, 16, 12)  # pixel (3, 2) became the 4x4 square at (12, 8)
+    bad = cli(node, "display", "snapshot", "cli-node", "-o", str(out), "--scale", "0")
+    assert bad.returncode == 2 and "0 is not from 1 to 16" in bad.stderr, bad.stderr
 
 
 def test_gpio_simulate_names_what_is_wrong(node: Node) -> None:

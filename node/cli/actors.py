@@ -122,7 +122,7 @@ async def _push(args: argparse.Namespace, client: LatticeClient) -> int:
                              f"{sent / 1e6:.1f}/{total / 1e6:.1f} MB")
             sys.stderr.flush()
 
-    store = ArtifactStore(client.nc, client.lattice, _user_cache() / "artifacts", domain=args.domain)
+    store = ArtifactStore(client.nc, client.lattice, user_cache() / "artifacts", domain=args.domain)
     info = await store.put(data, name=name, progress=progress)
     if tty:
         sys.stderr.write("\n")
@@ -130,6 +130,6 @@ async def _push(args: argparse.Namespace, client: LatticeClient) -> int:
     return 0
 
 
-def _user_cache() -> Path:
+def user_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "drupelet"

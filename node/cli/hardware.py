@@ -26,6 +26,8 @@ def _remote(work: Callable[[argparse.Namespace, LatticeClient], Awaitable[int]])
 async def _snapshot(args: argparse.Namespace, client: LatticeClient) -> int:
     result = await client.node(args.node, "display.snapshot", {"provider": args.provider})
     png = base64.b64decode(result["png"])
+    if args.scale != 1:
+        png = _scaled(png, args.scale)
     try:
         args.output.write_bytes(png)
     except OSError as exc:
@@ -33,6 +35,19 @@ async def _snapshot(args: argparse.Namespace, client: LatticeClient) -> int:
     emit(args, {"node": args.node, "file": str(args.output), "bytes": len(png)},
          f"wrote {args.output} ({len(png)} bytes) from node {args.node}'s display")
     return 0
+
+
+def _scaled(png: bytes, scale: int) -> bytes:
+    """``png`` ``scale`` times larger, each pixel a square of pixels (a 128x64 OLED frame is tiny)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        bigger = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    bigger.save(out, format="PNG")
+    return out.getvalue()
 
 
 async def _simulate(args: argparse.Namespace, client: LatticeClient) -> int:

@@ -163,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--name", help="a name to start it by (default: the file name without .wasm)")
     push.add_argument("--domain", default=None, help="JetStream domain of the store (a leaf's hub)")
 
+    # -- artifacts list|rm
+    artifacts = commands.group("artifacts", "list and remove the lattice's stored components", "artifacts_command")
+    artifacts.add("list", "list the stored components: digest, name, size, when pushed, which actors run them",
+                  Command("artifacts", "list_artifacts")).add_argument(
+        "--domain", default=None, help="JetStream domain of the store (a leaf's hub)")
+    arm = artifacts.add("rm", "remove a stored component (nodes keep their cached copies)",
+                        Command("artifacts", "remove"))
+    arm.add_argument("ref", metavar="DIGEST|NAME", help="artifact digest (sha256:… or hex) or the name it was pushed with")
+    arm.add_argument("--domain", default=None, help="JetStream domain of the store (a leaf's hub)")
+
     link = commands.group("link", "put, delete and list the lattice's links", "link_command")
     lput = link.add("put", "link an actor's import to a provider (every node follows)", Command("links", "put"))
     lput.add_argument("source", help="actor name")
@@ -193,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("node")
     snap.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
     snap.add_argument("--provider", default="display", help="the display provider's name")
+    snap.add_argument("--scale", type=_bounded_int(1, 16), default=1, metavar="N",
+                      help="each pixel as an N×N square (1 to 16, default 1)")
 
     gpio = commands.group("gpio", "the GPIO pins of nodes", "gpio_command")
     _node_pin(gpio.add("simulate", "drive a simulated input pin high or low (a button press is low)",
