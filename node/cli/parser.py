@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add("bench", "measure the node against raw wasmtime-py baselines", Command("misc", "bench"))
     bench.add_argument("--iterations", type=int, default=2000, help="calls per measurement")
 
+    # -- completion
+    commands.add("completion", "print a bash completion script: source <(drupelet completion bash)",
+                 Command("completion", "completion")).add_argument("shell", choices=["bash"])
+
     commands.add("config-doc", "print the node config reference (Markdown)", Command("misc", "config_doc"))
 
     from drupelet.node.system.firstboot import add_arguments as firstboot_arguments
