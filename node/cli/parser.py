@@ -138,9 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "server, the thermometer actor here driving the Pi's sensor, OLED and LED")
 
     actor = commands.group("actor", "build, start, stop, scale and list actors", "actor_command")
-    build = actor.add("build", "build a Python actor directory into a component", Command("actors", "build"))
+    # -- actor build and actor new
+    build = actor.add("build", "build a Python actor directory into a component (kept when its sources did not "
+                      "change)", Command("authoring", "build"))
     build.add_argument("dir", type=Path)
     build.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    build.add_argument("--force", action="store_true", help="build even when FILE was built from the same sources")
+    new = actor.add("new", "write a Python actor skeleton (app.py, actor.toml, README.md) into a new directory",
+                    Command("authoring", "new"))
+    new.add_argument("name", help="the actor's name (a-z 0-9 _ -)")
+    new.add_argument("--dir", type=Path, default=None, metavar="DIR", help="where to write it (default: ./NAME)")
     start = actor.add("start", "start an actor from a pushed artifact on a node, or on every node with the labels",
                       Command("actors", "start"))
     start.add_argument("ref", metavar="DIGEST|NAME", help="artifact digest (sha256:… or hex) or the name it was pushed with")
