@@ -247,13 +247,13 @@ debugfs -R "stat /etc/systemd/system/multi-user.target.wants/boottest-report.ser
     || die "could not add the reporter unit to the root file system: $(cat "$work/debugfs.log")"
 
 # -------------------------------------------------------------------------- the hub
-# systemd/nats-hub.conf.in as shipped, on loopback and free ports
+# systemd/nats-hub.conf.in as shipped (loopback only), on free ports
 sed -e "s#@STORE_DIR@#$work/hub#" \
-    -e "s#^port: 4222#host: \"127.0.0.1\"\nport: $hub_port#" \
-    -e "s#^  port: 7422#  host: \"127.0.0.1\"\n  port: $leaf_port#" \
+    -e "s#^port: 4223#port: $hub_port#" \
+    -e "s#^  port: 7422#  port: $leaf_port#" \
     "$repo/systemd/nats-hub.conf.in" >"$work/hub.conf"
 if ! grep -q "port: $hub_port" "$work/hub.conf" || ! grep -q "port: $leaf_port" "$work/hub.conf"; then
-    die "systemd/nats-hub.conf.in no longer has 'port: 4222' and '  port: 7422' lines to move to free ports"
+    die "systemd/nats-hub.conf.in no longer has 'port: 4223' and '  port: 7422' lines to move to free ports"
 fi
 "$VENV/bin/nats-server" -c "$work/hub.conf" >"$work/hub.log" 2>&1 &
 hub_pid=$!

@@ -81,7 +81,10 @@ class NatsSection(_Section):
     creds: Annotated[str, Meta(description="NATS credentials file for the connection")] = ""
     jetstream_domain: Annotated[str, Meta(description="JetStream domain of the lattice's shared artifacts and "
                                                       "state (the hub's, in a leaf setup); empty: the connected "
-                                                      "server's")] = ""
+                                                      "server's, or \"hub\" with hub_url")] = ""
+    hub_url: Annotated[str, Meta(description="leafnode URL of a hub (nats-leaf://127.0.0.1:7422, tls://…): the "
+                                             "embedded server joins it as a leaf, with the node's name as its "
+                                             "own JetStream domain; empty: a standalone server")] = ""
 
 
 class LimitsSection(_Section):
@@ -214,6 +217,7 @@ class NodeConfig:
     nats_connect_timeout_s: float = _d(NatsSection, "connect_timeout_s")
     nats_creds: str = _d(NatsSection, "creds")
     nats_jetstream_domain: str = _d(NatsSection, "jetstream_domain")
+    nats_hub_url: str = _d(NatsSection, "hub_url")
     call_deadline_ms: int = _d(LimitsSection, "call_deadline_ms")
     max_memory_bytes: int = _d(LimitsSection, "max_memory_bytes")
     max_payload_bytes: int = _d(LimitsSection, "max_payload_bytes")
@@ -247,6 +251,8 @@ class NodeConfig:
             _convert(table, section, key, self.source)
         nats = {"embedded_port": self.nats_embedded_port, "connect_timeout_s": self.nats_connect_timeout_s}
         _convert(nats, NatsSection, "nats", self.source)
+        if self.nats_hub_url:
+            _check_hub_url(self.nats_hub_url, bool(self.nats_url), self.source)
         if self.trap_backoff_max_ms < self.trap_backoff_base_ms:
             raise ConfigError(f"must be at least limits.trap_backoff_base_ms ({self.trap_backoff_base_ms}), "
                               f"got {self.trap_backoff_max_ms}", key="limits.trap_backoff_max_ms", path=self.source)
@@ -260,6 +266,26 @@ class NodeConfig:
                 raise ConfigError(f"actor {actor.name!r} is declared twice", key=f"actors[{i}].name",
                                   path=self.source)
             seen.add(actor.name)
+
+
+#: The hub's JetStream domain, as systemd/nats-hub.conf.in names it: where a leaf's node finds the
+#: lattice's artifacts and state unless ``[nats] jetstream_domain`` says otherwise.
+HUB_JETSTREAM_DOMAIN = "hub"
+#: URL schemes nats-server takes for a leafnode remote.
+LEAF_SCHEMES = ("nats-leaf", "tls", "nats", "ws", "wss")
+
+
+def _check_hub_url(url: str, external: bool, path: str) -> None:
+    key = "nats.hub_url"
+    if external:
+        raise ConfigError("joins a hub through the embedded server; with nats.url (or --nats) set the node runs "
+                          "none: leave one of them out", key=key, path=path)
+    scheme, sep, rest = url.partition("://")
+    host, colon, port = rest.rstrip("/").rpartition(":")
+    if not sep or scheme not in LEAF_SCHEMES or not host or not colon or not port.isdigit() \
+            or not 1 <= int(port) <= 65535 or any(c.isspace() or c in "\"'{}[]#;," for c in url):
+        raise ConfigError(f"{url!r} is not a hub's leafnode URL: write <scheme>://<host>:<port> with a scheme of "
+                          f"{', '.join(LEAF_SCHEMES)}, e.g. nats-leaf://127.0.0.1:7422", key=key, path=path)
 
 
 def _check_name(value: str, key: str, path: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
-from drupelet.node.config import NodeConfig
+from drupelet.node.config import HUB_JETSTREAM_DOMAIN, NodeConfig
 from drupelet.node.host.api import EventListener
 from drupelet.node.host.host import Host
 from drupelet.node.lattice.artifacts import ArtifactStore
@@ -88,7 +88,7 @@ class Node:
             self.port.bind(self.host)
             await self.port.start()
             await self.host.start(self.port)
-            domain = cfg.nats_jetstream_domain or None
+            domain = cfg.nats_jetstream_domain or (HUB_JETSTREAM_DOMAIN if cfg.nats_hub_url else None)
             self.artifacts = ArtifactStore(nc, self.lattice, cfg.data_dir / "artifacts", domain=domain)
             self.state = LatticeState(self.lattice, self.name, cfg.data_dir / "state.json")
             self.desired = DesiredState(self.host, self.state, self.artifacts, config_links=cfg.links,
@@ -114,7 +114,10 @@ class Node:
         if not url:
             self.nats_server = EmbeddedNatsServer(NatsServerConfig(
                 host=cfg.nats_embedded_host, port=cfg.nats_embedded_port, jetstream=cfg.nats_embedded_jetstream,
-                store_dir=cfg.data_dir / "nats", server_name=self.name))
+                store_dir=cfg.data_dir / "nats", server_name=self.name,
+                # a leaf of the hub keeps its own JetStream domain, named after the node (as on a Pi)
+                leaf_remotes=[cfg.nats_hub_url] if cfg.nats_hub_url else [],
+                jetstream_domain=self.name if cfg.nats_hub_url else None))
             try:
                 await self.nats_server.start()
             except NatsServerError as exc:
@@ -122,7 +125,11 @@ class Node:
                     log.debug("end of the nats-server log:\n%s", exc.log_tail)
                 raise NatsUnavailable(f"cannot start the embedded nats-server: {exc.summary}") from exc
             url = self.nats_server.url
-            log.info("embedded nats-server listening on %s", url)
+            if cfg.nats_hub_url:
+                log.info("embedded nats-server listening on %s, a leaf of the hub %s (JetStream domain %s)", url,
+                         cfg.nats_hub_url, self.name)
+            else:
+                log.info("embedded nats-server listening on %s", url)
         return await connect(url, name=f"drupelet-{self.name}", creds=cfg.nats_creds or None,
                              timeout_s=cfg.nats_connect_timeout_s, reconnect=True, error_cb=self._nats_error,
                              disconnected_cb=self._nats_disconnected, reconnected_cb=self._nats_reconnected)

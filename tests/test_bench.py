@@ -35,3 +35,31 @@ def test_bench_table_for_people() -> None:
     assert "import call (node / raw wasmtime-py)" in proc.stdout
     assert "actor start from compile cache" in proc.stdout
     assert "GPIO edge to the actor's LED write, across hub and leaf" in proc.stdout
+
+
+def test_bench_marks_each_missed_figure_and_warns_about_simulation_once() -> None:
+    proc = subprocess.run([sys.executable, "-m", "drupelet.node.cli", "bench", "--iterations", "20"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for warning in ("GPIO is SIMULATED", "I2C is SIMULATED"):
+        assert proc.stderr.count(warning) == 1, proc.stderr
+    lines = proc.stdout.rstrip().splitlines()
+    marked = [line.split("  ")[0] for line in lines if line.rstrip().endswith("MISSED")]
+    summary = lines[-1]
+    if marked:
+        assert summary.startswith(f"{len(marked)} figure(s) missed their target: "), summary
+    else:
+        assert summary == "every figure met its target", summary
+
+
+def test_the_report_marks_exactly_the_figures_over_their_target() -> None:
+    from drupelet.node.tools.bench import TARGETS, missed, report_rows
+
+    results = {"import_call_us": 1.0, "import_call_raw_us": 1.0, "import_call_ratio": 1.0, "message_us": 1.0,
+               "message_raw_us": 1.0, "message_ratio": 1.0, "actor_start_cached_ms": 1.0, "remote_call_us": 2.0,
+               "remote_call_raw_us": 1.0, "remote_call_ratio": TARGETS["remote_call_ratio"] + 0.1,
+               "remote_calls_per_s": 1.0, "gpio_edge_to_actor_us_local": 1.0, "gpio_edge_to_actor_us_remote": 1.0,
+               "node_rss_mb": TARGETS["node_rss_mb"], "instance_rss_mb": 1.0}
+    assert missed(results) == ["remote_call_ratio"]  # a figure at its target meets it
+    rows = report_rows(results)
+    assert [row[0] for row in rows if row[-1] == "MISSED"] == ["actor → provider on another node (node / raw NATS)"]

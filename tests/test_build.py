@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,22 @@ def test_counter_example_is_packaged() -> None:
     src = example_dir("counter")
     assert (src / "app.py").is_file()
     assert load_actor_spec(src) == build.BuildSpec(module="app", world="actor")
+
+
+def test_current_build_is_the_recorded_component_of_unchanged_sources(tmp_path: Path) -> None:
+    src = _actor(tmp_path, "print('hi')\n")
+    out = tmp_path / "a.wasm"
+    out.write_bytes(COMPONENT_HEADER + b"built")
+    record = tmp_path / "a.wasm.sources"
+    record.write_text(json.dumps({"source_key": build.source_key(src),
+                                  "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}))
+    found = build.current_build(src, out)
+    assert found is not None and found.up_to_date and found.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    (src / "app.py").write_text("print('changed')\n")  # changed sources: build again
+    assert build.current_build(src, out) is None
+    (src / "app.py").write_text("print('hi')\n")
+    assert build.current_build(src, out) is not None
+    out.write_bytes(COMPONENT_HEADER + b"edited")  # a component changed since it was built: build again
+    assert build.current_build(src, out) is None
+    record.unlink()
+    assert build.current_build(src, out) is None

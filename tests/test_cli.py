@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -380,3 +381,28 @@ def test_up_with_its_port_taken_is_one_clear_line(tmp_path: Path) -> None:
     assert errors == [f"drupelet: cannot start the embedded nats-server: port {port} on 127.0.0.1 "
                       "is already in use by another process"]
     assert result.stderr.splitlines()[-1] == errors[0]
+
+
+def complete(script: str, *words: str) -> list[str]:
+    """What the generated bash completion offers for ``drupelet WORDS`` (the last word being typed)."""
+    line = " ".join(shlex.quote(w) for w in ("drupelet", *words))
+    proc = subprocess.run(["bash", "-c", f'{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words)}; '
+                          '_drupelet_complete; printf "%s\\n" "${COMPREPLY[@]}"'],
+                          capture_output=True, text=True, timeout=CALL_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    return [w for w in proc.stdout.splitlines() if w]
+
+
+def test_bash_completion_is_generated_from_the_parser_and_imports_nothing_heavy() -> None:
+    made = run("completion", "bash")
+    assert made.returncode == 0, made.stderr
+    script = made.stdout
+    assert complete(script, "gp") == ["gpio"]
+    assert complete(script, "gpio", "")[:4] == ["simulate", "read", "write", "pins"]
+    assert complete(script, "gpio", "write", "pi-1", "17", "h") == ["high"]
+    assert complete(script, "--nats", "nats://x:4222", "actor", "start", "--i") == ["--instances"]
+    assert "--hub" in complete(script, "up", "--h")
+    modules = imported_modules("completion", "bash")
+    heavy = sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+    assert heavy == [], heavy
+    assert {m for m in modules if m.startswith("drupelet.node.cli")} <= LIGHT_CLI | {"drupelet.node.cli.completion"}

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import re
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,6 +152,69 @@ def stopped_event(line: str) -> bool:
     return "dev.drupelet" not in line and "actor_stopped" in line and '"actor": "echo"' in line
 
 
+def test_logs_without_follow_prints_the_recent_lines_with_their_time(node: Node) -> None:
+    for body in ("recent one", "recent two"):
+        assert cli(node, "call", "echo", "s", body).returncode == 0
+    shown = cli(node, "logs", "--actor", "echo")
+    assert shown.returncode == 0, shown.stderr
+    lines = [line for line in shown.stdout.splitlines() if "recent " in line]
+    assert [line.split()[-1] for line in lines[-2:]] == ["one", "two"], shown.stdout
+    assert re.match(r"^\d\d:\d\d:\d\d cli-node/echo INFO  echo: recent two$", lines[-1]), lines[-1]
+    newest = json.loads(cli(node, "logs", "--actor", "echo", "-n", "1", "--json").stdout)
+    assert [(d["node"], d["actor"], d["message"]) for d in newest] == [("cli-node", "echo", "recent two")]
+    assert abs(newest[0]["time"] - time.time()) < 60
+    none = cli(node, "logs", "--actor", "nobody")
+    assert (none.returncode, none.stdout) == (0, "no log lines kept on any node for actor nobody\n")
+    bad = cli(node, "logs", "-n", "0")
+    assert bad.returncode == 2 and "0 is not from 1 to 1000" in bad.stderr, bad.stderr
+
+
+def test_gpio_write_read_and_pins_through_the_gpio_provider(node: Node) -> None:
+    wrote = cli(node, "gpio", "write", "cli-node", "22", "high")
+    assert (wrote.returncode, wrote.stdout) == (0, "node cli-node: pin 22 is driven high\n"), wrote.stderr
+    read = cli(node, "gpio", "read", "cli-node", "22")
+    assert read.stdout == "node cli-node: pin 22 is high (output, held by the provider)\n", read.stderr
+    assert json.loads(cli(node, "gpio", "read", "cli-node", "22", "--json").stdout)["level"] == "high"
+    assert cli(node, "gpio", "write", "cli-node", "22", "low").returncode == 0
+    assert cli(node, "gpio", "read", "cli-node", "22").stdout.split()[5] == "low"
+    # a pin an actor owns (its link's events make it an input) is read, and refused for writes
+    put = cli(node, "link", "put", "echo", "drupelet:hardware/gpio", "local/gpio", "--config", "pins=23",
+              "--config", "events=23")
+    assert put.returncode == 0, put.stderr
+    try:
+        wait_for(lambda: "(input, echo)" in cli(node, "gpio", "read", "cli-node", "23").stdout, 10.0,
+                 "pin 23 to be the echo actor's input")
+        refused = cli(node, "gpio", "write", "cli-node", "23", "low")
+        assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert "GPIO pin 23 is in use by actor 'echo' (as input)" in refused.stderr
+        pins = cli(node, "gpio", "pins", "cli-node")
+        assert pins.returncode == 0, pins.stderr
+        rows = pins.stdout.splitlines()
+        assert "held low GPIO22 (15) (16) GPIO23 input echo high" in [r.strip() for r in rows], pins.stdout
+        assert rows[2].split() == ["3V3", "(", "1)", "(", "2)", "5V"] and "(39) (40) GPIO21" in rows[-1]
+        assert "·GPIO0 (27) (28) ·GPIO1" in pins.stdout  # outside providers.gpio.pins
+        inventory = cli(node, "inventory", "cli-node").stdout
+        assert re.search(r"^23\s+input\s+echo\s+high$", inventory, re.M), inventory
+        assert re.search(r"^22\s+released\s+-\s+low$", inventory, re.M), inventory
+    finally:
+        assert cli(node, "link", "del", "echo", "drupelet:hardware/gpio").returncode == 0
+    outside = cli(node, "gpio", "read", "cli-node", "40")
+    assert outside.returncode == 1 and "providers.gpio.pins allows 2-27" in outside.stderr, outside.stderr
+
+
+def test_the_logbook_keeps_a_bounded_number_of_lines_and_actors() -> None:
+    from drupelet.node.host.logbook import Logbook
+
+    book = Logbook("n", per_actor=3, actors=2)
+    for i in range(5):
+        book.add("a", "info", "", f"a{i}")
+    book.add("b", "info", "", "b0")
+    assert [r["message"] for r in book.recent("a")] == ["a2", "a3", "a4"]
+    book.add("c", "info", "", "c0")  # a logged longest ago: forgotten
+    assert book.recent("a") == [] and [r["message"] for r in book.recent()] == ["b0", "c0"]
+    assert [r["message"] for r in book.recent(lines=1)] == ["c0"]
+
+
 def test_actor_scale_list_and_stop_with_events_and_logs(node: Node) -> None:
     with follow_events(node) as events, follow_logs(node) as logs:
         assert cli(node, "call", "echo", "s", "hello logs").returncode == 0
@@ -202,6 +268,31 @@ def test_push_then_start_by_digest_and_by_name(node: Node, tmp_path: Path) -> No
         assert cli(node, "actor", "stop", name).returncode == 0
 
 
+def test_artifacts_list_and_rm(node: Node) -> None:
+    noop = Path(__file__).resolve().parent.parent / "actors" / "wat" / "noop.wat"
+    pushed = json.loads(cli(node, "push", str(noop), "--name", "noop-art", "--json").stdout)
+    digest = pushed["digest"]
+    assert cli(node, "actor", "start", "noop-art", "--name", "noop1", "--node", "cli-node").returncode == 0
+    try:
+        listed = cli(node, "artifacts", "list")
+        assert listed.returncode == 0, listed.stderr
+        row = next(line for line in listed.stdout.splitlines() if line.startswith(f"sha256:{digest[:12]}"))
+        assert row.split()[1:3] == ["noop-art", "0.0"] and row.rstrip().endswith("cli-node/noop1"), listed.stdout
+        docs = json.loads(cli(node, "artifacts", "list", "--json").stdout)
+        assert {"digest": digest, "name": "noop-art", "running": ["cli-node/noop1"]}.items() <= \
+            next(d for d in docs if d["digest"] == digest).items()
+        removed = cli(node, "artifacts", "rm", "noop-art")
+        assert removed.returncode == 0, removed.stderr
+        assert removed.stdout.startswith(f"removed sha256:{digest}; still running as cli-node/noop1 "), removed.stdout
+        assert digest not in cli(node, "artifacts", "list").stdout
+        again = cli(node, "artifacts", "rm", f"sha256:{digest}")
+        assert again.returncode == 1 and len(again.stderr.splitlines()) == 1 and "Traceback" not in again.stderr
+        unknown = cli(node, "artifacts", "rm", "never-pushed")
+        assert unknown.returncode == 1 and "no artifact was pushed with the name 'never-pushed'" in unknown.stderr
+    finally:
+        assert cli(node, "actor", "stop", "noop1").returncode == 0
+
+
 def test_link_put_list_del(node: Node) -> None:
     put = cli(node, "link", "put", "counter", "wasi:keyvalue", "local/keyvalue", "--config", "buckets=hits")
     assert put.returncode == 0, put.stderr
@@ -243,6 +334,26 @@ def test_display_snapshot_writes_the_nodes_frame_as_png(node: Node, tmp_path: Pa
         assert (image.format, image.size, image.mode, image.getbbox()) == ("PNG", (128, 64), "1", None)
     missing = cli(node, "display", "snapshot", "pi-404", "-o", str(tmp_path / "x.png"))
     assert missing.returncode == 1 and not (tmp_path / "x.png").exists()
+
+
+def test_display_snapshot_scale_draws_each_pixel_as_a_square(node: Node, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from drupelet.node.cli.hardware import _scaled
+
+    out = tmp_path / "big.png"
+    done = cli(node, "display", "snapshot", "cli-node", "-o", str(out), "--scale", "4")
+    assert done.returncode == 0, done.stderr
+    with Image.open(out) as image:
+        assert (image.format, image.size, image.mode) == ("PNG", (512, 256), "1")
+    frame = Image.new("1", (128, 64))
+    frame.putpixel((3, 2), 1)
+    with io.BytesIO() as raw:
+        frame.save(raw, format="PNG")
+        with Image.open(io.BytesIO(_scaled(raw.getvalue(), 4))) as big:
+            assert big.getbbox() == (12, 8, 16, 12)  # pixel (3, 2) became the 4x4 square at (12, 8)
+    bad = cli(node, "display", "snapshot", "cli-node", "-o", str(out), "--scale", "0")
+    assert bad.returncode == 2 and "0 is not from 1 to 16" in bad.stderr, bad.stderr
 
 
 def test_gpio_simulate_names_what_is_wrong(node: Node) -> None:

@@ -52,7 +52,8 @@ WIT_FILES = [
     "wit/deps/hardware/hardware.wit",
 ]
 ACTOR_FILES = [*WIT_FILES, "wat/echo.wat", "wat/led.wat", "examples/counter/app.py", "examples/counter/actor.toml",
-               "examples/thermometer/app.py", "examples/thermometer/actor.toml"]
+               "examples/thermometer/app.py", "examples/thermometer/actor.toml", "templates/python/app.py.in",
+               "templates/python/actor.toml.in", "templates/python/README.md.in"]
 
 
 def clean_env() -> dict[str, str]:

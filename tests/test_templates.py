@@ -25,11 +25,32 @@ def render(name: str, **values: str) -> str:
     return text
 
 
+def listens(text: str) -> dict[str, tuple[str, int]]:
+    """Where a rendered template listens: ``{"client": (host, port), "leafnodes": (host, port)}``."""
+    out: dict[str, tuple[str, int]] = {}
+    for block, body in (("client", text.split("\nleafnodes {")[0]), ("leafnodes", text.partition("\nleafnodes {")[2])):
+        indent = "" if block == "client" else "  "
+        port = re.search(rf"^{indent}port: (\d+)$", body, re.M)
+        host = re.search(rf'^{indent}host: "([^"]+)"$', body, re.M)
+        if port:
+            out[block] = (host.group(1) if host else "0.0.0.0", int(port.group(1)))
+    return out
+
+
 def with_ports(text: str, client: int, leaf: int | None = None) -> str:
-    """Free ports, and loopback only: the tests never listen beyond this machine."""
-    text = text.replace("\nport: 4222", f'\nhost: "127.0.0.1"\nport: {client}', 1)
-    text = text.replace('host: "127.0.0.1"\nhost: "127.0.0.1"', 'host: "127.0.0.1"')
-    return text.replace("  port: 7422", f'  host: "127.0.0.1"\n  port: {leaf}') if leaf else text
+    """Free ports instead of the shipped ones (the templates already listen on loopback only)."""
+    text = re.sub(r"^port: \d+$", f"port: {client}", text, count=1, flags=re.M)
+    return re.sub(r"^  port: \d+$", f"  port: {leaf}", text, count=1, flags=re.M) if leaf else text
+
+
+def test_the_hub_and_leaf_templates_fit_on_one_machine_and_listen_on_loopback_only() -> None:
+    hub = listens(render("nats-hub.conf.in", STORE_DIR="/tmp/hub"))
+    leaf = listens(render("nats-leaf.conf.in", NODE="pi-1", HUB_URL="nats-leaf://127.0.0.1:7422", CREDS="",
+                          STORE_DIR="/tmp/leaf"))
+    assert {host for host, _ in (*hub.values(), *leaf.values())} == {"127.0.0.1"}, (hub, leaf)
+    ports = [port for _, port in (*hub.values(), *leaf.values())]
+    assert len(ports) == len(set(ports)) == 3, (hub, leaf)  # hub clients, hub leaves, leaf clients
+    assert leaf["client"][1] == 4222  # where the node on a Pi (and `drupelet up --hub`) listens
 
 
 async def test_leaf_template_joins_the_hub_template(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``drupelet actor start|stop|scale|list|build`` and ``drupelet push``."""
+"""``drupelet actor start|stop|scale|list`` and ``drupelet push``."""
 
 from __future__ import annotations
 
@@ -33,17 +33,6 @@ def scale(args: argparse.Namespace) -> int:
 
 def list_actors(args: argparse.Namespace) -> int:
     return run_remote(args, lambda client: _list(args, client))
-
-
-def build(args: argparse.Namespace) -> int:
-    from drupelet.node.tools.build import build_python_actor
-
-    result = build_python_actor(args.dir, args.output)
-    emit(args, {"output": str(result.output), "size_bytes": result.size_bytes, "sha256": result.sha256,
-                "seconds": round(result.seconds, 2)},
-         f"built {result.output} ({result.size_bytes / 1e6:.1f} MB, sha256 {result.sha256[:16]}…) "
-         f"in {result.seconds:.1f} s", one_line=True)
-    return 0
 
 
 def push(args: argparse.Namespace) -> int:
@@ -122,7 +111,7 @@ async def _push(args: argparse.Namespace, client: LatticeClient) -> int:
                              f"{sent / 1e6:.1f}/{total / 1e6:.1f} MB")
             sys.stderr.flush()
 
-    store = ArtifactStore(client.nc, client.lattice, _user_cache() / "artifacts", domain=args.domain)
+    store = ArtifactStore(client.nc, client.lattice, user_cache() / "artifacts", domain=args.domain)
     info = await store.put(data, name=name, progress=progress)
     if tty:
         sys.stderr.write("\n")
@@ -130,6 +119,6 @@ async def _push(args: argparse.Namespace, client: LatticeClient) -> int:
     return 0
 
 
-def _user_cache() -> Path:
+def user_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "drupelet"

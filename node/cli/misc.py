@@ -15,7 +15,10 @@ def bench(args: argparse.Namespace) -> int:
     from drupelet.node.tools.bench import report_rows, run_bench
 
     results = run_bench(iterations=args.iterations)
-    emit(args, results, table(report_rows(results)))
+    over = results["missed"]
+    summary = (f"\n{len(over)} figure(s) missed their target: {', '.join(over)}" if over
+               else "\nevery figure met its target")
+    emit(args, results, table(report_rows(results)) + summary)
     return 0
 
 

@@ -1,9 +1,10 @@
-"""``drupelet nodes``, ``inventory``, ``logs -f`` and ``events -f``: what the lattice holds and does."""
+"""``drupelet nodes``, ``inventory``, ``logs [-f]`` and ``events -f``: what the lattice holds and does."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from drupelet.node.cli.common import run_remote
@@ -25,6 +26,8 @@ def inventory(args: argparse.Namespace) -> int:
 
 
 def logs(args: argparse.Namespace) -> int:
+    if not args.follow:
+        return run_remote(args, lambda client: _recent(args, client))
     return run_remote(args, lambda client: _follow(args, client, logs=True))
 
 
@@ -46,9 +49,25 @@ async def _inventory(args: argparse.Namespace, client: LatticeClient) -> int:
 
 
 def log_line(doc: dict[str, Any]) -> str:
-    """An actor log record as one line: ``node/actor LEVEL context: message``."""
+    """An actor log record as one line: ``HH:MM:SS node/actor LEVEL context: message`` (local time)."""
     context = f"{doc.get('context')}: " if doc.get("context") else ""
-    return f"{doc.get('node')}/{doc.get('actor')} {doc.get('level', '').upper():5} {context}{doc.get('message')}"
+    stamp = doc.get("time")
+    when = time.strftime("%H:%M:%S ", time.localtime(stamp)) if isinstance(stamp, (int, float)) else ""
+    return (f"{when}{doc.get('node')}/{doc.get('actor')} {doc.get('level', '').upper():5} "
+            f"{context}{doc.get('message')}")
+
+
+async def _recent(args: argparse.Namespace, client: LatticeClient) -> int:
+    """The last ``--lines`` lines the nodes' actors logged (of ``--actor``), oldest first."""
+    names = [args.node] if args.node else [n["name"] for n in await client.ping()]
+    request = {"lines": args.lines, **({"actor": args.actor} if args.actor else {})}
+    found: list[dict[str, Any]] = []
+    for name in names:
+        found.extend(await client.node(name, "logs.recent", request))
+    found = sorted(found, key=lambda d: float(d.get("time") or 0))[-args.lines:]
+    emit(args, found, "\n".join(log_line(d) for d in found) if found else "no log lines kept on "
+         f"{'node ' + args.node if args.node else 'any node'}{' for actor ' + args.actor if args.actor else ''}")
+    return 0
 
 
 def event_line(doc: dict[str, Any]) -> str:

@@ -84,14 +84,30 @@ def inventory_text(inv: Mapping[str, Any]) -> str:
     return "\n\n".join(out)
 
 
+def level_text(value: Any) -> str:
+    """A pin's value as a person reads it: high or low (a PWM duty as a fraction)."""
+    if value is None:
+        return "?"
+    if isinstance(value, bool):
+        return "high" if value else "low"
+    if isinstance(value, (int, float)):
+        return f"pwm {value:g}"
+    return str(value)
+
+
+def pin_rows(pins: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """The inventory's pins in use as table rows: pin, mode, owner, level."""
+    return [[str(p["pin"]), p["mode"], p["owner"] or "-", level_text(p["value"])] for p in pins]
+
+
 def hardware_tables(hw: Mapping[str, Any]) -> list[str]:
     """The inventory's hardware as tables: pins in use, I2C buses, displays."""
     out = []
     gpio = hw.get("gpio")
     if gpio:
         sim = " (simulated)" if gpio.get("simulated") else ""
-        rows = [[str(p["pin"]), p["mode"], p["owner"] or "-", str(p["value"])] for p in gpio.get("pins", [])]
-        rows += [[str(p["pin"]), "released", "-", str(p["value"])] for p in gpio.get("released", [])]
+        rows = pin_rows(gpio.get("pins", []))
+        rows += [[str(p["pin"]), "released", "-", level_text(p["value"])] for p in gpio.get("released", [])]
         out.append(f"GPIO: {gpio.get('backend')}{sim}\n" + table(rows, ["pin", "mode", "owner", "value"]))
     i2c = hw.get("i2c")
     if i2c:

@@ -83,6 +83,26 @@ class _Commands:
         return _Commands(self.add(name, help_text), self._parent, dest, "ACTION", required=True)
 
 
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
+        return value
+    return parse
+
+
+def _node_pin(p: argparse.ArgumentParser, *, level: bool = False) -> None:
+    p.add_argument("node")
+    p.add_argument("pin", type=int)
+    if level:
+        p.add_argument("level", choices=["high", "low"])
+
+
 def _selector(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--node", help="node name")
@@ -109,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--name", help="node name (default: config, then the host name)")
     up.add_argument("--label", action="append", default=[], metavar="K=V", help="add a label (repeatable)")
     up.add_argument("--data-dir", type=Path, metavar="DIR", help="state directory")
+    # -- up --hub: the embedded server as a leaf of a hub
+    up.add_argument("--hub", metavar="URL",
+                    help="run the embedded nats-server as a leaf of the hub at this leafnode URL "
+                         "(nats-leaf://127.0.0.1:7422), with the node's name as its JetStream domain")
     up.add_argument("--demo", action="store_true",
                     help="run the hardware demo instead: this node plus a simulated Pi node (pi-1) on a leaf "
                          "server, the thermometer actor here driving the Pi's sensor, OLED and LED")
@@ -118,9 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "(press it yourself with gpio simulate)")
 
     actor = commands.group("actor", "build, start, stop, scale and list actors", "actor_command")
-    build = actor.add("build", "build a Python actor directory into a component", Command("actors", "build"))
+    # -- actor build and actor new
+    build = actor.add("build", "build a Python actor directory into a component (kept when its sources did not "
+                      "change)", Command("authoring", "build"))
     build.add_argument("dir", type=Path)
     build.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    build.add_argument("--force", action="store_true", help="build even when FILE was built from the same sources")
+    new = actor.add("new", "write a Python actor skeleton (app.py, actor.toml, README.md) into a new directory",
+                    Command("authoring", "new"))
+    new.add_argument("name", help="the actor's name (a-z 0-9 _ -)")
+    new.add_argument("--dir", type=Path, default=None, metavar="DIR", help="where to write it (default: ./NAME)")
     start = actor.add("start", "start an actor from a pushed artifact on a node, or on every node with the labels",
                       Command("actors", "start"))
     start.add_argument("ref", metavar="DIGEST|NAME", help="artifact digest (sha256:… or hex) or the name it was pushed with")
@@ -143,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--name", help="a name to start it by (default: the file name without .wasm)")
     push.add_argument("--domain", default=None, help="JetStream domain of the store (a leaf's hub)")
 
+    # -- artifacts list|rm
+    artifacts = commands.group("artifacts", "list and remove the lattice's stored components", "artifacts_command")
+    artifacts.add("list", "list the stored components: digest, name, size, when pushed, which actors run them",
+                  Command("artifacts", "list_artifacts")).add_argument(
+        "--domain", default=None, help="JetStream domain of the store (a leaf's hub)")
+    arm = artifacts.add("rm", "remove a stored component (nodes keep their cached copies)",
+                        Command("artifacts", "remove"))
+    arm.add_argument("ref", metavar="DIGEST|NAME", help="artifact digest (sha256:… or hex) or the name it was pushed with")
+    arm.add_argument("--domain", default=None, help="JetStream domain of the store (a leaf's hub)")
+
     link = commands.group("link", "put, delete and list the lattice's links", "link_command")
     lput = link.add("put", "link an actor's import to a provider (every node follows)", Command("links", "put"))
     lput.add_argument("source", help="actor name")
@@ -158,9 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     inventory = commands.add("inventory", "show a node's actors, providers and links (default: every node)",
                              Command("observe", "inventory"))
     inventory.add_argument("node", nargs="?")
-    logs = commands.add("logs", "show actor logs from every node", Command("observe", "logs"))
-    logs.add_argument("-f", "--follow", action="store_true", required=True, help="stream until interrupted")
+    logs = commands.add("logs", "show the actors' recent log lines from every node (-f: follow them)",
+                        Command("observe", "logs"))
+    logs.add_argument("-f", "--follow", action="store_true", help="stream new lines until interrupted")
     logs.add_argument("--actor", help="only this actor")
+    logs.add_argument("--node", help="only this node (without -f)")
+    logs.add_argument("-n", "--lines", type=_bounded_int(1, 1000), default=50, metavar="N",
+                      help="without -f: the newest N lines (1 to 1000, default 50)")
     events = commands.add("events", "show node events (CloudEvents) from every node", Command("observe", "events"))
     events.add_argument("-f", "--follow", action="store_true", required=True, help="stream until interrupted")
 
@@ -169,13 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("node")
     snap.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
     snap.add_argument("--provider", default="display", help="the display provider's name")
+    snap.add_argument("--scale", type=_bounded_int(1, 16), default=1, metavar="N",
+                      help="each pixel as an N×N square (1 to 16, default 1)")
 
     gpio = commands.group("gpio", "the GPIO pins of nodes", "gpio_command")
-    gsim = gpio.add("simulate", "drive a simulated input pin high or low (a button press is low)",
-                    Command("hardware", "gpio_simulate"))
-    gsim.add_argument("node")
-    gsim.add_argument("pin", type=int)
-    gsim.add_argument("level", choices=["high", "low"])
+    _node_pin(gpio.add("simulate", "drive a simulated input pin high or low (a button press is low)",
+                       Command("hardware", "gpio_simulate")), level=True)
+    # -- gpio read, write and pins
+    _node_pin(gpio.add("read", "read a pin's level (high or low), whoever holds it", Command("hardware", "gpio_read")))
+    _node_pin(gpio.add("write", "drive a pin no actor owns high or low (refused on a pin an actor owns)",
+                       Command("hardware", "gpio_write")), level=True)
+    gpio.add("pins", "show the node's 40-pin header and what each GPIO pin does",
+             Command("hardware", "gpio_pins")).add_argument("node")
 
     call = commands.add("call", "send a message to an actor's handler and print its reply", Command("call", "call"))
     call.add_argument("actor")
@@ -185,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add("bench", "measure the node against raw wasmtime-py baselines", Command("misc", "bench"))
     bench.add_argument("--iterations", type=int, default=2000, help="calls per measurement")
+
+    # -- completion
+    commands.add("completion", "print a bash completion script: source <(drupelet completion bash)",
+                 Command("completion", "completion")).add_argument("shell", choices=["bash"])
 
     commands.add("config-doc", "print the node config reference (Markdown)", Command("misc", "config_doc"))
 

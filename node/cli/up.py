@@ -36,6 +36,8 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
         cfg.nats_url = args.nats
     if args.creds:
         cfg.nats_creds = args.creds
+    if args.hub:
+        cfg.nats_hub_url = args.hub
     if args.data_dir:
         cfg.data_dir = args.data_dir
     for label in args.label:

@@ -31,6 +31,7 @@ from drupelet.node.host.api import EventListener, LatticePort
 from drupelet.node.host.errors import (ActorExists, ActorNotFound, HandlerError, InvalidRequest, LinkError,
                                        ProviderFailed, ProviderNotFound, hardware_error)
 from drupelet.node.host.links import LinkDef, LinkTable, link_interfaces, package_matches, parse_interface
+from drupelet.node.host.logbook import Logbook
 from drupelet.node.host.providers import (HARDWARE_PROVIDERS, describe, discover_providers, enabled, health_of,
                                           provider_table)
 from drupelet.node.runtime import Limits, Runtime, RuntimeConfig, missing_imports, read_component
@@ -60,6 +61,7 @@ class Host:
         self._actor_lock = asyncio.Lock()
         self._stopped = False
         self._event_listeners: list[EventListener] = []
+        self.logbook = Logbook(config.name)
 
     # -- who this is ------------------------------------------------------------------
 
@@ -512,8 +514,13 @@ class Host:
         """An actor's log line: to the node's log, and (when in a lattice) to the lattice."""
         actor_log.log(LEVELS.get(level, logging.INFO), "[%s] %s%s", actor, f"{context}: " if context else "",
                       message, extra={"actor": actor, "actor_context": context})
+        self.logbook.add(actor, level, context, message)
         if self.port is not None:
             self.port.publish_log(actor, level, context, message)
+
+    def recent_logs(self, actor: str | None = None, lines: int = 100) -> list[dict[str, Any]]:
+        """The last ``lines`` log records of ``actor`` (or of every actor) on this node, oldest first."""
+        return self.logbook.recent(actor, lines)
 
     # -- inventory ------------------------------------------------------------------
 
@@ -572,23 +579,32 @@ class Host:
             raise ProviderNotFound(f"provider {provider!r} on node {self.name} has no {method}")
         return func
 
+    async def _hardware_call(self, provider: str, method: str, what: str, *args: Any) -> Any:
+        """``method`` of the hardware provider in a worker thread; its ProviderError as the host's,
+        prefixed with ``what`` and this node."""
+        func = self._hardware_method(provider, method)
+        try:
+            return await asyncio.to_thread(func, *args)
+        except ProviderError as exc:
+            raise hardware_error(f"{what} on node {self.name}: {exc.message}", exc.code) from exc
+
     async def display_snapshot(self, provider: str = "display") -> bytes:
         """A PNG of what the display shows (its last flushed frame), real or simulated."""
-        snapshot = self._hardware_method(provider, "snapshot")
-        try:
-            png: bytes = await asyncio.to_thread(snapshot)
-        except ProviderError as exc:
-            raise hardware_error(f"display snapshot on node {self.name}: {exc.message}", exc.code) from exc
+        png: bytes = await self._hardware_call(provider, "snapshot", "display snapshot")
         return png
 
     async def gpio_simulate(self, pin: int, level: bool, provider: str = "gpio") -> None:
         """Drive a simulated input pin (a button press); refused on real GPIO."""
-        simulate = self._hardware_method(provider, "simulate")
-        try:
-            await asyncio.to_thread(simulate, pin, level)
-        except ProviderError as exc:
-            raise hardware_error(f"gpio simulate pin {pin} on node {self.name}: {exc.message}", exc.code) from exc
+        await self._hardware_call(provider, "simulate", f"gpio simulate pin {pin}", pin, level)
 
+    async def gpio_read(self, pin: int, provider: str = "gpio") -> dict[str, Any]:
+        """An allowed pin's level, and who holds it (``{"pin", "level", "mode", "owner"}``)."""
+        result: dict[str, Any] = await self._hardware_call(provider, "operator_read", f"gpio read pin {pin}", pin)
+        return result
+
+    async def gpio_write(self, pin: int, level: bool, provider: str = "gpio") -> None:
+        """Drive an allowed pin no actor owns; refused (busy) on a pin an actor owns."""
+        await self._hardware_call(provider, "operator_write", f"gpio write pin {pin}", pin, level)
 
 def _read(spec: ActorSpec) -> bytes:
     if not spec.file.exists():

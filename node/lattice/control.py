@@ -29,8 +29,9 @@ from drupelet.node.lattice.connect import synced, unsubscribe_all
 from drupelet.node.lattice.desired import DesiredState
 from drupelet.node.lattice.errors import BadRequest, StateUnavailable, UnknownRequest
 from drupelet.node.lattice.requests import (ActorList, ActorScale, ActorStart, ActorStop, ConfigGet, ConfigPut,
-                                            DisplaySnapshot, GpioSimulate, Inventory, LabelsDel, LabelsPut, LinkDel,
-                                            LinkList, LinkPut, ProviderStart, ProviderStop, R, Request)
+                                            DisplaySnapshot, GpioRead, GpioSimulate, GpioWrite, Inventory, LabelsDel,
+                                            LabelsPut, LinkDel, LinkList, LinkPut, LogsRecent, ProviderStart,
+                                            ProviderStop, R, Request)
 from drupelet.node.lattice.state import LatticeState, actor_key, config_key, labels_key, link_key
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ class ControlPlane:
             "link.list": Route(LinkList, self._link_list),
             "display.snapshot": Route(DisplaySnapshot, self._display_snapshot),
             "gpio.simulate": Route(GpioSimulate, self._gpio_simulate),
+            "gpio.read": Route(GpioRead, self._gpio_read),
+            "gpio.write": Route(GpioWrite, self._gpio_write),
+            "logs.recent": Route(LogsRecent, self._logs_recent),
         }
         self.lattice_verbs: dict[str, Handler] = {
             "link.put": Route(LinkPut, self._lattice_link_put),
@@ -283,6 +287,16 @@ class ControlPlane:
     async def _gpio_simulate(self, req: GpioSimulate) -> Any:
         await self.host.gpio_simulate(req.pin, req.level, req.provider)
         return None
+
+    async def _gpio_read(self, req: GpioRead) -> Any:
+        return await self.host.gpio_read(req.pin, req.provider)
+
+    async def _gpio_write(self, req: GpioWrite) -> Any:
+        await self.host.gpio_write(req.pin, req.level, req.provider)
+        return None
+
+    async def _logs_recent(self, req: LogsRecent) -> Any:
+        return self.host.recent_logs(req.actor, req.lines)
 
     async def _labels_put(self, req: LabelsPut) -> Any:
         labels = dict(req.labels)

@@ -130,6 +130,28 @@ class GpioSimulate(Request):
     provider: Annotated[Name, Meta(description="a running GPIO provider of this node")] = "gpio"
 
 
+class GpioRead(Request):
+    """Read an allowed pin's level, whoever holds it."""
+
+    pin: Annotated[int, Meta(ge=0, le=MAX_PIN, description="the pin, BCM numbering")]
+    provider: Annotated[Name, Meta(description="a running GPIO provider of this node")] = "gpio"
+
+
+class GpioWrite(Request):
+    """Drive an allowed pin that no actor owns high or low."""
+
+    pin: Annotated[int, Meta(ge=0, le=MAX_PIN, description="the pin, BCM numbering")]
+    level: Annotated[bool, Meta(description="true drives it high, false low")]
+    provider: Annotated[Name, Meta(description="a running GPIO provider of this node")] = "gpio"
+
+
+class LogsRecent(Request):
+    """The last lines the node's actors logged (kept in memory, a few hundred per actor)."""
+
+    actor: Annotated[Name | None, Meta(description="only this actor's lines")] = None
+    lines: Annotated[int, Meta(ge=1, le=1000, description="at most this many lines, the newest")] = 100
+
+
 # -- lattice requests ---------------------------------------------------------------
 
 
@@ -179,6 +201,9 @@ NODE_REQUESTS: dict[str, type[Request]] = {
     "link.list": LinkList,
     "display.snapshot": DisplaySnapshot,
     "gpio.simulate": GpioSimulate,
+    "gpio.read": GpioRead,
+    "gpio.write": GpioWrite,
+    "logs.recent": LogsRecent,
 }
 LATTICE_REQUESTS: dict[str, type[Request]] = {
     "link.put": LinkPut,
@@ -290,7 +315,7 @@ def markdown_requests(verbs: Iterable[str] | None = None) -> str:
 
 __all__ = [
     "ActorList", "ActorScale", "ActorStart", "ActorStop", "ConfigGet", "ConfigPut", "DisplaySnapshot",
-    "GpioSimulate", "Inventory", "LATTICE_REQUESTS", "LabelsDel", "LabelsPut", "LinkDel", "LinkList",
-    "LinkPut", "NODE_REQUESTS", "ProviderStart", "ProviderStop", "REQUESTS", "Request", "check_labels_total",
-    "markdown_requests", "parse", "parse_as",
+    "GpioRead", "GpioSimulate", "GpioWrite", "Inventory", "LATTICE_REQUESTS", "LabelsDel", "LabelsPut",
+    "LinkDel", "LinkList", "LinkPut", "LogsRecent", "NODE_REQUESTS", "ProviderStart", "ProviderStop",
+    "REQUESTS", "Request", "check_labels_total", "markdown_requests", "parse", "parse_as",
 ]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -312,32 +313,73 @@ def _memory_in_child(workdir: Path) -> dict[str, float]:
     return result
 
 
+class _Once(logging.Filter):
+    """Lets each provider warning through once: the bench starts many nodes, each on the same
+    simulated hardware, and the SIMULATED warnings would repeat for every one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not record.name.startswith("drupelet.providers"):
+            return True
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
 def run_bench(*, iterations: int = 2000) -> dict[str, Any]:
-    """Every figure (rounded) and ``targets``: what ``drupelet bench --json`` prints."""
-    with tempfile.TemporaryDirectory(prefix="drupelet-bench-") as tmp:
-        results = asyncio.run(_measure(iterations, Path(tmp)))
+    """Every figure (rounded), ``targets``, and ``missed``: the target keys whose figure is over
+    its target. What ``drupelet bench --json`` prints."""
+    once = _Once()
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(once)
+    try:
+        with tempfile.TemporaryDirectory(prefix="drupelet-bench-") as tmp:
+            results = asyncio.run(_measure(iterations, Path(tmp)))
+    finally:
+        for handler in handlers:
+            handler.removeFilter(once)
     results = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
     results["targets"] = TARGETS
+    results["missed"] = missed(results)
     return results
 
 
+def missed(results: dict[str, Any]) -> list[str]:
+    """The target keys whose figure is over its target (every target is an upper bound)."""
+    return [key for key, target in TARGETS.items() if key in results and results[key] > target]
+
+
 def report_rows(results: dict[str, Any]) -> list[list[str]]:
-    """The figures for people: what, node / raw, ratio, target (``drupelet bench`` prints them as a table)."""
+    """The figures for people: what, node / raw, ratio, target, and ``MISSED`` beside each figure
+    over its target (``drupelet bench`` prints them as a table)."""
+    over = set(results.get("missed", missed(results)))
+
+    def mark(key: str) -> str:
+        return "MISSED" if key in over else ""
+
     return [
         ["import call (node / raw wasmtime-py)", f"{results['import_call_us']:.1f} µs / {results['import_call_raw_us']:.1f} µs",
-         f"{results['import_call_ratio']:.2f}×", f"≤ {TARGETS['import_call_ratio']}×"],
+         f"{results['import_call_ratio']:.2f}×", f"≤ {TARGETS['import_call_ratio']}×", mark("import_call_ratio")],
         ["message to actor and answer (node / raw)", f"{results['message_us']:.1f} µs / {results['message_raw_us']:.1f} µs",
-         f"{results['message_ratio']:.2f}×", f"≤ {TARGETS['message_ratio']}×"],
+         f"{results['message_ratio']:.2f}×", f"≤ {TARGETS['message_ratio']}×", mark("message_ratio")],
         ["actor start from compile cache", f"{results['actor_start_cached_ms']:.1f} ms", "",
-         f"≤ {TARGETS['actor_start_cached_ms']:.0f} ms"],
+         f"≤ {TARGETS['actor_start_cached_ms']:.0f} ms", mark("actor_start_cached_ms")],
         ["actor → provider on another node (node / raw NATS)",
          f"{results['remote_call_us']:.1f} µs / {results['remote_call_raw_us']:.1f} µs",
-         f"{results['remote_call_ratio']:.2f}×", f"≤ {TARGETS['remote_call_ratio']}×"],
-        ["remote calls per second, 4 instances", f"{results['remote_calls_per_s']:.0f}/s", "", ""],
+         f"{results['remote_call_ratio']:.2f}×", f"≤ {TARGETS['remote_call_ratio']}×", mark("remote_call_ratio")],
+        ["remote calls per second, 4 instances", f"{results['remote_calls_per_s']:.0f}/s", "", "", ""],
         ["GPIO edge to the actor's LED write, same node",
-         f"{results['gpio_edge_to_actor_us_local']:.0f} µs", "", ""],
+         f"{results['gpio_edge_to_actor_us_local']:.0f} µs", "", "", ""],
         ["GPIO edge to the actor's LED write, across hub and leaf",
-         f"{results['gpio_edge_to_actor_us_remote']:.0f} µs", "", ""],
-        ["node idle RSS", f"{results['node_rss_mb']:.1f} MB", "", f"≤ {TARGETS['node_rss_mb']:.0f} MB"],
-        ["per small actor instance", f"{results['instance_rss_mb']:.2f} MB", "", f"≤ {TARGETS['instance_rss_mb']:.0f} MB"],
+         f"{results['gpio_edge_to_actor_us_remote']:.0f} µs", "", "", ""],
+        ["node idle RSS", f"{results['node_rss_mb']:.1f} MB", "", f"≤ {TARGETS['node_rss_mb']:.0f} MB",
+         mark("node_rss_mb")],
+        ["per small actor instance", f"{results['instance_rss_mb']:.2f} MB", "", f"≤ {TARGETS['instance_rss_mb']:.0f} MB",
+         mark("instance_rss_mb")],
     ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -34,12 +35,16 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from drupelet.node.errors import DrupeletError
 
 log = logging.getLogger(__name__)
+
+Progress = Callable[[float], None]
+"""Called with the seconds a build has taken so far, while componentize-py runs."""
 
 ACTOR_TOML = "actor.toml"
 DEFAULT_MODULE = "app"
@@ -49,6 +54,10 @@ INSTALL_HINT = "pip install 'drupelet[build]'"
 BUILD_TIMEOUT_S = 900.0
 """A build takes ~10 s on a laptop and minutes on a Pi; past this it is stuck."""
 BINDINGS_TIMEOUT_S = 120.0
+PROGRESS_INTERVAL_S = 0.25
+"""How often a build in progress reports the time it has taken."""
+SOURCES_SUFFIX = ".sources"
+"""Beside a built component: the source key it was built from and its SHA-256 (see :func:`build_if_changed`)."""
 STDERR_TAIL_LINES = 30
 
 _ACTOR_TOML_KEYS = frozenset({"module", "world"})
@@ -96,6 +105,8 @@ class BuildResult:
     size_bytes: int
     sha256: str
     seconds: float
+    up_to_date: bool = False
+    """True when :func:`build_if_changed` kept the component already there."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +142,8 @@ def source_key(src_dir: Path, wit_dir: Path | None = None) -> str:
     componentize-py version: equal keys mean a rebuild would change nothing that matters.
 
     (componentize-py's output is not byte-reproducible, so the key is what identifies a
-    build, not the component's digest.)
+    build, not the component's digest; :func:`build_if_changed` keeps a component whose key
+    has not changed.)
     """
     import importlib.metadata
 
@@ -205,6 +217,7 @@ def build_python_actor(
     world: str | None = None,
     wit_dir: Path | None = None,
     timeout_s: float = BUILD_TIMEOUT_S,
+    progress: Progress | None = None,
 ) -> BuildResult:
     """Build the Python actor in ``src_dir`` into the component ``output``.
 
@@ -236,7 +249,7 @@ def build_python_actor(
     log.debug("running %s", argv)
     started = time.monotonic()
     try:
-        _run(argv, src_dir=src_dir, timeout_s=timeout_s, what=f"building {src_dir}")
+        _run(argv, src_dir=src_dir, timeout_s=timeout_s, what=f"building {src_dir}", progress=progress)
         data = tmp.read_bytes()
         if not data:
             raise BuildError(
@@ -257,6 +270,55 @@ def build_python_actor(
         output, result.size_bytes, result.sha256[:12], result.seconds,
     )
     return result
+
+
+def build_if_changed(src_dir: Path, output: Path, *, force: bool = False,
+                     progress: Progress | None = None) -> BuildResult:
+    """:func:`build_python_actor`, unless :func:`current_build` says ``output`` is up to date:
+    then it is kept as it is (``up_to_date``), so a rebuild of unchanged sources keeps the
+    component's digest. componentize-py 0.25 itself does not write the same bytes twice (its
+    snapshot of the initialised interpreter differs from run to run; upstream issue
+    bytecodealliance/componentize-py#247), so without this every rebuild would be a new
+    artifact and a fresh compile on every node. ``force`` rebuilds anyway."""
+    found = None if force else current_build(src_dir, output)
+    if found is not None:
+        return found
+    src_dir = Path(src_dir).resolve()
+    result = build_python_actor(src_dir, output, progress=progress)
+    record = _record_path(result.output)
+    try:
+        record.write_text(json.dumps({"source_key": source_key(src_dir), "sha256": result.sha256}) + "\n",
+                          encoding="utf-8")
+    except OSError as exc:
+        log.warning("cannot write %s (the next build rebuilds): %s", record, exc.strerror)
+    return result
+
+
+def current_build(src_dir: Path, output: Path) -> BuildResult | None:
+    """``output`` as it is, when :func:`build_if_changed` built it from the sources ``src_dir`` has
+    now (the same :func:`source_key`: actor files, WIT, componentize-py version) and it has not
+    changed since (its SHA-256 is the one recorded in ``<output>.sources``); else None."""
+    src_dir = Path(src_dir).resolve()
+    output = Path(output).resolve()
+    record = _record_path(output)
+    if not (src_dir.is_dir() and output.is_file() and record.is_file()):
+        return None
+    try:
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+        data = output.read_bytes()
+    except (OSError, ValueError) as exc:
+        log.debug("ignoring %s: %s", record, exc)
+        return None
+    digest = hashlib.sha256(data).hexdigest()
+    if not isinstance(recorded, dict) or recorded.get("sha256") != digest \
+            or recorded.get("source_key") != source_key(src_dir):
+        return None
+    log.info("%s is up to date with %s", output, src_dir)
+    return BuildResult(output=output, size_bytes=len(data), sha256=digest, seconds=0.0, up_to_date=True)
+
+
+def _record_path(output: Path) -> Path:
+    return output.with_name(output.name + SOURCES_SUFFIX)
 
 
 def generate_bindings(
@@ -290,23 +352,32 @@ def _check_module_exists(src_dir: Path, module: str) -> None:
         )
 
 
-def _run(argv: list[str], *, src_dir: Path | None, timeout_s: float, what: str) -> None:
-    """Run componentize-py; raise :class:`BuildError` with its stderr tail on failure."""
+def _run(argv: list[str], *, src_dir: Path | None, timeout_s: float, what: str,
+         progress: Progress | None = None) -> None:
+    """Run componentize-py; raise :class:`BuildError` with its stderr tail on failure.
+    ``progress`` is called with the seconds elapsed, about every ``PROGRESS_INTERVAL_S``."""
     env = dict(os.environ)
     # A Rust backtrace would bury the Python error that explains the failure.
     env["RUST_BACKTRACE"] = "0"
     env["RUST_LIB_BACKTRACE"] = "0"
+    started = time.monotonic()
     try:
-        proc = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            env=env,
-            timeout=timeout_s,
-            check=False,
-        )
+        with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, errors="replace", env=env) as running:
+            while True:
+                elapsed = time.monotonic() - started
+                try:
+                    stdout, stderr = running.communicate(
+                        timeout=max(0.01, min(PROGRESS_INTERVAL_S, timeout_s - elapsed)))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() - started >= timeout_s:
+                        running.kill()
+                        running.communicate()
+                        raise
+                    if progress is not None:
+                        progress(time.monotonic() - started)
+            proc = subprocess.CompletedProcess(argv, running.returncode, stdout, stderr)
     except subprocess.TimeoutExpired as e:
         raise BuildError(f"{what}: componentize-py did not finish in {timeout_s:.0f} s",
                          src_dir=src_dir) from e

@@ -1,6 +1,10 @@
 """The gpio provider itself: pins granted per link, one owner per pin, safe states, edges.
 
 See the package docstring (:mod:`drupelet.providers.gpio`) for what it offers actors.
+
+Why this module is past 500 lines: every path that touches a pin (an actor's calls, a
+link's events, the operator's reads and writes, simulation, release) shares one lock and
+one table of pins, and keeping them in one class is what makes "one owner per pin" hold.
 """
 
 from __future__ import annotations
@@ -285,6 +289,51 @@ class GpioProvider(Provider):
                                "configure-input or a link's `events` first", provider=self.name)
             with _io(pin, f"drive it {'high' if level else 'low'}"):
                 backend.drive(pin, use.device, bool(level))
+
+    # -- the operator's reads and writes (drupelet gpio read|write) --------------------
+
+    def operator_read(self, pin: int) -> dict[str, Any]:
+        """An allowed pin's level, ``{"pin", "level", "mode", "owner"}``: read from the device of the
+        actor (or the provider) that holds it, else from the pin opened as a floating input and closed
+        again. ``mode`` is None for a pin nothing holds; ``level`` is None when it cannot be read."""
+        with self._lock:
+            backend = self._require_backend()
+            self._check_allowed(pin)
+            use = self._pins.get(pin)
+            if use is not None:
+                value = self._value(use)
+                return {"pin": pin, "level": None if value is None else bool(value), "mode": use.mode,
+                        "owner": use.owner[0] if use.owner else None}
+            with _io(pin, "read it"):
+                device = InputDevice(pin, pull_up=None, active_state=True, pin_factory=backend.factory)
+                try:
+                    level = bool(device.pin.state)
+                finally:
+                    device.close()
+            return {"pin": pin, "level": level, "mode": None, "owner": None}
+
+    def operator_write(self, pin: int, level: bool) -> None:
+        """Drive an allowed pin that no actor owns high or low. The provider then holds it at that
+        level, as it holds a released output, until an actor's link claims it. Busy when an actor
+        owns the pin: its owner decides what it does."""
+        with self._lock:
+            backend = self._require_backend()
+            self._check_allowed(pin)
+            use = self._pins.get(pin)
+            if use is not None and use.owner is not None:
+                raise Busy(f"GPIO pin {pin} is in use by actor {use.owner[0]!r} (as {use.mode}); only its owner "
+                           "drives it, until that actor's gpio link is deleted or the actor stops",
+                           provider=self.name)
+            if use is not None and use.mode == "output":
+                with _io(pin, "write it"):
+                    use.device.value = bool(level)
+                return
+            if use is not None:
+                self._pins.pop(pin, None)
+                self._close_device(use)
+            with _io(pin, f"drive it {'high' if level else 'low'}"):
+                device = DigitalOutputDevice(pin, initial_value=bool(level), pin_factory=backend.factory)
+            self._pins[pin] = _PinUse(pin, None, "output", device)
 
     # -- internals (called with self._lock held) ---------------------------------------
 
