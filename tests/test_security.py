@@ -158,6 +158,8 @@ def test_caps_cover_packages_interfaces_and_contract_ids(issuer: keys.KeyPair) -
     assert not caps_allow(["wasi:keyvalue/store"], "wasi:keyvalue/atomics")
     assert caps_allow(["wasmcloud:keyvalue"], "wasi:keyvalue/store")
     assert caps_allow(["wasmcloud:builtin:logging"], "wasi:logging/logging")
+    assert caps_allow(["wasi:i2c"], "drupelet:hardware/i2c-bus@0.1.0")
+    assert not caps_allow(["wasi:i2c"], "drupelet:hardware/gpio")
     signed, _ = wc.sign(MODULE, issuer, caps=("wasi:keyvalue",))
     ident = admit(signed, TrustPolicy(), actor="m")
     check_caps(ident, ["wasi:keyvalue/store@0.2.0-draft"], actor="m", what="imports")

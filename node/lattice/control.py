@@ -311,6 +311,7 @@ class ControlPlane:
     async def _lattice_link_put(self, req: LinkPut) -> Any:
         source, target, config = req.source, req.target, dict(req.config)
         interfaces = self.host.link_interfaces(req.interface, target)
+        self.host.check_link_caps(source, interfaces)  # a signed actor running here: its caps must cover them
         state = self._state()
         made: list[dict[str, Any]] = []
         previous = {i: state.get(link_key(source, i)) for i in interfaces}

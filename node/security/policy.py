@@ -29,6 +29,10 @@ CONTRACT_IDS = {
 }
 """wasmCloud 0.x capability contract ids and the package each stands for here."""
 
+IMPLIED = {"wasi:i2c": ("drupelet:hardware/i2c-bus",)}
+"""Caps that also cover the interface through which the node hands their package out
+(a ``wasi:i2c`` bus is opened with ``drupelet:hardware/i2c-bus``)."""
+
 
 def normalize_cap(cap: str) -> str:
     """A cap as a package or interface without version: 0.x contract ids mapped."""
@@ -40,7 +44,7 @@ def caps_allow(caps: Iterable[str], interface: str) -> bool:
     """Whether ``caps`` cover ``interface`` (``pkg:name/iface``, any ``@version`` ignored)."""
     base = interface.partition("@")[0]
     package = base.partition("/")[0]
-    return any(cap in (base, package) for cap in map(normalize_cap, caps))
+    return any(cap in (base, package) or base in IMPLIED.get(cap, ()) for cap in map(normalize_cap, caps))
 
 
 @dataclass(frozen=True)
