@@ -13,6 +13,7 @@ import pytest
 from drupelet.node.lattice.natsserver import free_port
 from drupelet.node.security import claims as wc
 from drupelet.node.security import keys
+from waiting import wait_for
 from test_cli import ECHO_WAT, LATTICE, Node, env, run, stop_node, wait_until_echo_answers
 
 from drupelet.node.runtime import read_component
@@ -99,3 +100,16 @@ def test_link_outside_the_caps_is_refused(node: Node) -> None:
     assert "which its claims do not allow (they allow: wasmcloud:messaging)" in put.stderr
     assert put.stderr.count("\n") == 1
     assert "wasi:keyvalue" not in cli(node, "link", "list").stdout
+
+
+def test_revoke_stops_the_actor_and_revocations_lists_it(node: Node) -> None:
+    listed = json.loads(cli(node, "--json", "actor", "list").stdout)
+    subject = next(a for a in listed if a["name"] == "echo")["subject"]
+    bad = cli(node, "revoke", "SAXXX")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    done = cli(node, "revoke", subject)
+    assert (done.returncode, done.stdout) == (0, f"revoked {subject}\n"), done.stderr
+    assert subject in cli(node, "revocations").stdout
+    wait_for(lambda: all(a["name"] != "echo" for a in json.loads(cli(node, "--json", "actor", "list").stdout)),
+             10, "the revoked actor to stop")
+    assert "is revoked" in node.stderr()

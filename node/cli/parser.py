@@ -177,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
                           Command("signing", "claims"))
     claims.add_argument("file", type=Path)
 
+    revoke = commands.add("revoke", "revoke an actor subject (M…) or issuer (A…, O…) key on every node: running "
+                          "actors it signed or names stop", Command("signing", "revoke"))
+    revoke.add_argument("key", metavar="SUBJECT|ISSUER")
+    commands.add("revocations", "list the lattice's revoked keys", Command("signing", "revocations"))
+
     commands.add("nodes", "list the nodes of the lattice", Command("observe", "nodes"))
     inventory = commands.add("inventory", "show a node's actors, providers and links (default: every node)",
                              Command("observe", "inventory"))

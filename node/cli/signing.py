@@ -1,6 +1,7 @@
-"""``drupelet keys``, ``sign`` and ``claims``: a thin CLI over :mod:`drupelet.node.security`.
+"""``drupelet keys``, ``sign``, ``claims``, ``revoke`` and ``revocations``: a thin CLI over :mod:`drupelet.node.security`.
 
-None of them needs a lattice; none imports nats-py or wasmtime.
+``keys``, ``sign`` and ``claims`` need no lattice and import neither nats-py nor wasmtime;
+``revoke`` and ``revocations`` write and read the lattice state's revoked keys.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drupelet.node.cli.common import CliError
+from drupelet.node.cli.common import CliError, run_remote
 from drupelet.node.cli.output import emit, table
+
+if TYPE_CHECKING:
+    from drupelet.node.lattice.client import LatticeClient
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -124,3 +128,25 @@ def claims(args: argparse.Namespace) -> int:
     shown["valid"] = "yes" if found.valid else f"no: {found.error.message if found.error else ''}"
     emit(args, data, table([(k, str(v)) for k, v in shown.items()]))
     return 0 if found.valid else 1
+
+
+def _revocation_rows(values: list[dict[str, Any]]) -> str:
+    return table([[v["key"], _stamp(int(v["revoked_at"])) or ""] for v in values], ["key", "revoked at"])
+
+
+def revoke(args: argparse.Namespace) -> int:
+    async def work(client: LatticeClient) -> int:
+        value = await client.lattice_request("revocation.put", {"key": args.key.strip()})
+        emit(args, value, f"revoked {value['key']}", one_line=True)
+        return 0
+
+    return run_remote(args, work)
+
+
+def revocations(args: argparse.Namespace) -> int:
+    async def work(client: LatticeClient) -> int:
+        values = await client.lattice_request("revocation.list", {})
+        emit(args, values, _revocation_rows(values))
+        return 0
+
+    return run_remote(args, work)

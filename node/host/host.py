@@ -402,6 +402,21 @@ class Host:
         """The interfaces a link put for ``interface`` (one, or a whole package) covers."""
         return link_interfaces(interface, target, self._local_provider(target))
 
+    async def set_revoked(self, keys: list[str]) -> None:
+        """Refuse actors whose claims' subject or issuer is one of ``keys`` from now on, and
+        stop those running (an ``actor_revoked`` event, then ``actor_stopped``)."""
+        self.trust.set_revoked(keys)
+        for name, actor in list(self.actors.items()):
+            why = self.trust.revoked_reason(actor.identity)
+            if why is None:
+                continue
+            log.warning("actor %s is revoked (%s): stopping it", name, why)
+            self.emit("actor_revoked", {"actor": name, "reason": why, **actor.identity.describe()})
+            try:
+                await self.stop_actor(name)
+            except ActorNotFound:
+                pass
+
     def check_link_caps(self, source: str, interfaces: list[str], *, strict: bool = True) -> None:
         """:class:`~drupelet.node.security.errors.CapsMissing` if ``source`` runs here signed and
         its caps do not cover ``interfaces`` (not strict: logged and announced, the link kept

@@ -46,6 +46,16 @@ class ActorTrust:
     def set_revoked(self, revoked: Iterable[str]) -> None:
         self.policy = self.policy.with_revoked(revoked)
 
+    def revoked_reason(self, identity: Identity) -> str | None:
+        """Which of ``identity``'s keys is revoked, in words, or None."""
+        c = identity.claims
+        if c is None:
+            return None
+        for key, what in ((c.subject, "subject"), (c.issuer, "issuer")):
+            if key in self.policy.revoked:
+                return f"its {what} {key[:8]}… is revoked"
+        return None
+
     def refused(self, actor: str, exc: SecurityError, **extra: Any) -> SecurityError:
         """Log and announce a refusal; returns ``exc`` for the caller to raise."""
         log.warning("actor %s refused (%s): %s", actor, exc.code, exc.message)
