@@ -105,3 +105,31 @@ async def test_link_outside_the_caps_is_refused_with_what_the_claims_allow(node:
     assert err.value.code == "caps"
     assert n.host.link_for("echo", "wasi:keyvalue/store") is None
     assert [d["reason"] for k, d in events if k == "actor_refused"] == ["caps"]
+
+
+async def test_a_lattice_link_outside_the_caps_is_not_applied(node: Any, nats_server: EmbeddedNatsServer) -> None:
+    """A link written to the lattice state by a node that does not run the actor: the node
+    that runs it refuses to apply it (and announces why)."""
+    import json
+
+    import nats
+
+    from drupelet.node.lattice.state import bucket_name, link_key
+    from waiting import wait_for_async
+
+    n, events = node
+    await n.host.start_actor("echo", signed())
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await nc.jetstream().key_value(bucket_name("test"))
+        value = {"source": "echo", "interface": "wasi:keyvalue/store", "target": "local/keyvalue", "config": {}}
+        await kv.put(link_key("echo", "wasi:keyvalue/store"), json.dumps(value).encode())
+
+        async def refused() -> bool:
+            return any(k == "actor_refused" for k, _ in events)
+
+        await wait_for_async(refused, 10, "the node to refuse the link")
+    finally:
+        await nc.close()
+    assert n.host.link_for("echo", "wasi:keyvalue/store") is None
+    assert [d["reason"] for k, d in events if k == "actor_refused"] == ["caps"]

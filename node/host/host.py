@@ -417,18 +417,21 @@ class Host:
             except ActorNotFound:
                 pass
 
-    def check_link_caps(self, source: str, interfaces: list[str], *, strict: bool = True) -> None:
-        """:class:`~drupelet.node.security.errors.CapsMissing` if ``source`` runs here signed and
-        its caps do not cover ``interfaces`` (not strict: logged and announced, the link kept
-        for the node to refuse at call time, as a link to a missing provider is)."""
+    def check_link_caps(self, source: str, interfaces: list[str], *, strict: bool = True) -> bool:
+        """Whether ``source``'s caps cover ``interfaces`` when it runs here signed. Strict:
+        :class:`~drupelet.node.security.errors.CapsMissing` instead of False; not strict (a
+        link from the lattice state): the refusal is logged and announced, and the caller
+        does not apply the link."""
         actor = self.actors.get(source)
         if actor is None:
-            return
+            return True
         try:
             self.trust.check_link(source, actor.identity, interfaces)
         except DrupeletError:
             if strict:
                 raise
+            return False
+        return True
 
     async def put_link(self, source: str, interface: str, target: str,
                        config: dict[str, str] | None = None, *, strict: bool = True) -> list[dict[str, Any]]:
@@ -445,7 +448,8 @@ class Host:
         if strict:
             self._require_local(target)
         interfaces = self.link_interfaces(interface, target)
-        self.check_link_caps(source, interfaces, strict=strict)
+        if not self.check_link_caps(source, interfaces, strict=strict):
+            return []
         provider = self._local_provider(target)
         made: list[dict[str, Any]] = []
         for name in interfaces:

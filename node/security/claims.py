@@ -3,7 +3,9 @@
 Fields as wascap (wasmCloud ``crates/wascap/src/jwt.rs``) writes them, in its order:
 ``exp``, ``jti``, ``iat``, ``iss`` (account ``A…``), ``sub`` (actor ``M…``), ``nbf``,
 ``wascap`` (``name``, ``hash``, ``tags``, ``caps``, ``rev``, ``ver``, ``call_alias``,
-``prov``) and ``wascap_revision`` (3); absent optional fields are left out. The header is
+``prov``) and ``wascap_revision`` (3); absent optional fields are left out. ``caps`` is
+wascap 0.x's (its ``Actor``); wascap 1.x's ``Component`` (wasmCloud v1.9.2) has no
+``caps`` and ignores the field when it reads ours. The header is
 ``{"typ":"jwt","alg":"Ed25519"}``, segments are base64url without padding.
 
 :func:`inspect` checks what a binary says about itself (signature, hash, validity dates);
