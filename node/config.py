@@ -1,7 +1,7 @@
 """The node config: one TOML file, declared once, validated on load.
 
 Every section is a msgspec ``Struct`` below (:class:`NodeSection`, :class:`NatsSection`,
-:class:`LimitsSection`, :class:`RuntimeSection`, :class:`ActorEntry`, :class:`LinkEntry`):
+:class:`LimitsSection`, :class:`RuntimeSection`, :class:`TrustSection`, :class:`ActorEntry`, :class:`LinkEntry`):
 each key's type, default, constraints and meaning are written there and nowhere else.
 :func:`parse` validates a document against them, each ``[providers.<name>]`` table against
 its provider's own schema (:attr:`drupelet.providers.base.Provider.config_schema`), and
@@ -121,6 +121,17 @@ class RuntimeSection(_Section):
     cache_dir: Annotated[str, Meta(description="compile cache; default: <data_dir>/cache")] = ""
 
 
+class TrustSection(_Section):
+    """``[trust]``: which signed actors this node runs (docs/security.md)."""
+
+    keys: Annotated[list[str], Meta(description="issuer public keys (nkeys, A… or O…) whose signed actors run here; "
+                                                "[]: any valid signature")] = []
+    allow_unsigned: Annotated[bool, Meta(description="run actors without claims (each with a WARNING); the SD "
+                                                     "image's boot file sets false")] = True
+    clock_skew_s: Annotated[float, Meta(ge=0, description="slack allowed on the claims' expiry and not-before "
+                                                          "times")] = 300.0
+
+
 class ActorEntry(_Section):
     """``[[actors]]``: an actor the node starts from a file."""
 
@@ -141,7 +152,7 @@ class LinkEntry(_Section):
 
 
 SECTIONS: dict[str, type[_Section]] = {"node": NodeSection, "nats": NatsSection, "limits": LimitsSection,
-                                       "runtime": RuntimeSection}
+                                       "runtime": RuntimeSection, "trust": TrustSection}
 """The tables of the node config, by name; ``[providers.<name>]``, ``[[actors]]`` and
 ``[[links]]`` come after them."""
 ENTRIES: dict[str, type[_Section]] = {"actors": ActorEntry, "links": LinkEntry}
@@ -231,6 +242,9 @@ class NodeConfig:
     epoch_tick_ms: int = _d(RuntimeSection, "epoch_tick_ms")
     compile_in_subprocess: bool = _d(RuntimeSection, "compile_in_subprocess")
     cache_dir: Path | None = None
+    trust_keys: list[str] = _d(TrustSection, "keys")
+    trust_allow_unsigned: bool = _d(TrustSection, "allow_unsigned")
+    trust_clock_skew_s: float = _d(TrustSection, "clock_skew_s")
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     actors: list[ActorSpec] = field(default_factory=list)
     links: list[LinkSpec] = field(default_factory=list)
@@ -253,6 +267,8 @@ class NodeConfig:
         _convert(nats, NatsSection, "nats", self.source)
         if self.nats_hub_url:
             _check_hub_url(self.nats_hub_url, bool(self.nats_url), self.source)
+        _convert({"clock_skew_s": self.trust_clock_skew_s}, TrustSection, "trust", self.source)
+        check_issuer_keys(self.trust_keys, "trust.keys", self.source)
         if self.trap_backoff_max_ms < self.trap_backoff_base_ms:
             raise ConfigError(f"must be at least limits.trap_backoff_base_ms ({self.trap_backoff_base_ms}), "
                               f"got {self.trap_backoff_max_ms}", key="limits.trap_backoff_max_ms", path=self.source)
@@ -286,6 +302,18 @@ def _check_hub_url(url: str, external: bool, path: str) -> None:
             or not 1 <= int(port) <= 65535 or any(c.isspace() or c in "\"'{}[]#;," for c in url):
         raise ConfigError(f"{url!r} is not a hub's leafnode URL: write <scheme>://<host>:<port> with a scheme of "
                           f"{', '.join(LEAF_SCHEMES)}, e.g. nats-leaf://127.0.0.1:7422", key=key, path=path)
+
+
+def check_issuer_keys(keys: list[str], key: str, path: str) -> None:
+    """Each of ``keys`` an account or operator public key."""
+    from drupelet.node.security.keys import ISSUER_ROLES, BadKey, decode_public
+
+    for i, value in enumerate(keys):
+        try:
+            decode_public(value, roles=ISSUER_ROLES)
+        except BadKey as exc:
+            raise ConfigError(f"{value[:8]}…: not an issuer public key ({exc.message})", key=f"{key}[{i}]",
+                              path=path) from None
 
 
 def _check_name(value: str, key: str, path: str) -> None:
@@ -371,7 +399,8 @@ def parse(doc: Mapping[str, Any], *, path: str = "", base_dir: Path | None = Non
     for top in doc:
         if top not in TOP_LEVEL:
             raise ConfigError(f"unknown section (known: {', '.join(sorted(TOP_LEVEL))})", key=top, path=path)
-    node, nats, limits, runtime = (_convert(doc.get(key, {}), cls, key, path) for key, cls in SECTIONS.items())
+    node, nats, limits, runtime, trust = (_convert(doc.get(key, {}), cls, key, path)
+                                          for key, cls in SECTIONS.items())
     cfg = NodeConfig(source=path)
     if node.name is not None:
         cfg.name = node.name
@@ -388,6 +417,9 @@ def parse(doc: Mapping[str, Any], *, path: str = "", base_dir: Path | None = Non
             if f.name != "cache_dir":
                 setattr(cfg, f.name, getattr(section, f.name))
     cfg.cache_dir = _path(base, runtime.cache_dir) if runtime.cache_dir else None
+    cfg.trust_keys = [k.strip() for k in trust.keys]
+    cfg.trust_allow_unsigned = trust.allow_unsigned
+    cfg.trust_clock_skew_s = trust.clock_skew_s
     providers = doc.get("providers", {})
     if not isinstance(providers, dict) or not all(isinstance(v, dict) for v in providers.values()):
         raise ConfigError("expected tables [providers.<name>]", key="providers", path=path)
@@ -489,6 +521,6 @@ def schema_markdown() -> str:
 
 
 __all__ = ["ActorEntry", "ActorSpec", "LABEL_KEY", "LimitsSection", "LinkEntry", "LinkSpec", "NAME", "NatsSection",
-           "NodeConfig", "NodeSection", "RuntimeSection", "SECTIONS", "check_labels", "check_provider_tables",
+           "NodeConfig", "NodeSection", "RuntimeSection", "SECTIONS", "TrustSection", "check_labels", "check_provider_tables",
            "default_data_dir", "default_node_name", "load", "parse", "provider_table", "schema_markdown"]
 

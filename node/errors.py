@@ -10,6 +10,7 @@ module                         errors
 ``drupelet.node.runtime.errors``  actors in wasmtime: compile, start, traps, deadlines
 ``drupelet.node.host.errors``  the host API: requests, actors, links, providers, hardware
 ``drupelet.node.lattice.errors``  NATS: connections, requests, state, artifacts, replies
+``drupelet.node.security.errors``  signed actors: keys, claims, one class per refusal reason
 ``drupelet.node.system.…``     the data-directory lock (``DataDirInUse``)
 =============================  ===========================================================
 

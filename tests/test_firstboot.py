@@ -187,6 +187,9 @@ def test_a_full_file_installs_credentials_keys_and_hardware(boot: Boot) -> None:
     assert f'credentials: "{creds}"' in (boot.etc / "nats-leaf.conf").read_text()
     keys = [line for line in (boot.etc / "trusted-keys").read_text().splitlines() if not line.startswith("#")]
     assert keys == [ACCOUNT_KEY, OPERATOR_KEY]
+    # the node enforces them: only these issuers, no unsigned actors (the boot file's default)
+    assert (cfg.trust_keys, cfg.trust_allow_unsigned, cfg.trust_clock_skew_s) == ([ACCOUNT_KEY, OPERATOR_KEY],
+                                                                                 False, 300.0)
 
 
 def test_a_file_saved_by_a_windows_editor_installs_the_same(boot: Boot, tmp_path: Path) -> None:

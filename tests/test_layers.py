@@ -1,7 +1,8 @@
 """The layers a maintainer reads from the folder tree are the layers the imports keep.
 
 ``runtime/`` < ``host/`` < ``lattice/`` < ``node.py`` < ``cli/``; beside them ``system/``
-and ``tools/``; ``config.py`` and ``errors.py`` below all of them; ``providers/`` never
+and ``tools/``; ``config.py``, ``security/`` (keys, claims, the trust policy) and
+``errors.py`` below all of them; ``providers/`` never
 imports the node; only the runtime imports wasmtime; nothing imports in a circle.
 """
 
@@ -19,17 +20,19 @@ MAX_LINES = 500
 # what each part of the node may import (besides itself, the standard library and third parties)
 ALLOWED: dict[str, set[str]] = {
     "drupelet.node.errors": set(),
-    "drupelet.node.config": {"drupelet.node.errors", "drupelet.providers"},
+    "drupelet.node.security": {"drupelet.node.errors"},
+    "drupelet.node.config": {"drupelet.node.errors", "drupelet.node.security", "drupelet.providers"},
     "drupelet.node.runtime": {"drupelet.node.errors", "drupelet.providers"},
     "drupelet.node.host": {"drupelet.node.errors", "drupelet.node.config", "drupelet.node.runtime",
-                           "drupelet.providers", "drupelet.node"},
+                           "drupelet.node.security", "drupelet.providers", "drupelet.node"},
     "drupelet.node.lattice": {"drupelet.node.errors", "drupelet.node.config", "drupelet.node.runtime.errors",
-                              "drupelet.node.host", "drupelet.providers"},
-    "drupelet.node.system": {"drupelet.node.errors", "drupelet.node.config", "drupelet.providers"},
+                              "drupelet.node.host", "drupelet.node.security", "drupelet.providers"},
+    "drupelet.node.system": {"drupelet.node.errors", "drupelet.node.config", "drupelet.node.security",
+                             "drupelet.providers"},
     "drupelet.node.node": {"drupelet.node.errors", "drupelet.node.config", "drupelet.node.host",
                            "drupelet.node.lattice", "drupelet.node.system", "drupelet.providers"},
     "drupelet.node.tools": {"drupelet.node.errors", "drupelet.node.config", "drupelet.node.runtime",
-                            "drupelet.node.host", "drupelet.node.lattice", "drupelet.node.node",
+                            "drupelet.node.host", "drupelet.node.lattice", "drupelet.node.node", "drupelet.node.security",
                             "drupelet.providers"},
     "drupelet.node.cli": {"drupelet.node"},
 }

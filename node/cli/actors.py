@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drupelet.node.cli.common import CliError, pairs, run_remote
-from drupelet.node.cli.output import emit, table, to_json
+from drupelet.node.cli.output import SIGNER_HEADERS, emit, signer, table, to_json
 
 if TYPE_CHECKING:
     from drupelet.node.lattice.client import LatticeClient
@@ -83,8 +83,8 @@ async def _list(args: argparse.Namespace, client: LatticeClient) -> int:
         for a in await client.node(n["name"], "actor.list"):
             data.append(a | {"node": n["name"]})
             rows.append([n["name"], a["name"], str(a["instances"]), a["digest"][:12], str(a["calls"]),
-                         str(a["traps"])])
-    emit(args, data, table(rows, ["node", "actor", "instances", "digest", "calls", "traps"]))
+                         str(a["traps"]), *signer(a)])
+    emit(args, data, table(rows, ["node", "actor", "instances", "digest", "calls", "traps", *SIGNER_HEADERS]))
     return 0
 
 

@@ -70,13 +70,24 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]]) -> str:
     return table(rows, ["node", "labels", "actors", "providers", "version", "uptime"])
 
 
+def signer(actor: Mapping[str, Any]) -> list[str]:
+    """An actor's ``signed`` and issuer, subject, claims name and version columns ("-" when unsigned)."""
+    if not actor.get("signed"):
+        return ["unsigned", "-", "-", "-", "-"]
+    short = [f"{actor[k][:8]}…" if actor.get(k) else "-" for k in ("issuer", "subject")]
+    return ["signed", *short, actor.get("claims_name") or "-", actor.get("version") or "-"]
+
+
+SIGNER_HEADERS = ["signed", "issuer", "subject", "claims name", "version"]
+
+
 def inventory_text(inv: Mapping[str, Any]) -> str:
     """One node's inventory: a summary line, then its actors, providers, links and hardware."""
     labels = ", ".join(f"{k}={v}" for k, v in sorted(inv.get("labels", {}).items())) or "-"
     out = [f"node {inv['name']} (lattice {inv['lattice']}, labels {labels}, drupelet {inv['version']}, "
            f"up {inv['uptime_s']:.0f}s, NATS {'connected' if inv['nats']['connected'] else 'DISCONNECTED'})"]
-    out.append(table([[a["name"], str(a["instances"]), a["digest"][:12], str(a["calls"]), str(a["traps"])]
-                      for a in inv["actors"]], ["actor", "instances", "digest", "calls", "traps"]))
+    out.append(table([[a["name"], str(a["instances"]), a["digest"][:12], str(a["calls"]), str(a["traps"]), *signer(a)]
+                      for a in inv["actors"]], ["actor", "instances", "digest", "calls", "traps", *SIGNER_HEADERS]))
     out.append(table([[p["name"], p["health"], ", ".join(p["interfaces"])] for p in inv["providers"]],
                      ["provider", "health", "interfaces"]))
     out.append(links_table(inv["links"]))

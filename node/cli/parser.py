@@ -115,7 +115,7 @@ def _config_pairs(p: argparse.ArgumentParser, what: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parent = global_options()
-    parser = argparse.ArgumentParser(prog="drupelet", description="A lattice node for Raspberry Pi.",
+    parser = argparse.ArgumentParser(prog="drupelet", description="A lattice node for Raspberry Pi.", allow_abbrev=False,
                                      parents=[parent])
     parser.add_argument("--version", action="version", version=f"drupelet {__version__}")
     # -v counts from INFO for `up` and from WARNING for every other command
@@ -194,6 +194,38 @@ def build_parser() -> argparse.ArgumentParser:
     ldel.add_argument("source")
     ldel.add_argument("interface")
     link.add("list", "list the lattice's links", Command("links", "list_links"))
+
+    keys = commands.group("keys", "make and show nkey key pairs for signing actors", "keys_command")
+    kgen = keys.add("gen", "make a key pair: write its seed (0600) and print its public key",
+                    Command("signing", "keys_gen"))
+    kgen.add_argument("role", choices=["account", "actor", "operator", "user"])
+    kgen.add_argument("-o", "--output", type=Path, metavar="FILE", help="seed file (default: print the seed too)")
+    kshow = keys.add("show", "print the role and public key of a seed file", Command("signing", "keys_show"))
+    kshow.add_argument("file", type=Path)
+
+    sign = commands.add("sign", "sign an actor (module or component) with claims in wasmCloud's format",
+                        Command("signing", "sign"))
+    sign.add_argument("file", type=Path)
+    sign.add_argument("--issuer", type=Path, required=True, metavar="SEED_FILE", help="account (or operator) seed")
+    sign.add_argument("--subject", type=Path, metavar="SEED_FILE",
+                      help="actor seed (default: keep the file's subject, else a new actor key)")
+    sign.add_argument("--name", required=True, help="the actor's name in its claims")
+    sign.add_argument("--ver", help="human-readable version (1.2.0)")
+    sign.add_argument("--rev", type=int, help="revision number, increasing")
+    sign.add_argument("--cap", action="append", default=[], metavar="INTERFACE",
+                      help="a capability: an interface or package (wasi:keyvalue), repeatable")
+    sign.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    sign.add_argument("--expires-in", metavar="DURATION", help="valid for this long: 90d, 12h, 30m, 45s")
+    sign.add_argument("--not-before", metavar="DURATION", help="valid only after this long from now")
+    sign.add_argument("-o", "--output", type=Path, metavar="FILE", help="signed file (default: FILE.signed.wasm)")
+    claims = commands.add("claims", "show an actor's claims and whether its signature holds (exit 1 if not)",
+                          Command("signing", "claims"))
+    claims.add_argument("file", type=Path)
+
+    revoke = commands.add("revoke", "revoke an actor subject (M…) or issuer (A…, O…) key on every node: running "
+                          "actors it signed or names stop", Command("signing", "revoke"))
+    revoke.add_argument("key", metavar="SUBJECT|ISSUER")
+    commands.add("revocations", "list the lattice's revoked keys", Command("signing", "revocations"))
 
     commands.add("nodes", "list the nodes of the lattice", Command("observe", "nodes"))
     inventory = commands.add("inventory", "show a node's actors, providers and links (default: every node)",

@@ -24,6 +24,7 @@ from drupelet.providers.base import Link, NotLinked, Provider
 from drupelet.node.host.errors import ActorStopped, Overloaded, PayloadTooLarge
 from drupelet.node.runtime.errors import CallFailed, StartRefused, Trapped
 from drupelet.node.runtime import ActorInstance, Limits, LoadedComponent, Runtime
+from drupelet.node.security.policy import Identity
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Actor:
     def __init__(self, name: str, loaded: LoadedComponent, runtime: Runtime, limits: Limits, *,
                  config: dict[str, str], resolver: Resolver, link_config: Callable[[str], dict[str, str]],
                  log_sink: LogSink, max_queue: int, backoff_base_ms: int, backoff_max_ms: int,
-                 source: str = "") -> None:
+                 source: str = "", identity: Identity | None = None) -> None:
         self.name = name
         self.loaded = loaded
         self.runtime = runtime
@@ -88,6 +89,7 @@ class Actor:
         self.link_config = link_config
         self.log_sink = log_sink
         self.source = source
+        self.identity = identity or Identity(None, "")
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self.imports = ActorImports(self)
         self.backoff_base_ms = backoff_base_ms
@@ -242,6 +244,7 @@ class Actor:
             "traps": self.traps,
             "queued": self.queue.qsize(),
             "started_at": self.started_at,
+            **self.identity.describe(),
         }
 
 

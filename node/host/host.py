@@ -34,6 +34,7 @@ from drupelet.node.host.links import LinkDef, LinkTable, link_interfaces, packag
 from drupelet.node.host.logbook import Logbook
 from drupelet.node.host.providers import (HARDWARE_PROVIDERS, describe, discover_providers, enabled, health_of,
                                           provider_table)
+from drupelet.node.host.trust import ActorTrust
 from drupelet.node.runtime import Limits, Runtime, RuntimeConfig, missing_imports, read_component
 from drupelet.node.runtime.errors import CallFailed, StartRefused, Trapped
 
@@ -62,6 +63,7 @@ class Host:
         self._stopped = False
         self._event_listeners: list[EventListener] = []
         self.logbook = Logbook(config.name)
+        self.trust = ActorTrust(config, self.emit)
 
     # -- who this is ------------------------------------------------------------------
 
@@ -269,10 +271,12 @@ class Host:
             loaded = await asyncio.to_thread(runtime.load, wasm)
         except DrupeletError as exc:
             raise StartRefused(f"actor {name!r}: {exc.message}", actor=name) from exc
+        identity = self.trust.admit(name, wasm)
         missing = missing_imports(loaded.imports)
         if missing:
             raise StartRefused(f"actor {name!r} imports interfaces this node cannot serve: {', '.join(missing)}",
                                actor=name, missing=missing)
+        self.trust.check_imports(name, identity, loaded.imports)
         if not loaded.has_handler:
             log.info("actor %s exports no wasmcloud:messaging/handler; it cannot receive messages", name)
         async with self._actor_lock:
@@ -283,7 +287,7 @@ class Host:
             actor = Actor(name, loaded, runtime, self.limits, config=dict(config or {}), resolver=self._resolve,
                           link_config=self._link_config, log_sink=self._actor_log, max_queue=self.config.max_queue,
                           backoff_base_ms=self.config.trap_backoff_base_ms,
-                          backoff_max_ms=self.config.trap_backoff_max_ms, source=source)
+                          backoff_max_ms=self.config.trap_backoff_max_ms, source=source, identity=identity)
             await asyncio.to_thread(actor.scale, instances)
             self.actors[name] = actor
             try:
@@ -295,7 +299,8 @@ class Host:
                 raise
         log.info("actor %s started: %d instance(s) of %s (%s, %.1f ms to load)", name, instances,
                  loaded.digest[:12], "cached" if loaded.from_cache else "compiled", loaded.load_ms)
-        self.emit("actor_started", {"actor": name, "digest": loaded.digest, "instances": instances})
+        self.emit("actor_started", {"actor": name, "digest": loaded.digest, "instances": instances,
+                                    **identity.describe()})
         return actor.describe() | {"from_cache": loaded.from_cache, "load_ms": loaded.load_ms}
 
     async def stop_actor(self, name: str) -> None:
@@ -399,6 +404,37 @@ class Host:
         """The interfaces a link put for ``interface`` (one, or a whole package) covers."""
         return link_interfaces(interface, target, self._local_provider(target))
 
+    async def set_revoked(self, keys: list[str]) -> None:
+        """Refuse actors whose claims' subject or issuer is one of ``keys`` from now on, and
+        stop those running (an ``actor_revoked`` event, then ``actor_stopped``)."""
+        self.trust.set_revoked(keys)
+        for name, actor in list(self.actors.items()):
+            why = self.trust.revoked_reason(actor.identity)
+            if why is None:
+                continue
+            log.warning("actor %s is revoked (%s): stopping it", name, why)
+            self.emit("actor_revoked", {"actor": name, "reason": why, **actor.identity.describe()})
+            try:
+                await self.stop_actor(name)
+            except ActorNotFound:
+                pass
+
+    def check_link_caps(self, source: str, interfaces: list[str], *, strict: bool = True) -> bool:
+        """Whether ``source``'s caps cover ``interfaces`` when it runs here signed. Strict:
+        :class:`~drupelet.node.security.errors.CapsMissing` instead of False; not strict (a
+        link from the lattice state): the refusal is logged and announced, and the caller
+        does not apply the link."""
+        actor = self.actors.get(source)
+        if actor is None:
+            return True
+        try:
+            self.trust.check_link(source, actor.identity, interfaces)
+        except DrupeletError:
+            if strict:
+                raise
+            return False
+        return True
+
     async def put_link(self, source: str, interface: str, target: str,
                        config: dict[str, str] | None = None, *, strict: bool = True) -> list[dict[str, Any]]:
         """Link ``source``'s import of ``interface`` (or of every interface of a package) to ``target``.
@@ -414,6 +450,8 @@ class Host:
         if strict:
             self._require_local(target)
         interfaces = self.link_interfaces(interface, target)
+        if not self.check_link_caps(source, interfaces, strict=strict):
+            return []
         provider = self._local_provider(target)
         made: list[dict[str, Any]] = []
         for name in interfaces:

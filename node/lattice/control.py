@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic
 
@@ -31,8 +32,8 @@ from drupelet.node.lattice.errors import BadRequest, StateUnavailable, UnknownRe
 from drupelet.node.lattice.requests import (ActorList, ActorScale, ActorStart, ActorStop, ConfigGet, ConfigPut,
                                             DisplaySnapshot, GpioRead, GpioSimulate, GpioWrite, Inventory, LabelsDel,
                                             LabelsPut, LinkDel, LinkList, LinkPut, LogsRecent, ProviderStart,
-                                            ProviderStop, R, Request)
-from drupelet.node.lattice.state import LatticeState, actor_key, config_key, labels_key, link_key
+                                            ProviderStop, R, Request, RevocationList, RevocationPut)
+from drupelet.node.lattice.state import LatticeState, actor_key, config_key, labels_key, link_key, revoked_key
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class ControlPlane:
             "link.list": Route(LinkList, self._lattice_link_list),
             "config.put": Route(ConfigPut, self._config_put),
             "config.get": Route(ConfigGet, self._config_get),
+            "revocation.put": Route(RevocationPut, self._revocation_put),
+            "revocation.list": Route(RevocationList, self._revocation_list),
         }
 
     async def start(self) -> None:
@@ -325,6 +328,7 @@ class ControlPlane:
     async def _lattice_link_put(self, req: LinkPut) -> Any:
         source, target, config = req.source, req.target, dict(req.config)
         interfaces = self.host.link_interfaces(req.interface, target)
+        self.host.check_link_caps(source, interfaces)  # a signed actor running here: its caps must cover them
         state = self._state()
         made: list[dict[str, Any]] = []
         previous = {i: state.get(link_key(source, i)) for i in interfaces}
@@ -371,3 +375,17 @@ class ControlPlane:
         if values is None:
             raise BadRequest(f"no named config {name!r}", field="name")
         return values
+
+    async def _revocation_put(self, req: RevocationPut) -> Any:
+        from drupelet.node.security.keys import BadKey, decode_public
+
+        try:
+            decode_public(req.key, roles=("actor", "account", "operator"))
+        except BadKey as exc:
+            raise BadRequest(f"key {req.key[:8]}…: {exc.message}", field="key") from None
+        value = {"key": req.key, "revoked_at": time.time()}
+        await self._state().put(revoked_key(req.key), value)
+        return value
+
+    async def _revocation_list(self, req: RevocationList) -> Any:
+        return [value for _, value in self._state().items("revoked")]

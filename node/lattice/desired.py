@@ -57,6 +57,8 @@ class DesiredState:
         """Apply the whole view (from disk, before the bucket is reached), then follow changes."""
         self._restoring = True
         try:
+            # revocations first: a revoked actor recorded as desired is not started, even for a moment
+            await self.host.set_revoked(self.state.revoked())
             for key, value in self.state.items():
                 await self.apply(key, value)
         finally:
@@ -80,6 +82,8 @@ class DesiredState:
                 await self._apply_link(names[0], names[1], value)
             elif kind == "actor" and names[0] == self.node:
                 await self.converge(names[1])
+            elif kind == "revoked":
+                await self.host.set_revoked(self.state.revoked())
             elif kind == "labels" and names[0] == self.node and value is not None:
                 self.host.replace_labels({**value, **self.boot_labels} if self._restoring else dict(value))
         except DrupeletError as exc:

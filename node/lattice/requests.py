@@ -188,6 +188,16 @@ class ConfigGet(Request):
     name: Annotated[Name, Meta(description="the config's name")]
 
 
+class RevocationPut(Request):
+    """Revoke an actor subject key (M…) or an issuer key (A…, O…) on every node."""
+
+    key: Annotated[str, Meta(max_length=56, description="the public nkey to revoke")]
+
+
+class RevocationList(Request):
+    """Every revoked key in the lattice state."""
+
+
 NODE_REQUESTS: dict[str, type[Request]] = {
     "inventory": Inventory,
     "actor.start": ActorStart,
@@ -211,6 +221,8 @@ LATTICE_REQUESTS: dict[str, type[Request]] = {
     "link.list": LinkList,
     "config.put": ConfigPut,
     "config.get": ConfigGet,
+    "revocation.put": RevocationPut,
+    "revocation.list": RevocationList,
 }
 REQUESTS: dict[str, type[Request]] = NODE_REQUESTS | LATTICE_REQUESTS
 

@@ -21,6 +21,8 @@ key                                value (JSON object)
                                    one node): ``name``, ``digest``, ``instances``,
                                    ``config``, ``node``
 ``labels.<node>``                  the node's labels: string → string (``wire.Labels``)
+``revoked.<key>``                  :class:`RevokedValue`: ``key`` (an actor's subject
+                                   or an issuer, as a public nkey), ``revoked_at``
 =================================  ==================================================
 
 :data:`STATE_VALUES` declares each, once, with the bounds of
@@ -84,7 +86,7 @@ from drupelet.node.lattice.connect import jittered
 from drupelet.node.lattice.errors import BadStateEntry, StateError, StateUnavailable
 from drupelet.node.lattice.statekeys import (STATE_VALUES, ActorValue, LinkValue, StateKey, _token, actor_key,
                                             bucket_name, check_value, config_key, decode_interface, encode_interface,
-                                            kv_subject, labels_key, link_key, parse_key)
+                                            kv_subject, labels_key, link_key, parse_key, revoked_key)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ __all__ = [
     "StateKey",
     "actor_key",
     "bucket_name",
+    "revoked_key",
     "check_value",
     "config_key",
     "decode_interface",
@@ -587,6 +590,10 @@ class LatticeState:
 
     def named_config(self, name: str) -> dict[str, str] | None:
         return cast("dict[str, str] | None", self.get(config_key(name)))
+
+    def revoked(self) -> list[str]:
+        """Every revoked subject and issuer key."""
+        return [str(value["key"]) for _, value in self.items("revoked")]
 
     def labels_for(self, node: str) -> dict[str, str]:
         return cast("dict[str, str]", self.get(labels_key(node)) or {})

@@ -21,7 +21,7 @@ from drupelet.node.lattice.wire import ConfigMap, Labels
 TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 _HEX = re.compile(r"^(?:[0-9a-f]{2})+$")
 
-Kind = Literal["link", "config", "actor", "labels"]
+Kind = Literal["link", "config", "actor", "labels", "revoked"]
 
 class LinkValue(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     """``link.<source>.<hex interface>``: actor ``source``'s import of ``interface``."""
@@ -42,7 +42,16 @@ class ActorValue(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     node: Annotated[str, msgspec.Meta(description="the node that runs it (the key's <node>)")]
 
 
-STATE_VALUES: Final[dict[Kind, Any]] = {"link": LinkValue, "actor": ActorValue, "config": ConfigMap, "labels": Labels}
+class RevokedValue(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    """``revoked.<key>``: actors whose claims' subject or issuer is ``key`` run nowhere."""
+
+    key: Annotated[str, msgspec.Meta(max_length=56, description="the public nkey (the key's <key>): an actor "
+                                                                "subject M… or an issuer A…/O…")]
+    revoked_at: Annotated[float, msgspec.Meta(ge=0, description="Unix time in seconds")]
+
+
+STATE_VALUES: Final[dict[Kind, Any]] = {"link": LinkValue, "actor": ActorValue, "config": ConfigMap, "labels": Labels,
+                                        "revoked": RevokedValue}
 """The declared value of each kind of key: a Struct, or a bounded string → string table."""
 _WHOLE: Final[dict[Kind, str]] = {"config": "the named config", "labels": "the labels"}
 
@@ -110,6 +119,10 @@ def labels_key(node: str) -> str:
     return f"labels.{_token(node, 'node')}"
 
 
+def revoked_key(key: str) -> str:
+    return f"revoked.{_token(key, 'revoked key')}"
+
+
 def parse_key(key: str) -> StateKey:
     """Split a state key into its kind and decoded names; :class:`BadStateEntry` if it
     is not one of the shapes in the module docstring."""
@@ -128,8 +141,10 @@ def parse_key(key: str) -> StateKey:
         return StateKey("config", (parts[1],))
     if kind == "labels" and len(parts) == 2:
         return StateKey("labels", (parts[1],))
+    if kind == "revoked" and len(parts) == 2:
+        return StateKey("revoked", (parts[1],))
     raise BadStateEntry(f"{key!r} is not a state key (link.<actor>.<hex interface>, config.<name>, "
-                        "actor.<node>.<actor> or labels.<node>)", key=key)
+                        "actor.<node>.<actor>, labels.<node> or revoked.<key>)", key=key)
 
 
 def _token(value: str, what: str) -> str:
@@ -157,6 +172,8 @@ def check_value(key: str, value: object) -> dict[str, Any]:
                             f"not {expected[0]}'s {expected[1]}", key=key)
     if parsed.kind == "actor" and (clean["node"], clean["name"]) != parsed.names:
         raise BadStateEntry(f"{key}: the value is for actor {clean['name']} on {clean['node']}", key=key)
+    if parsed.kind == "revoked" and clean["key"] != parsed.names[0]:
+        raise BadStateEntry(f"{key}: the value revokes {clean['key']}", key=key)
     return clean
 
 

@@ -55,6 +55,24 @@ def built_example(name: str, data_dir: Path) -> Path:
     return out
 
 
+DEMO_CAPS = {
+    "thermometer": ("drupelet:hardware/i2c-bus", "drupelet:hardware/display", "drupelet:hardware/gpio",
+                    "wasmcloud:messaging", "wasi:keyvalue"),  # its world imports wasi:keyvalue too
+    "counter": ("wasi:keyvalue", "wasmcloud:messaging"),
+}
+"""What each demo actor's claims allow: the interfaces its links give it."""
+
+
+def signed_example(name: str, built: Path, issuer: Any) -> Path:
+    """``built`` signed by the demo's issuer key, with :data:`DEMO_CAPS`, beside it."""
+    from drupelet.node.security.claims import sign
+
+    signed, _ = sign(built.read_bytes(), issuer, name=name, ver="demo", caps=DEMO_CAPS[name])
+    out = built.with_name(f"{name}.signed.wasm")
+    out.write_bytes(signed)
+    return out
+
+
 def demo_links(actor: str = "thermometer", pi: str = PI_NODE) -> list[dict[str, Any]]:
     """The thermometer's lattice links: hardware on the Pi, the clock and messaging here."""
     return [
@@ -203,10 +221,14 @@ async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) 
     from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
     from drupelet.node.node import Node
 
+    from drupelet.node.security.keys import generate
+
     check_can_start(cfg)
     demo_dir = cfg.data_dir / "demo"
-    thermometer = built_example("thermometer", cfg.data_dir)
-    counter = built_example("counter", cfg.data_dir)
+    issuer = generate("account")  # the demo's own issuer: both nodes trust it, the Pi nothing else
+    log.info("demo: actors signed by the demo issuer %s", issuer.public)
+    thermometer = signed_example("thermometer", built_example("thermometer", cfg.data_dir), issuer)
+    counter = signed_example("counter", built_example("counter", cfg.data_dir), issuer)
     servers: list[EmbeddedNatsServer] = []
     hosts: list[tuple[Node, contextvars.Context]] = []
     tag = NodeTag({"thermometer": cfg.name, "counter": cfg.name})
@@ -232,7 +254,8 @@ async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) 
         # The demo's nodes keep their state under <data_dir>/demo, apart from a node that
         # `drupelet up` runs on the default data directory (the walk-through's).
         laptop_cfg = dataclasses.replace(
-            cfg, nats_url=hub_url, nats_jetstream_domain=domain, data_dir=demo_dir / cfg.name,
+            cfg, nats_url=hub_url, nats_jetstream_domain=domain,
+            trust_keys=[*cfg.trust_keys, issuer.public], data_dir=demo_dir / cfg.name,
             actors=[*cfg.actors, ActorSpec(name="thermometer", file=thermometer),
                     ActorSpec(name="counter", file=counter)],
             links=[*cfg.links, LinkSpec("counter", "wasi:keyvalue", "local/keyvalue"),
@@ -240,7 +263,8 @@ async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) 
                             {"subscriptions": COUNTER_SUBJECT})])
         pi_cfg = NodeConfig(name=PI_NODE, lattice=cfg.lattice, labels={"board": "simulated-pi"},
                             data_dir=demo_dir / PI_NODE, nats_url=leaf_url, nats_jetstream_domain=domain,
-                            providers=pi_providers(), compile_in_subprocess=cfg.compile_in_subprocess)
+                            providers=pi_providers(), compile_in_subprocess=cfg.compile_in_subprocess,
+                            trust_keys=[issuer.public], trust_allow_unsigned=False)
         pi = Node(pi_cfg)
         hosts.append((pi, node_context(pi.name)))
         await asyncio.create_task(pi.start(), context=hosts[-1][1])

@@ -39,6 +39,8 @@ def node_config(cfg: BootConfig) -> dict[str, Any]:
     return {
         "node": {"name": cfg.name, "lattice": cfg.lattice, "labels": dict(cfg.labels)},
         "nats": {"url": LOCAL_NATS_URL, "jetstream_domain": cfg.hub_jetstream_domain},
+        "trust": {"keys": list(cfg.trusted_keys), "allow_unsigned": cfg.allow_unsigned,
+                  "clock_skew_s": cfg.clock_skew_s},
         "providers": cfg.provider_configs(),
     }
 
@@ -90,8 +92,8 @@ def render_leaf_conf(template: str, cfg: BootConfig, *, creds: Path | None, stor
 
 def render_trusted_keys(cfg: BootConfig) -> str:
     return (generated_header(cfg.source) +
-            "# Issuer public keys (nkeys) trusted to sign actors, one a line. Signature checks are planned:\n"
-            "# the node does not enforce them yet.\n" + "".join(f"{key}\n" for key in cfg.trusted_keys))
+            "# Issuer public keys (nkeys) trusted to sign actors, one a line. The node enforces them from\n"
+            "# [trust] of node.toml; this list is for people and tools.\n" + "".join(f"{key}\n" for key in cfg.trusted_keys))
 
 
 def check_node_toml(text: str, cfg: BootConfig, target: Path) -> None:

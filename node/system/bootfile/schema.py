@@ -99,8 +99,12 @@ class HubSection(Section):
 class TrustSection(Section):
     """Who may sign the actors this node runs."""
 
-    keys: Annotated[list[str], Meta(description="issuer public keys (nkeys, A… or O…) trusted to sign actors; "
-                                                "enforcement is planned")] = []
+    keys: Annotated[list[str], Meta(description="issuer public keys (nkeys, A… or O…) whose signed actors this "
+                                                "node runs; []: any valid signature")] = []
+    allow_unsigned: Annotated[bool, Meta(description="run actors that carry no signed claims (each with a "
+                                                     "WARNING in the log)")] = False
+    clock_skew_s: Annotated[float, Meta(ge=0, description="slack on the claims' expiry and not-before times, "
+                                                          "for a Pi whose clock is not yet set")] = 300.0
 
 
 class GpioSection(Section):
@@ -189,6 +193,8 @@ class BootConfig:
     credentials: str
     """Normalised .creds text (LF line ends, one final newline), or empty."""
     trusted_keys: tuple[str, ...]
+    allow_unsigned: bool
+    clock_skew_s: float
     gpio_pins: tuple[int, ...]
     gpio_safe_state: Mapping[int, str]
     i2c_buses: Mapping[str, str]
@@ -309,7 +315,8 @@ def parse_boot(doc: Mapping[str, Any], *, path: str = "") -> BootConfig:
         source=path, name=node.name, lattice=node.lattice, labels=labels,
         hub_url=hub.url, hub_jetstream_domain=hub.jetstream_domain,
         credentials=check_credentials(hub.credentials, path),
-        trusted_keys=check_trusted_keys(trust.keys, path),
+        trusted_keys=check_trusted_keys(trust.keys, path), allow_unsigned=trust.allow_unsigned,
+        clock_skew_s=trust.clock_skew_s,
         gpio_pins=gpio_pins, gpio_safe_state=safe_state, i2c_buses=buses,
         display=display_spec(display, path),
     )
