@@ -13,7 +13,7 @@ import nats
 import pytest
 
 from drupelet.node.lattice import subjects
-from drupelet.node.config import NodeConfig
+from drupelet.node.config import ActorSpec, NodeConfig
 from drupelet.node.host.errors import ActorExists, ActorNotFound, HandlerError, LinkError, PayloadTooLarge, ProviderNotFound
 from drupelet.node.lattice.errors import NatsUnavailable
 from drupelet.node.runtime.errors import DeadlineExceeded, StartRefused, Trapped
@@ -64,6 +64,19 @@ async def test_actor_answers_a_message_through_nats(host: Node, nats_server: Emb
     reply = await nats_call(nats_server.url, "test", "echo", b"hello lattice")
     assert reply.data == b"hello lattice"
     assert not (reply.headers or {}).get(subjects.HEADER_ERROR)
+
+
+async def test_the_not_linked_hint_of_a_config_file_actor_is_the_config_snippet(
+        tmp_path: Path, nats_server: EmbeddedNatsServer) -> None:
+    cfg = node_config(tmp_path, nats_server.url, actors=[ActorSpec(name="echo", file=WAT / "echo.wat")])
+    h = Node(cfg)
+    await h.start()
+    try:
+        with pytest.raises(HandlerError, match="add one to the node config: \\[\\[links\\]\\] source = \"echo\", "
+                                               "interface = \"wasmcloud:messaging/consumer\""):
+            await h.host.deliver("echo", "s", b"hi", reply_to="somewhere")
+    finally:
+        await h.stop()
 
 
 async def test_a_handler_that_returns_without_replying_fails_the_request_at_once(

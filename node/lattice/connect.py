@@ -40,6 +40,8 @@ def check_url(url: str) -> tuple[str, int] | None:
     when a plain TCP probe can reach it (``nats://``, ``tls://``), else None."""
     from urllib.parse import urlsplit
 
+    if "," in url:  # several servers: nats-py's to try in turn; no single probe says much
+        return None
     parts = urlsplit(url if "://" in url else f"nats://{url}")
     if parts.scheme not in NATS_SCHEMES:
         why = (" (that is a web URL: a NATS client port speaks the NATS protocol, usually "

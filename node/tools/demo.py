@@ -40,6 +40,9 @@ SENSOR_ADDRESS = 0x48
 READING_PERIOD_MS = 5000
 PRESS_EVERY_S = 7.0
 COUNTER_SUBJECT = "demo.counter"
+CLI_DEFAULT_NATS = "nats://127.0.0.1:4222"
+"""The server a ``drupelet`` command talks to without ``--nats`` (``cli.common.DEFAULT_NATS``:
+the tools do not import the CLI)."""
 
 
 def built_example(name: str, data_dir: Path) -> Path:
@@ -133,8 +136,6 @@ def cli_command(url: str) -> str:
     import shutil
     import sys
 
-    from drupelet.node.cli.common import DEFAULT_NATS
-
     script = Path(sys.executable).parent / "drupelet"
     on_path = shutil.which("drupelet")
     if on_path and script.is_file() and Path(on_path).resolve() == script.resolve():
@@ -143,7 +144,7 @@ def cli_command(url: str) -> str:
         command = str(script)
     else:
         command = f"{sys.executable} -m drupelet.node.cli"
-    return command if url == DEFAULT_NATS else f"{command} --nats {url}"
+    return command if url == CLI_DEFAULT_NATS else f"{command} --nats {url}"
 
 
 def hints(pi: str, url: str) -> list[str]:
