@@ -55,6 +55,8 @@ async def _up(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.demo and cfg.nats_hub_url:
+        raise CliError("--demo runs its own hub and leaf servers; leave out --hub (or nats.hub_url)")
     if args.demo:
         from drupelet.node.tools import demo
 
