@@ -363,3 +363,8 @@ def test_gpio_simulate_names_what_is_wrong(node: Node) -> None:
     assert len(unused.stderr.splitlines()) == 1
     bad = cli(node, "gpio", "simulate", "cli-node", "17", "pressed")
     assert bad.returncode == 2 and "invalid choice: 'pressed'" in bad.stderr
+
+
+def test_a_laptop_node_runs_its_unsigned_actor_with_a_warning_naming_it(node: Node) -> None:
+    """`drupelet up` without [trust]: unsigned actors run (allow_unsigned defaults to true), each named."""
+    assert "WARNING drupelet.node.security.policy: actor echo is unsigned" in node.stderr()

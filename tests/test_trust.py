@@ -133,3 +133,15 @@ async def test_a_lattice_link_outside_the_caps_is_not_applied(node: Any, nats_se
         await nc.close()
     assert n.host.link_for("echo", "wasi:keyvalue/store") is None
     assert [d["reason"] for k, d in events if k == "actor_refused"] == ["caps"]
+
+
+async def test_the_same_refusal_again_is_announced_once(node: Any) -> None:
+    """A desired actor that keeps being retried does not flood the log and the events."""
+    n, events = node
+    for _ in range(3):
+        with pytest.raises(SecurityError):
+            await n.host.start_actor("echo", echo())
+    assert [d["reason"] for k, d in events if k == "actor_refused"] == ["unsigned"]
+    with pytest.raises(SecurityError):
+        await n.host.start_actor("echo", signed(B))  # another reason is news
+    assert [d["reason"] for k, d in events if k == "actor_refused"] == ["unsigned", "unknown-issuer"]

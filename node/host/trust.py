@@ -42,6 +42,7 @@ class ActorTrust:
         self.policy = TrustPolicy(keys=tuple(config.trust_keys), allow_unsigned=config.trust_allow_unsigned,
                                   clock_skew_s=config.trust_clock_skew_s)
         self._emit = emit
+        self._last_refused: dict[str, str] = {}
 
     def set_revoked(self, revoked: Iterable[str]) -> None:
         self.policy = self.policy.with_revoked(revoked)
@@ -57,7 +58,12 @@ class ActorTrust:
         return None
 
     def refused(self, actor: str, exc: SecurityError, **extra: Any) -> SecurityError:
-        """Log and announce a refusal; returns ``exc`` for the caller to raise."""
+        """Log and announce a refusal; returns ``exc`` for the caller to raise. The same
+        refusal again (a desired actor retried every reconcile) is logged at debug only."""
+        if self._last_refused.get(actor) == exc.message:
+            log.debug("actor %s refused again (%s): %s", actor, exc.code, exc.message)
+            return exc
+        self._last_refused[actor] = exc.message
         log.warning("actor %s refused (%s): %s", actor, exc.code, exc.message)
         self._emit("actor_refused", {"actor": actor, "reason": exc.code, "detail": exc.message, **extra})
         return exc
@@ -65,9 +71,11 @@ class ActorTrust:
     def admit(self, actor: str, wasm: bytes) -> Identity:
         """The identity of ``wasm`` if it may run here as ``actor``, else the refusal (announced)."""
         try:
-            return admit(wasm, self.policy, actor=actor)
+            identity = admit(wasm, self.policy, actor=actor)
         except SecurityError as exc:
             raise self.refused(actor, exc) from None
+        self._last_refused.pop(actor, None)
+        return identity
 
     def check_imports(self, actor: str, identity: Identity, imports: Iterable[str]) -> None:
         try:
