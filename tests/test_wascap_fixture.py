@@ -2,7 +2,8 @@
 
 The binary is wasmCloud's, not ours, so it is not kept in this repository: the test reads it
 from ``tests/fixtures/wascap/`` (ignored by git) or from ``fixtures/wascap/`` of the shared
-directory beside the checkout, and fails saying so when it is in neither.
+directory beside the checkout, and skips, saying where to get it, when it is in neither
+(a fresh clone, CI), as the hardware tier does without a Pi.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def ponger() -> bytes:
             data = (place / PONGER).read_bytes()
             assert hashlib.sha256(data).hexdigest() == PONGER_FILE_SHA256, f"{place / PONGER} is not the fixture"
             return data
-    pytest.fail(f"{PONGER} (wasmCloud/wasmcloud-otp host_core/test/fixtures/actors/{PONGER}, see "
-                f"tests/fixtures/wascap/README.md) is in none of: {', '.join(map(str, places))}")
+    pytest.skip(f"wasmCloud's {PONGER} is not carried by this repository; place it (wasmCloud/wasmcloud-otp "
+                f"host_core/test/fixtures/actors/{PONGER}, tests/fixtures/wascap/README.md) in one of: "
+                f"{', '.join(map(str, places))}")
 
 
 def test_wasmcloud_signed_module_verifies(ponger: bytes) -> None:
