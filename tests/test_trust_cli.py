@@ -113,3 +113,18 @@ def test_revoke_stops_the_actor_and_revocations_lists_it(node: Node) -> None:
     wait_for(lambda: all(a["name"] != "echo" for a in json.loads(cli(node, "--json", "actor", "list").stdout)),
              10, "the revoked actor to stop")
     assert "is revoked" in node.stderr()
+
+
+def test_link_put_checks_the_caps_of_the_source_on_every_node_that_runs_it() -> None:
+    from drupelet.node.cli.common import CliError
+    from drupelet.node.cli.links import check_caps
+
+    signed = {"name": "echo", "signed": True, "caps": ["wasi:keyvalue/store", "wasmcloud:keyvalue"]}
+    check_caps("pi-2", signed, "wasi:keyvalue/store@0.2.0-draft")  # an interface its caps name
+    check_caps("pi-2", signed, "wasi:keyvalue")  # a package: the node checks each interface it gives
+    check_caps("pi-2", {"name": "echo", "signed": False, "caps": None}, "wasi:i2c")  # unsigned: nothing to hold
+    with pytest.raises(CliError) as refused:
+        check_caps("pi-2", signed, "wasi:i2c")
+    assert refused.value.code == "caps"
+    assert str(refused.value) == ("echo on node pi-2: a link would give it wasi:i2c, which its claims do not allow "
+                                  "(they allow: wasi:keyvalue/store, wasmcloud:keyvalue)")

@@ -3,7 +3,9 @@
 ``link put`` checks the link against what the lattice's nodes answer before it puts it:
 a provider no node has is refused (the message names those that exist); a node that
 does not answer, or an actor no node runs, is only a warning, since nodes can be offline
-and actors can start later. It says which existing links the put replaced.
+and actors can start later. A signed actor that a node runs must have caps that cover the
+interface (the node that runs it refuses the link too, but only in its log and events). It
+says which existing links the put replaced.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ def warn(message: str) -> None:
     print(f"drupelet: warning: {message}", file=sys.stderr, flush=True)
 
 
-async def check_target(client: LatticeClient, source: str, target: str) -> list[str]:
-    """The warnings for a link from ``source`` to ``target``; :class:`CliError` (code
-    ``no-provider``) for a provider that no answering node has."""
+async def check_target(client: LatticeClient, source: str, interface: str, target: str) -> list[str]:
+    """The warnings for a link from ``source``'s ``interface`` to ``target``; :class:`CliError`
+    for a provider that no answering node has (code ``no-provider``) and for an interface the
+    caps of a node's signed ``source`` do not cover (code ``caps``)."""
     nodes = await client.ping()
     if not nodes:
         return [f"no node answered in lattice {client.lattice!r}: the link is put unchecked"]
@@ -62,15 +65,34 @@ async def check_target(client: LatticeClient, source: str, target: str) -> list[
                        code="no-provider")
     running: set[str] = set()
     for n in nodes:
-        running.update(a["name"] for a in await client.node(n["name"], "actor.list"))
+        for actor in await client.node(n["name"], "actor.list"):
+            running.add(actor["name"])
+            if actor["name"] == source:
+                check_caps(n["name"], actor, interface)
     if source not in running:
         warnings.append(f"no node runs an actor named {source!r} (actors: {', '.join(sorted(running)) or 'none'}); "
                         "the link applies when it starts")
     return warnings
 
 
+def check_caps(node: str, actor: dict[str, Any], interface: str) -> None:
+    """:class:`CliError` when ``actor`` (from ``node``'s ``actor.list``) is signed and its
+    caps cover no part of ``interface`` (an interface, or a package of them)."""
+    from drupelet.node.security.policy import caps_allow, normalize_cap
+
+    if not actor.get("signed"):
+        return
+    caps = [str(c) for c in actor.get("caps") or []]
+    base = interface.partition("@")[0]
+    covered = caps_allow(caps, base) or ("/" not in base and any(
+        normalize_cap(c).startswith(base + "/") for c in caps))
+    if not covered:
+        raise CliError(f"{actor['name']} on node {node}: a link would give it {base}, which its claims do not "
+                       f"allow (they allow: {', '.join(caps) or 'no caps'})", code="caps")
+
+
 async def _put(args: argparse.Namespace, client: LatticeClient, payload: dict[str, Any]) -> int:
-    warnings = await check_target(client, args.source, args.target)
+    warnings = await check_target(client, args.source, args.interface, args.target)
     before = {(l["source"], l["interface"]): l for l in await client.lattice_request("link.list", {})}
     links = await client.lattice_request("link.put", payload)
     for message in warnings:  # only once the put is done: a refused put is its one error line
