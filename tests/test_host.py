@@ -303,6 +303,32 @@ async def test_messaging_subscription_from_link_config(host: Node, nats_server: 
         await nc.close()
 
 
+async def test_a_subscriber_that_does_not_reply_leaves_the_request_to_the_service_that_does(
+        host: Node, nats_server: EmbeddedNatsServer, caplog: pytest.LogCaptureFixture) -> None:
+    # an actor that watches a service's subject: its handler returns without replying, and
+    # the service's answer, not a no-reply error from the node, reaches the requester
+    await host.host.start_actor("watcher", wat("noop"))
+    await host.host.put_link("watcher", "wasmcloud:messaging", "local/messaging", {"subscriptions": "svc.ask"})
+    caplog.set_level(logging.DEBUG, logger="drupelet.node.host.host")
+    nc = await nats.connect(nats_server.url)
+    try:
+        answered = asyncio.Event()
+
+        async def service(msg: Any) -> None:
+            await wait_for_async(lambda: "'watcher': handler finished without replying" in caplog.text, 5.0,
+                                 "the watcher to handle the request")  # the node had its chance to answer first
+            await msg.respond(b"from the service")
+            answered.set()
+
+        await nc.subscribe("svc.ask", cb=service)
+        await nc.flush()
+        reply = await nc.request("svc.ask", b"question", timeout=5)
+        assert (reply.data, reply.headers) == (b"from the service", None)
+        assert answered.is_set()
+    finally:
+        await nc.close()
+
+
 async def test_stop_waits_for_in_flight_calls(host: Node) -> None:
     await host.host.start_actor("slow", wat("echo"))
     call = asyncio.create_task(host.host.deliver("slow", "s", b"spin"))

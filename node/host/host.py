@@ -36,7 +36,7 @@ from drupelet.node.host.providers import (HARDWARE_PROVIDERS, describe, discover
                                           provider_table)
 from drupelet.node.host.trust import ActorTrust
 from drupelet.node.runtime import Limits, Runtime, RuntimeConfig, missing_imports, read_component
-from drupelet.node.runtime.errors import CallFailed, StartRefused, Trapped
+from drupelet.node.runtime.errors import CallFailed, NoReply, StartRefused, Trapped
 
 log = logging.getLogger(__name__)
 actor_log = logging.getLogger("drupelet.actor")
@@ -387,6 +387,10 @@ class Host:
         if actor in self.actors or self.port is None:
             try:
                 await self.deliver(actor, message.subject, message.body, message.reply_to)
+            except NoReply as exc:
+                # a message on a subscribed subject: another subscriber may be the one that answers
+                log.debug("%s", exc.message)
+                return
             except DrupeletError as exc:
                 if message.reply_to and self.port is not None:
                     await self.port.reply_error(message.reply_to, exc.code, exc.message)

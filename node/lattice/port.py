@@ -33,7 +33,7 @@ from drupelet.node.lattice import subjects
 from drupelet.node.lattice.calls import RemoteProvider, ReplyInbox
 from drupelet.node.lattice.connect import synced, unsubscribe_all
 from drupelet.node.lattice.errors import NatsUnavailable
-from drupelet.node.runtime.errors import CallFailed
+from drupelet.node.runtime.errors import CallFailed, NoReply
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,13 @@ class NatsPort:
         subject = headers.get(subjects.HEADER_SUBJECT) or msg.subject
         try:
             await host.deliver(actor, subject, msg.data, msg.reply or None)
+        except NoReply as exc:
+            if subjects.HEADER_FORWARDED in headers:  # a subscriber's message: others may answer it
+                log.debug("%s", exc.message)
+                return
+            log.info("delivery to actor %s failed: %s", actor, exc.message)
+            if msg.reply:
+                await self.reply_error(msg.reply, exc.code, exc.message)
         except DrupeletError as exc:
             log.info("delivery to actor %s failed: %s", actor, exc.message)
             if msg.reply:
@@ -117,7 +124,7 @@ class NatsPort:
 
     async def forward(self, actor: str, message: Message) -> None:
         await self._nc.publish(subjects.deliver(self.lattice, actor), message.body, reply=message.reply_to or "",
-                               headers={subjects.HEADER_SUBJECT: message.subject})
+                               headers={subjects.HEADER_SUBJECT: message.subject, subjects.HEADER_FORWARDED: "1"})
 
     async def reply_error(self, reply_to: str, code: str, message: str) -> None:
         """Tell a requester waiting on ``reply_to`` that its message failed (error headers,

@@ -13,6 +13,10 @@ HEADER_ERROR = "Drupelet-Error"
 """On a reply from the node: an error code (the actor did not answer)."""
 HEADER_MESSAGE = "Drupelet-Message"
 """With Drupelet-Error: what went wrong, for a person."""
+HEADER_FORWARDED = "Drupelet-Forwarded"
+"""On a delivery: a message a provider's subscription received on another node and forwarded
+here. Its reply subject may have other responders, so a handler that returns without
+replying is not an error sent back to it."""
 
 
 def token(value: str, what: str) -> str:
