@@ -471,3 +471,29 @@ async def test_leaf_node_uses_the_hubs_domain(tmp_path: Path, lattice: Lattice) 
             await kv.put(config_key("from-hub"), b'{"a": "b"}')
             await wait_until(lambda: pi.named_config("from-hub") == {"a": "b"}, "the leaf node to catch up")
             await pi.put(config_key("x"), {"a": "b"})
+
+
+async def test_an_early_end_of_initial_values_is_not_taken_for_an_empty_bucket(tmp_path: Path) -> None:
+    # nats-py marks the initial values done at once when the server has pushed every entry
+    # but the client has read none of them yet: the entries then come after the marker.
+    # The node must wait for the entry at the stream's last sequence, not read an empty bucket.
+    from nats.js.kv import KeyValue
+
+    link = {"source": "e1", "interface": "wasmcloud:messaging/consumer", "target": "local/messaging", "config": {}}
+    entries = [KeyValue.Entry(bucket="b", key=link_key("e1", "wasmcloud:messaging/consumer"),
+                              value=json.dumps(link).encode(), revision=9, delta=0, created=None, operation=None)]
+
+    class EarlyMarker:
+        def __init__(self) -> None:
+            self.queue: list[Any] = [None, *entries]
+
+        async def updates(self, timeout: float) -> Any:
+            if not self.queue:
+                raise nats.errors.TimeoutError
+            return self.queue.pop(0)
+
+    state = LatticeState("default", "n1", tmp_path / "state.json")
+    records = await state._read_initial(EarlyMarker(), 9)  # type: ignore[arg-type]
+    assert {key: value for key, (_, value) in records.items()} == {link_key("e1", "wasmcloud:messaging/consumer"): link}
+    # an empty bucket (last sequence 0) is still read as empty at its marker
+    assert await state._read_initial(EarlyMarker(), 0) == {}  # type: ignore[arg-type]

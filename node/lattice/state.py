@@ -318,24 +318,42 @@ class LatticeState:
             reconnects = int(nc.stats["reconnects"])
             watcher = await kv.watchall()
             try:
-                records = await self._read_initial(watcher)
+                records = await self._read_initial(watcher, status.stream_info.state.last_seq)
             except BaseException:
                 await _stop_watcher(watcher)
                 raise
             self._session = _Session(kv, watcher, reconnects)
             await self._apply_snapshot(records, status.stream_info.state.last_seq)
 
-    async def _read_initial(self, watcher: KeyValue.KeyWatcher) -> dict[str, tuple[int, dict[str, Any] | None | _Keep]]:
+    async def _read_initial(self, watcher: KeyValue.KeyWatcher,
+                            last_seq: int) -> dict[str, tuple[int, dict[str, Any] | None | _Keep]]:
         """The watch first delivers the newest entry of every key (delete markers too),
-        then None."""
+        then None.
+
+        nats-py sends that None at once when the server has pushed every entry but none has
+        been read from the socket yet (the consumer shows nothing pending and the client has
+        received nothing), so an early None would pass for an empty bucket and the node would
+        drop every link and actor. The entry at the stream's last sequence, read before the
+        watch began, is always among the newest ones: the initial values are complete once
+        it has come (or nothing more comes within the timeout)."""
         records: dict[str, tuple[int, dict[str, Any] | None | _Keep]] = {}
-        while True:
-            entry = await _next_update(watcher, self._timeout_s)
+        newest, done = 0, False
+        while not (done and newest >= last_seq):
+            try:
+                entry = await _next_update(watcher, self._timeout_s)
+            except asyncio.TimeoutError:  # nats.errors.TimeoutError too
+                if not done:
+                    raise
+                log.debug("state watch: no entry up to sequence %d after the initial values", last_seq)
+                break
             if entry is None:
-                return records
+                done = True
+                continue
+            newest = max(newest, entry.revision or 0)
             decoded = self._decode(entry)
             if decoded is not None:
                 records[entry.key] = (entry.revision or 0, decoded)
+        return records
 
     async def _apply_snapshot(self, records: Mapping[str, tuple[int, dict[str, Any] | None | _Keep]],
                               last_seq: int) -> None:
