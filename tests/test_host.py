@@ -329,6 +329,15 @@ async def test_a_subscriber_that_does_not_reply_leaves_the_request_to_the_servic
         await nc.close()
 
 
+async def test_a_component_that_exports_nothing_is_refused(host: Node) -> None:
+    empty = b"\x00asm\x0d\x00\x01\x00"  # the 8-byte empty component: valid, and nothing to run
+    with pytest.raises(StartRefused, match="the component exports nothing"):
+        await host.host.start_actor("empty", empty)
+    assert "empty" not in host.host.actors
+    await host.host.start_actor("noop", wat("noop"))  # the node goes on starting actors
+    assert host.host.actors["noop"].instances == 1
+
+
 async def test_stop_waits_for_in_flight_calls(host: Node) -> None:
     await host.host.start_actor("slow", wat("echo"))
     call = asyncio.create_task(host.host.deliver("slow", "s", b"spin"))

@@ -277,6 +277,9 @@ class Host:
             raise StartRefused(f"actor {name!r} imports interfaces this node cannot serve: {', '.join(missing)}",
                                actor=name, missing=missing)
         self.trust.check_imports(name, identity, loaded.imports)
+        if not loaded.exports:
+            raise StartRefused(f"actor {name!r}: the component exports nothing, so a node has nothing to deliver "
+                               "messages to or call (an actor exports wasmcloud:messaging/handler)", actor=name)
         if not loaded.has_handler:
             log.info("actor %s exports no wasmcloud:messaging/handler; it cannot receive messages", name)
         async with self._actor_lock:
