@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
+import os
 import platform
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -57,6 +60,34 @@ def cache_key(wasm: bytes, target: str | None = None) -> str:
     return f"{digest}-wasmtime{wasmtime_version()}-{target or host_target()}-{flags}"
 
 
+_PROBE = "import sys, wasmtime\nc = wasmtime.Config()\nc.target = sys.argv[1]\nwasmtime.Engine(c)\n"
+
+
+class UnsupportedTarget(ValueError):
+    """This install's wasmtime cannot compile for the target asked for."""
+
+
+def check_target(target: str | None) -> None:
+    """:class:`UnsupportedTarget` unless this install's wasmtime can build for ``target``.
+
+    The PyPI wheels carry a backend for their own architecture only, and wasmtime aborts the
+    whole process (a Rust panic) when an engine is made for a target its build left out, so
+    the engine is tried in a child first."""
+    if target is None or target == host_target():
+        return
+    probe = subprocess.run([sys.executable, "-c", _PROBE, target], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "RUST_BACKTRACE": "0"}, stdin=subprocess.DEVNULL)
+    if probe.returncode == 0:
+        return
+    if "target is disabled" in probe.stderr:
+        reason = "its build carries no backend for that architecture (compile on a machine of that kind)"
+    else:
+        lines = [line.strip() for line in probe.stderr.splitlines() if line.strip()]
+        last = lines[-1] if lines else f"the engine could not be made (exit status {probe.returncode})"
+        reason = re.sub(r"^[\w.]+(Error|Exception): ", "", last)  # the child's exception, without its class
+    raise UnsupportedTarget(f"wasmtime {wasmtime_version()} here cannot compile for {target}: {reason}")
+
+
 def compile_bytes(wasm: bytes, target: str | None = None) -> bytes:
     engine = wasmtime.Engine(engine_config(target))
     return bytes(Component(engine, wasm).serialize())
@@ -70,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default=None, help="target triple (default: this machine)")
     args = parser.parse_args(argv)
     try:
+        check_target(args.target)
         data = compile_bytes(args.src.read_bytes(), args.target)
+    except UnsupportedTarget as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
     except wasmtime.WasmtimeError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2

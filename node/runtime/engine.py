@@ -189,7 +189,10 @@ class Runtime:
             if self._no_compiles:
                 raise CompileError("the node is stopping; not compiling")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "drupelet.node.runtime.aot", str(src), str(dst)],
+                # runpy warns that the package imported aot before running it: harmless, and
+                # it would stand first in the reason a refused start shows
+                [sys.executable, "-W", "ignore::RuntimeWarning:runpy", "-m", "drupelet.node.runtime.aot",
+                 str(src), str(dst)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
             )
