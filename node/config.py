@@ -314,8 +314,8 @@ def check_issuer_keys(keys: list[str], key: str, path: str) -> None:
         try:
             decode_public(value, roles=ISSUER_ROLES)
         except BadKey as exc:
-            raise ConfigError(f"{value[:8]}…: not an issuer public key ({exc.message})", key=f"{key}[{i}]",
-                              path=path) from None
+            raise ConfigError(f"{value[:8]}…: not an issuer public key ({exc.message}); actors are signed by "
+                              "an account (A…) or operator (O…) key", key=f"{key}[{i}]", path=path) from None
 
 
 def _check_name(value: str, key: str, path: str) -> None:

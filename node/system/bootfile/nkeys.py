@@ -52,16 +52,8 @@ def _nkey_crc_error(key: str) -> str | None:
 
 def check_trusted_keys(keys: list[str], path: str) -> tuple[str, ...]:
     """``trust.keys`` without duplicates, each an account or operator public key."""
-    from drupelet.node.security.keys import ISSUER_ROLES, BadKey, decode_public
+    from drupelet.node.config import check_issuer_keys
 
-    out: list[str] = []
-    for i, key in enumerate(keys):
-        key = key.strip()
-        try:
-            decode_public(key, roles=ISSUER_ROLES)
-        except BadKey as exc:
-            raise ConfigError(f"{key[:8]}…: not an issuer public key ({exc.message}); actors are signed by "
-                              f"an account (A…) or operator (O…) key", key=f"trust.keys[{i}]", path=path) from None
-        if key not in out:
-            out.append(key)
-    return tuple(out)
+    stripped = [key.strip() for key in keys]
+    check_issuer_keys(stripped, "trust.keys", path)
+    return tuple(dict.fromkeys(stripped))
