@@ -51,9 +51,13 @@ def _scaled(png: bytes, scale: int) -> bytes:
 
 
 async def _simulate(args: argparse.Namespace, client: LatticeClient) -> int:
-    await client.node(args.node, "gpio.simulate", {"pin": args.pin, "level": args.level == "high"})
-    emit(args, {"node": args.node, "pin": args.pin, "level": args.level},
-         f"node {args.node}: simulated pin {args.pin} is {args.level}")
+    return await _set_level(args, client, "gpio.simulate", f"simulated pin {args.pin} is {args.level}")
+
+
+async def _set_level(args: argparse.Namespace, client: LatticeClient, verb: str, done: str) -> int:
+    """Send ``verb`` with the pin and level of ``args``; print ``done``."""
+    await client.node(args.node, verb, {"pin": args.pin, "level": args.level == "high"})
+    emit(args, {"node": args.node, "pin": args.pin, "level": args.level}, f"node {args.node}: {done}")
     return 0
 
 
@@ -69,10 +73,7 @@ async def _read(args: argparse.Namespace, client: LatticeClient) -> int:
 
 
 async def _write(args: argparse.Namespace, client: LatticeClient) -> int:
-    await client.node(args.node, "gpio.write", {"pin": args.pin, "level": args.level == "high"})
-    emit(args, {"node": args.node, "pin": args.pin, "level": args.level},
-         f"node {args.node}: pin {args.pin} is driven {args.level}")
-    return 0
+    return await _set_level(args, client, "gpio.write", f"pin {args.pin} is driven {args.level}")
 
 
 async def _pins(args: argparse.Namespace, client: LatticeClient) -> int:

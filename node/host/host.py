@@ -271,7 +271,7 @@ class Host:
             loaded = await asyncio.to_thread(runtime.load, wasm)
         except DrupeletError as exc:
             raise StartRefused(f"actor {name!r}: {exc.message}", actor=name) from exc
-        identity = self.trust.admit(name, wasm)
+        identity = await self.trust.admit(name, wasm)
         missing = missing_imports(loaded.imports)
         if missing:
             raise StartRefused(f"actor {name!r} imports interfaces this node cannot serve: {', '.join(missing)}",

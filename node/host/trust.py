@@ -8,6 +8,7 @@ interfaces the node serves itself (logging, config, WASI preview 2) need no cap.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -68,10 +69,13 @@ class ActorTrust:
         self._emit("actor_refused", {"actor": actor, "reason": exc.code, "detail": exc.message, **extra})
         return exc
 
-    def admit(self, actor: str, wasm: bytes) -> Identity:
-        """The identity of ``wasm`` if it may run here as ``actor``, else the refusal (announced)."""
+    async def admit(self, actor: str, wasm: bytes) -> Identity:
+        """The identity of ``wasm`` if it may run here as ``actor``, else the refusal (announced).
+
+        Hashing a component (tens of MB for a componentize-py actor) runs in a worker
+        thread, not on the event loop; the refusal is announced back on the loop."""
         try:
-            identity = admit(wasm, self.policy, actor=actor)
+            identity = await asyncio.to_thread(admit, wasm, self.policy, actor=actor)
         except SecurityError as exc:
             raise self.refused(actor, exc) from None
         self._last_refused.pop(actor, None)
