@@ -87,6 +87,16 @@ class NatsSection(_Section):
     hub_url: Annotated[str, Meta(description="leafnode URL of a hub (nats-leaf://127.0.0.1:7422, tls://…): the "
                                              "embedded server joins it as a leaf, with the node's name as its "
                                              "own JetStream domain; empty: a standalone server")] = ""
+    ca: Annotated[str, Meta(description="CA certificate (PEM) the server at url must be signed by (a lattice's "
+                                        "ca.pem); empty: the system's CAs, for a tls:// URL")] = ""
+    hub_creds: Annotated[str, Meta(description="credentials file of the embedded server's leaf connection to "
+                                               "hub_url (the node's .creds from drupelet lattice enroll)")] = ""
+    hub_ca: Annotated[str, Meta(description="CA certificate (PEM) the hub's leafnode port must be signed by; empty: "
+                                            "the system's CAs")] = ""
+    authenticated: Annotated[bool | None, Meta(description=(
+        "the lattice authenticates its members (drupelet lattice init): another node's call for an actor is "
+        "served only when the lattice state places that actor on it, and only an admin makes the state bucket; "
+        "default: true when creds or hub_creds is set"))] = None
 
 
 class LimitsSection(_Section):
@@ -161,6 +171,7 @@ ENTRIES: dict[str, type[_Section]] = {"actors": ActorEntry, "links": LinkEntry}
 TOP_LEVEL = (*SECTIONS, "providers", *ENTRIES)
 
 DERIVED = {"node": {"name": "the host name", "data_dir": "$STATE_DIRECTORY or ~/.local/state/drupelet"},
+           "nats": {"authenticated": "true with creds or hub_creds"},
            "runtime": {"cache_dir": "<data_dir>/cache"}}
 """Keys whose default is worked out at run time, with how (the docs show this)."""
 
@@ -231,6 +242,10 @@ class NodeConfig:
     nats_creds: str = _d(NatsSection, "creds")
     nats_jetstream_domain: str = _d(NatsSection, "jetstream_domain")
     nats_hub_url: str = _d(NatsSection, "hub_url")
+    nats_ca: str = _d(NatsSection, "ca")
+    nats_hub_creds: str = _d(NatsSection, "hub_creds")
+    nats_hub_ca: str = _d(NatsSection, "hub_ca")
+    nats_authenticated: bool | None = _d(NatsSection, "authenticated")
     call_deadline_ms: int = _d(LimitsSection, "call_deadline_ms")
     max_memory_bytes: int = _d(LimitsSection, "max_memory_bytes")
     max_payload_bytes: int = _d(LimitsSection, "max_payload_bytes")
@@ -253,6 +268,13 @@ class NodeConfig:
     source: str = ""
 
     @property
+    def authenticated(self) -> bool:
+        """Whether the node is a member of an authenticated lattice (``[nats] authenticated``)."""
+        if self.nats_authenticated is not None:
+            return self.nats_authenticated
+        return bool(self.nats_creds or self.nats_hub_creds)
+
+    @property
     def compile_cache_dir(self) -> Path:
         return self.cache_dir or (self.data_dir / "cache")
 
@@ -269,6 +291,10 @@ class NodeConfig:
         _convert(nats, NatsSection, "nats", self.source)
         if self.nats_hub_url:
             _check_hub_url(self.nats_hub_url, bool(self.nats_url), self.source)
+        for key in ("hub_creds", "hub_ca"):
+            if getattr(self, f"nats_{key}") and not self.nats_hub_url:
+                raise ConfigError("is for the embedded server's leaf connection: set nats.hub_url too",
+                                  key=f"nats.{key}", path=self.source)
         _convert({"clock_skew_s": self.trust_clock_skew_s}, TrustSection, "trust", self.source)
         check_issuer_keys(self.trust_keys, "trust.keys", self.source)
         if self.trap_backoff_max_ms < self.trap_backoff_base_ms:
@@ -412,8 +438,9 @@ def parse(doc: Mapping[str, Any], *, path: str = "", base_dir: Path | None = Non
         cfg.data_dir = _path(base, node.data_dir)
     for f in msgspec.structs.fields(NatsSection):
         setattr(cfg, f"nats_{f.name}", getattr(nats, f.name))
-    if nats.creds:
-        cfg.nats_creds = str(_path(base, nats.creds))
+    for key in ("creds", "ca", "hub_creds", "hub_ca"):
+        if getattr(nats, key):
+            setattr(cfg, f"nats_{key}", str(_path(base, getattr(nats, key))))
     for section in (limits, runtime):
         for f in msgspec.structs.fields(section):
             if f.name != "cache_dir":

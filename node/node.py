@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -27,11 +28,12 @@ from drupelet.node.config import HUB_JETSTREAM_DOMAIN, NodeConfig
 from drupelet.node.host.api import EventListener
 from drupelet.node.host.host import Host
 from drupelet.node.lattice.artifacts import ArtifactStore
-from drupelet.node.lattice.connect import close_quietly, connect
+from drupelet.node.lattice import subjects
+from drupelet.node.lattice.connect import close_quietly, connect, tls_context
 from drupelet.node.lattice.control import ControlPlane
 from drupelet.node.lattice.desired import DesiredState
 from drupelet.node.lattice.errors import NatsUnavailable
-from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig, NatsServerError
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig, NatsServerError, is_loopback
 from drupelet.node.lattice.port import NatsPort
 from drupelet.node.lattice.provider_server import ProviderServer
 from drupelet.node.lattice.state import LatticeState
@@ -90,7 +92,8 @@ class Node:
             await self.host.start(self.port)
             domain = cfg.nats_jetstream_domain or (HUB_JETSTREAM_DOMAIN if cfg.nats_hub_url else None)
             self.artifacts = ArtifactStore(nc, self.lattice, cfg.data_dir / "artifacts", domain=domain)
-            self.state = LatticeState(self.lattice, self.name, cfg.data_dir / "state.json")
+            self.state = LatticeState(self.lattice, self.name, cfg.data_dir / "state.json",
+                                      may_create=not cfg.authenticated)
             self.desired = DesiredState(self.host, self.state, self.artifacts, config_links=cfg.links,
                                         boot_labels=cfg.labels)
             self.control = ControlPlane(self.host, nc, state=self.state, desired=self.desired,
@@ -98,7 +101,8 @@ class Node:
                                         heartbeat_interval_s=cfg.heartbeat_interval_s,
                                         health_check_interval_s=cfg.health_check_interval_s)
             await self.control.start()
-            self.provider_server = ProviderServer(self.host, nc)
+            self.provider_server = ProviderServer(self.host, nc,
+                                                  placed=self.state.places if cfg.authenticated else None)
             await self.provider_server.start()
             await self._follow_state(domain)
         except BaseException:
@@ -112,11 +116,18 @@ class Node:
         cfg = self.config
         url = cfg.nats_url
         if not url:
+            if not is_loopback(cfg.nats_embedded_host):
+                raise NatsUnavailable(
+                    f"nats.embedded_host {cfg.nats_embedded_host!r}: the embedded nats-server asks for no credentials, "
+                    "so it listens on loopback only (127.0.0.1, ::1); to reach nodes across a network, run a hub "
+                    "made by `drupelet lattice init` and join it (docs/security.md)")
             self.nats_server = EmbeddedNatsServer(NatsServerConfig(
                 host=cfg.nats_embedded_host, port=cfg.nats_embedded_port, jetstream=cfg.nats_embedded_jetstream,
                 store_dir=cfg.data_dir / "nats", server_name=self.name,
                 # a leaf of the hub keeps its own JetStream domain, named after the node (as on a Pi)
                 leaf_remotes=[cfg.nats_hub_url] if cfg.nats_hub_url else [],
+                leaf_credentials=Path(cfg.nats_hub_creds) if cfg.nats_hub_creds else None,
+                leaf_ca=Path(cfg.nats_hub_ca) if cfg.nats_hub_ca else None,
                 jetstream_domain=self.name if cfg.nats_hub_url else None))
             try:
                 await self.nats_server.start()
@@ -130,9 +141,15 @@ class Node:
                          cfg.nats_hub_url, self.name)
             else:
                 log.info("embedded nats-server listening on %s", url)
+            if not cfg.authenticated:
+                log.warning("the lattice is open: the embedded nats-server at %s asks for no credentials, so anyone "
+                            "on this machine can control this node (it listens on loopback only). A lattice across "
+                            "machines: drupelet lattice init (docs/security.md)", url)
+        tls = tls_context(cfg.nats_ca or None) if cfg.nats_ca or url.startswith("tls://") else None
         return await connect(url, name=f"drupelet-{self.name}", creds=cfg.nats_creds or None,
                              timeout_s=cfg.nats_connect_timeout_s, reconnect=True, error_cb=self._nats_error,
-                             disconnected_cb=self._nats_disconnected, reconnected_cb=self._nats_reconnected)
+                             disconnected_cb=self._nats_disconnected, reconnected_cb=self._nats_reconnected,
+                             tls=tls, inbox_prefix=subjects.inbox_prefix(self.name))
 
     async def _follow_state(self, domain: str | None) -> None:
         """Restore this node's actors and the lattice's links from the disk copy, then

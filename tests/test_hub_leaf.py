@@ -36,12 +36,12 @@ def start_leaf_node(directory: Path, hub_leaf_port: int) -> Node:
 
 
 def call(op: str, args: list[object], handle: int | None = None) -> bytes:
-    return json.dumps({"caller": "laptop", "source": "counter", "interface": "wasi:keyvalue/store", "op": op,
+    return json.dumps({"source": "counter", "interface": "wasi:keyvalue/store", "op": op,
                        "args": encode(args), "handle": handle}).encode()
 
 
 async def provider_call(nc: nats.aio.client.Client, op: str, args: list[object], handle: int | None = None) -> object:
-    msg = await nc.request(subjects.provider_calls(LATTICE, LEAF_NAME, "keyvalue"), call(op, args, handle),
+    msg = await nc.request(subjects.provider_calls(LATTICE, LEAF_NAME, "keyvalue", "laptop"), call(op, args, handle),
                            timeout=5)
     reply = json.loads(msg.data)
     assert reply["ok"], reply

@@ -79,7 +79,7 @@ async def test_node_restarted_with_the_hub_down_restores_actors_and_links(tmp_pa
             await wait_until(lambda: bool(pi.state and pi.state.connected), "the node to reach the hub's state")
             await wait_until_leaf_sees(client, "pi-1")
             digest = await push_echo(client, tmp_path, domain="hub")
-            await client.node("pi-1", "actor.start", {"name": "echo", "digest": digest})
+            await client.start_actor("pi-1", {"name": "echo", "digest": digest})  # and records it
             await client.lattice_request("link.put", {"source": "echo", "interface": "wasmcloud:messaging",
                                                       "target": "local/messaging"})
             await wait_until(lambda: pi.host.links.get("echo", "wasmcloud:messaging/consumer") is not None, "the link")
@@ -167,10 +167,13 @@ async def test_recorded_state_follows_the_rules(tmp_path: Path, nats_server: Emb
         async with Node(cfg) as pi:
             await client.node("pi-1", "labels.put", {"labels": {"room": "garage", "shelf": "top"}})
             digest = await push_echo(client, tmp_path)
-            await client.node("pi-1", "actor.start", {"name": "echo", "digest": digest, "config": {"a": "1"}})
+            await client.start_actor("pi-1", {"name": "echo", "digest": digest, "config": {"a": "1"}})
             # a config change in the state applies to the running actor, without a restart
             assert pi.state is not None
-            want = pi.state.get(actor_key("pi-1", "echo"))
+            state = pi.state
+            await wait_until(lambda: state.get(actor_key("pi-1", "echo")) is not None, "the client's record")
+            want = state.get(actor_key("pi-1", "echo"))
+            assert want is not None
             await pi.state.put(actor_key("pi-1", "echo"), want | {"config": {"a": "2"}})
             await wait_until(lambda: pi.host.actors["echo"].config == {"a": "2"}, "the new config")
             # a desired actor whose artifact is missing is tried again until it starts

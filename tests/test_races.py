@@ -69,13 +69,16 @@ async def push(client: LatticeClient, name: str, cache: Path) -> str:
 async def test_start_then_scale_through_the_control_plane_runs_exactly_that_many(
         node: Node, client: LatticeClient, tmp_path: Path) -> None:
     digest = await push(client, "echo", tmp_path / "cli-cache")
-    await client.node("pi-1", "actor.start", {"name": "e1", "digest": digest})
+    await client.start_actor("pi-1", {"name": "e1", "digest": digest})  # the client records it
+    state = node.state
+    assert state is not None
     for want in (4, 6, 2, 5):
-        reply = await client.node("pi-1", "actor.scale", {"name": "e1", "instances": want})
+        reply = await client.scale_actor("pi-1", "e1", want)  # the record first, then the node
         assert reply["instances"] == want
         assert node.host.actors["e1"].instances == want
-        assert node.state is not None
-        await node.state.flush()  # the state listener has seen the record: it must not add any
+        await wait_for_async(lambda: (state.get("actor.pi-1.e1") or {}).get("instances") == want, 5.0,
+                             "the node to see the record")
+        await state.flush()  # the state listener has seen the record: it must not add any
         for _ in range(5):
             assert node.host.actors["e1"].instances == want
             assert node.state.get("actor.pi-1.e1")["instances"] == want  # type: ignore[index]
@@ -84,8 +87,8 @@ async def test_start_then_scale_through_the_control_plane_runs_exactly_that_many
 
 async def test_concurrent_scales_settle_on_one_count(node: Node, client: LatticeClient, tmp_path: Path) -> None:
     digest = await push(client, "echo", tmp_path / "cli-cache")
-    await client.node("pi-1", "actor.start", {"name": "e1", "digest": digest})
-    await asyncio.gather(*(client.node("pi-1", "actor.scale", {"name": "e1", "instances": 4}) for _ in range(4)))
+    await client.start_actor("pi-1", {"name": "e1", "digest": digest})
+    await asyncio.gather(*(client.scale_actor("pi-1", "e1", 4) for _ in range(4)))
     assert node.state is not None
     await node.state.flush()
     assert node.host.actors["e1"].instances == 4
@@ -215,7 +218,7 @@ async def test_every_malformed_provider_call_gets_a_bad_request_reply(
         node: Node, nats_client: Any, payload: bytes) -> None:
     await node.host.put_link("a", "wasi:keyvalue", "local/keyvalue")
     await node.host.put_link("a", "wasmcloud:messaging", "local/messaging")
-    msg = await nats_client.request(subjects.provider_calls("test", "pi-1", "keyvalue"), payload, timeout=5)
+    msg = await nats_client.request(subjects.provider_calls("test", "pi-1", "keyvalue", "x"), payload, timeout=5)
     reply = json.loads(msg.data)
     assert reply["ok"] is False and reply["error"]["code"] in ("bad-request", "denied", "not-found"), reply
 

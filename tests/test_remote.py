@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from drupelet.node.host.errors import HandlerError
+from drupelet.node.lattice import subjects
 from drupelet.node.lattice.client import LatticeClient
 from drupelet.node.node import Node
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer
@@ -96,10 +97,10 @@ async def test_a_call_without_a_lattice_link_is_denied(lattice: tuple[Node, Node
     laptop, pi, client = lattice
     nc = await nats.connect(nats_server.url)
     try:
-        reply = await nc.request("drupelet.test.prov.pi-1.keyvalue", json.dumps({
-            "caller": "intruder", "source": "kv", "interface": "wasi:keyvalue/store", "op": "open",
-            "args": [""]}).encode(), timeout=5)
-        bad = await nc.request("drupelet.test.prov.pi-1.keyvalue", b"{not json", timeout=5)
+        reply = await nc.request(subjects.provider_calls("test", "pi-1", "keyvalue", "intruder"), json.dumps({
+            "source": "kv", "interface": "wasi:keyvalue/store", "op": "open", "args": [""]}).encode(), timeout=5)
+        bad = await nc.request(subjects.provider_calls("test", "pi-1", "keyvalue", "intruder"), b"{not json",
+                               timeout=5)
     finally:
         await nc.close()
     assert json.loads(reply.data)["error"]["code"] == "denied"
@@ -136,9 +137,8 @@ async def test_handles_of_a_vanished_node_are_swept(lattice: tuple[Node, Node, L
     nc = await nats.connect(nats_server.url)
     try:
         for caller in ("laptop", "ghost"):  # "ghost" opened a bucket, then its node died without a word
-            reply = await nc.request("drupelet.test.prov.pi-1.keyvalue", json.dumps({
-                "caller": caller, "source": "kv", "interface": "wasi:keyvalue/store", "op": "open",
-                "args": [""]}).encode(), timeout=5)
+            reply = await nc.request(subjects.provider_calls("test", "pi-1", "keyvalue", caller), json.dumps({
+                "source": "kv", "interface": "wasi:keyvalue/store", "op": "open", "args": [""]}).encode(), timeout=5)
             assert json.loads(reply.data)["ok"] is True
     finally:
         await nc.close()

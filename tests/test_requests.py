@@ -14,6 +14,7 @@ from nats.aio.client import Client as NatsClient
 
 from drupelet.node.host.api import HostApi
 from drupelet.node.lattice import requests, wire
+from drupelet.node.lattice.admin import LATTICE_WRITES
 from drupelet.node.lattice.control import ControlPlane, Route
 from drupelet.node.lattice.errors import BadRequest, UnknownRequest
 from drupelet.node.lattice.requests import (LATTICE_REQUESTS, NODE_REQUESTS, REQUESTS, ActorStart, DisplaySnapshot,
@@ -142,12 +143,17 @@ def test_any_body_is_a_request_or_a_one_line_bad_request() -> None:
 
 
 def test_every_verb_the_control_plane_serves_is_declared_and_routed_to_its_struct() -> None:
+    """Every node verb; of the lattice verbs the reads (an admin's client writes the others
+    into the lattice state itself: a node's credentials may not)."""
     host = cast(HostApi, types.SimpleNamespace(lattice="t", name="n"))
     plane = ControlPlane(host, cast(NatsClient, object()))
-    for tables, declared in ((plane.node_verbs, NODE_REQUESTS), (plane.lattice_verbs, LATTICE_REQUESTS)):
+    lattice_reads = {v: c for v, c in LATTICE_REQUESTS.items() if c.reads}
+    assert sorted(lattice_reads) == ["config.get", "link.list", "revocation.list"]
+    for tables, declared in ((plane.node_verbs, NODE_REQUESTS), (plane.lattice_verbs, lattice_reads)):
         assert sorted(tables) == sorted(declared)
         for verb, handler in tables.items():
             assert isinstance(handler, Route) and handler.request is declared[verb], verb
+    assert sorted(LATTICE_WRITES) == ["config.put", "link.del", "link.put", "revocation.put"]
 
 
 def test_every_field_is_described() -> None:

@@ -77,7 +77,8 @@ async def test_a_revoked_actor_is_not_restored_at_boot_with_the_hub_down(tmp_pat
             await wait_until(lambda: bool(pi.state and pi.state.connected), "the node to reach the hub's state")
             await wait_until_leaf_sees(client, "pi-1")
             digest, made = await push_signed_echo(client, tmp_path)
-            await client.node("pi-1", "actor.start", {"name": "echo", "digest": digest})
+            await client.start_actor("pi-1", {"name": "echo", "digest": digest})  # and records it
+            await wait_until(lambda: bool(pi.state and pi.state.actors_for("pi-1")), "the node to see the record")
             await client.lattice_request("revocation.put", {"key": made.subject})
             await wait_until(lambda: "echo" not in pi.host.actors, "the revoked actor to stop")
             await wait_until(lambda: bool(pi.state and made.subject in pi.state.revoked()), "the state to have it")

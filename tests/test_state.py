@@ -372,23 +372,32 @@ async def test_disk_copy_is_written_only_when_it_changes(nats_server: EmbeddedNa
     assert again.named_config("greeting") == {"text": "hi"}
 
 
-async def test_connect_makes_the_bucket_the_truth_and_rewrites_a_corrupt_copy(
-        nats_server: EmbeddedNatsServer, lattice: Lattice) -> None:
+async def test_connect_applies_the_bucket_keeps_what_it_lost_without_a_marker_and_rewrites_a_corrupt_copy(
+        nats_server: EmbeddedNatsServer, lattice: Lattice, caplog: pytest.LogCaptureFixture) -> None:
     b = await lattice.node("laptop", nats_server.url)
     await b.put(config_key("shared"), {"a": "1"})
+    await b.put(config_key("gone"), {"g": "1"})
+    await b.delete(config_key("gone"))
 
     a = lattice.state("pi1")
     a.local_path.parent.mkdir(parents=True)
-    a.local_path.write_text(json.dumps({"revision": 1, "entries": {config_key("stale"): {"x": "y"}}}))
+    a.local_path.write_text(json.dumps({"revision": 1, "entries": {
+        config_key("stale"): {"x": "y"}, config_key("gone"): {"g": "0"}, config_key("shared"): {"a": "0"}}}))
     a.load_local()
     assert a.named_config("stale") == {"x": "y"}
     seen = Events()
     a.on_change(seen)
-    assert await a.connect(await lattice.client(nats_server.url), timeout_s=TIMEOUT_S)
-    assert a.named_config("stale") is None and a.named_config("shared") == {"a": "1"}
+    with caplog.at_level(logging.WARNING, logger="drupelet.node.lattice.state"):
+        assert await a.connect(await lattice.client(nats_server.url), timeout_s=TIMEOUT_S)
+    # the bucket's entries and delete markers are the truth; a key it has neither for (it was
+    # purged, or deleted and made again) is kept: an emptied bucket is not an empty lattice
+    assert a.named_config("shared") == {"a": "1"} and a.named_config("gone") is None
+    assert a.named_config("stale") == {"x": "y"}
+    assert any("no entry and no delete marker for 1 key(s)" in r.getMessage() and config_key("stale") in r.getMessage()
+               for r in caplog.records)
     await a.flush()
-    assert sorted(seen.seen, key=lambda e: e[0]) == [(config_key("shared"), {"a": "1"}), (config_key("stale"), None)]
-    assert disk_entries(a.local_path) == {config_key("shared"): {"a": "1"}}
+    assert sorted(seen.seen, key=lambda e: e[0]) == [(config_key("gone"), None), (config_key("shared"), {"a": "1"})]
+    assert disk_entries(a.local_path) == {config_key("shared"): {"a": "1"}, config_key("stale"): {"x": "y"}}
 
     c = lattice.state("pi2")
     c.local_path.parent.mkdir(parents=True)

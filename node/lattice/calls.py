@@ -151,14 +151,14 @@ class RemoteProvider(Provider):
         self.caller = caller
         self.node = node
         self.name = provider
-        self.subject = subjects.provider_calls(lattice, node, provider)
+        self.subject = subjects.provider_calls(lattice, node, provider, caller)
         self.timeout_s = timeout_s
 
     def call(self, link: Link, op: str, args: list[Any], handle: int | None = None,
              timeout_s: float | None = None) -> Any:
         timeout = timeout_s if timeout_s is not None else _link_timeout(link, self.timeout_s)
-        payload = json.dumps({"caller": self.caller, "source": link.source, "interface": link.interface,
-                              "op": op, "args": encode(args), "handle": handle}, separators=(",", ":")).encode()
+        payload = json.dumps({"source": link.source, "interface": link.interface, "op": op, "args": encode(args),
+                              "handle": handle}, separators=(",", ":")).encode()
         answer: concurrent.futures.Future[bytes] = concurrent.futures.Future()
         token: list[str] = []
         self.loop.call_soon_threadsafe(self._send, payload, answer, token)

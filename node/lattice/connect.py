@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -58,6 +60,14 @@ def check_url(url: str) -> tuple[str, int] | None:
     return parts.hostname or "127.0.0.1", port
 
 
+def _tls_hostname(url: str) -> str | None:
+    """The host name a TLS server's certificate must carry: the URL's (the first of a list)."""
+    from urllib.parse import urlsplit
+
+    first = url.split(",")[0]
+    return urlsplit(first if "://" in first else f"nats://{first}").hostname
+
+
 async def _refused(host: str, port: int, timeout_s: float) -> bool:
     """True when nothing listens at ``host:port`` (the connection is refused at once);
     nats-py would retry a refused first connection until its timeout."""
@@ -85,14 +95,46 @@ async def _quiet(exc: Exception) -> None:
     log.debug("NATS: %s", exc)
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """A client TLS context that trusts ``ca_file`` (a lattice's CA), or the system's CAs."""
+    try:
+        return ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise NatsUnavailable(f"cannot read the CA file {ca_file}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _reason(exc: BaseException, url: str, tls: ssl.SSLContext | None) -> str:
+    """What a person can act on, for the ways a secured server refuses a client."""
+    text = str(exc) if str(exc) else type(exc).__name__
+    low = text.lower()
+    if isinstance(exc, ssl.SSLCertVerificationError) or "certificate verify failed" in low:
+        if tls is None:
+            return ("the server requires TLS and its certificate is not signed by a CA this client trusts: give "
+                    "the lattice's CA (--tls-ca, or --lattice-dir) and a tls:// URL")
+        return (f"the server's TLS certificate is not signed by the CA given ({text}): is it the lattice's "
+                "ca.pem?")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {text}"
+    if "authorization violation" in low or "authentication" in low:
+        return ("the server refused the credentials (Authorization Violation): it asks for a user of its "
+                "lattice (--creds, or --lattice-dir), and revoked credentials are refused")
+    if "user credentials" in low or "nkeys" in low and "seed" in low:
+        return f"cannot use the credentials: {text}"
+    return text
+
+
 async def connect(url: str, *, name: str, creds: str | None = None, timeout_s: float = 5.0,
                   reconnect: bool = False, hint: str = "", error_cb: ErrorCallback | None = None,
-                  disconnected_cb: Callback | None = None, reconnected_cb: Callback | None = None) -> NatsClient:
+                  disconnected_cb: Callback | None = None, reconnected_cb: Callback | None = None,
+                  tls: ssl.SSLContext | None = None, inbox_prefix: str | None = None) -> NatsClient:
     """Connect to ``url``; :class:`NatsUnavailable` if that fails within ``timeout_s``.
 
     ``reconnect``: keep the connection for good (a node): unlimited reconnects with a
     jittered wait. Otherwise (a command): no reconnects, and a refused connection fails
     at once. ``hint`` is added to the error. A URL that is not a NATS one is refused.
+    ``tls``: the context for a server that asks for TLS (:func:`tls_context`);
+    ``inbox_prefix``: where replies to this client's requests come (``_INBOX.<name>``:
+    a lattice user may subscribe only to its own).
     """
     probe = check_url(url)
     tail = f" ({hint})" if hint else ""
@@ -113,7 +155,14 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout_s: f
     if reconnected_cb is not None:
         options["reconnected_cb"] = reconnected_cb
     if creds:
+        if not os.path.isfile(creds):
+            raise NatsUnavailable(f"cannot connect to NATS at {url}: the credentials file {creds} does not exist")
         options["user_credentials"] = creds
+    if tls is not None:
+        options["tls"] = tls
+        options["tls_hostname"] = _tls_hostname(url)
+    if inbox_prefix:
+        options["inbox_prefix"] = inbox_prefix
     nc = NatsClient()
     # With reconnects on, nats-py retries a first connection forever: bound the whole wait.
     # The attempt runs as a task of its own, waited on with asyncio.wait: a cancel of the
@@ -130,13 +179,12 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout_s: f
         await _cancel(attempt)
         last = nc.last_error
         await close_quietly(nc)
-        reason = str(last) if last is not None and str(last) else (type(last).__name__ if last else "no answer")
+        reason = _reason(last, url, tls) if last is not None else "no answer"
         raise NatsUnavailable(f"cannot connect to NATS at {url} within {timeout_s:g} s: {reason}{tail}")
     exc = attempt.exception()
     if exc is not None:
         await close_quietly(nc)
-        reason = str(exc) if str(exc) else type(exc).__name__
-        raise NatsUnavailable(f"cannot connect to NATS at {url}: {reason}{tail}") from exc
+        raise NatsUnavailable(f"cannot connect to NATS at {url}: {_reason(exc, url, tls)}{tail}") from exc
     return nc
 
 

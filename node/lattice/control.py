@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic
 
@@ -23,17 +22,16 @@ from nats.aio.msg import Msg
 from drupelet.node.errors import DrupeletError
 from drupelet.node.host.api import HostApi
 from drupelet.node.host.errors import ActorNotFound
-from drupelet.node.host.links import package_matches, parse_interface
 from drupelet.node.lattice import protocol, requests, subjects
 from drupelet.node.lattice.artifacts import ArtifactStore, resolve_ref
 from drupelet.node.lattice.connect import synced, unsubscribe_all
 from drupelet.node.lattice.desired import DesiredState
 from drupelet.node.lattice.errors import BadRequest, StateUnavailable, UnknownRequest
-from drupelet.node.lattice.requests import (ActorList, ActorScale, ActorStart, ActorStop, ConfigGet, ConfigPut,
-                                            DisplaySnapshot, GpioRead, GpioSimulate, GpioWrite, Inventory, LabelsDel,
-                                            LabelsPut, LinkDel, LinkList, LinkPut, LogsRecent, ProviderStart,
-                                            ProviderStop, R, Request, RevocationList, RevocationPut)
-from drupelet.node.lattice.state import LatticeState, actor_key, config_key, labels_key, link_key, revoked_key
+from drupelet.node.lattice.requests import (ActorList, ActorScale, ActorStart, ActorStop, ConfigGet, DisplaySnapshot,
+                                            GpioRead, GpioSimulate, GpioWrite, Inventory, LabelsDel, LabelsPut,
+                                            LinkList, LogsRecent, ProviderStart, ProviderStop, R, Request,
+                                            RevocationList)
+from drupelet.node.lattice.state import LatticeState, labels_key
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +95,11 @@ class ControlPlane:
             "gpio.write": Route(GpioWrite, self._gpio_write),
             "logs.recent": Route(LogsRecent, self._logs_recent),
         }
+        # the lattice's writes (link.put, config.put, …) are an admin's client's, straight into
+        # the lattice state (drupelet.node.lattice.admin): a node answers the reads only
         self.lattice_verbs: dict[str, Handler] = {
-            "link.put": Route(LinkPut, self._lattice_link_put),
-            "link.del": Route(LinkDel, self._lattice_link_del),
             "link.list": Route(LinkList, self._lattice_link_list),
-            "config.put": Route(ConfigPut, self._config_put),
             "config.get": Route(ConfigGet, self._config_get),
-            "revocation.put": Route(RevocationPut, self._revocation_put),
             "revocation.list": Route(RevocationList, self._revocation_list),
         }
 
@@ -226,25 +222,15 @@ class ControlPlane:
         return self.desired.locked(name) if self.desired is not None else asyncio.Lock()
 
     async def _actor_start(self, req: ActorStart) -> Any:
+        """Start the actor now. An admin's client records it in the lattice state
+        (``actor.<node>.<name>``, :mod:`drupelet.node.lattice.admin`), and this node follows
+        the record from then on (and restores the actor after a restart)."""
         name, instances, config = req.name, req.instances, dict(req.config)
         digest, reference = req.digest or "", req.reference or ""
         wasm = await self._artifact(digest or reference)
         async with self._actor_lock(name):
-            info = await self.host.start_actor(name, wasm, instances=instances, config=config,
+            return await self.host.start_actor(name, wasm, instances=instances, config=config,
                                                source=digest or reference)
-            try:
-                await self._record_actor(name)
-            except DrupeletError:
-                await self.host.stop_actor(name)
-                raise
-        return info
-
-    async def _record_actor(self, name: str, **changes: Any) -> None:
-        """Write the actor's desired state, so this node restores it after a restart."""
-        info = self.host.actor_info(name)
-        await self._state().put(actor_key(self.node, name), {
-            "name": name, "digest": info["digest"], "instances": info["instances"],
-            "config": dict(info["config"]), "node": self.node} | changes)
 
     async def _artifact(self, ref: str) -> bytes:
         if self.artifacts is None:
@@ -254,27 +240,18 @@ class ControlPlane:
     async def _actor_stop(self, req: ActorStop) -> Any:
         name = req.name
         async with self._actor_lock(name):
-            if not self.host.has_actor(name):  # not running here: actor-not-found, nothing written
+            if not self.host.has_actor(name):  # not running here: actor-not-found
                 raise ActorNotFound(f"no actor named {name!r} runs on node {self.node}", actor=name)
-            # the record goes first: if the state cannot be written, the actor keeps running
-            if self.state is not None and self.state.get(actor_key(self.node, name)) is not None:
-                await self.state.delete(actor_key(self.node, name))
             await self.host.stop_actor(name)
         return None
 
     async def _actor_scale(self, req: ActorScale) -> Any:
-        name, instances = req.name, req.instances
-        async with self._actor_lock(name):
-            before = self.host.actor_info(name)["instances"]
-            recorded = self.state is not None and self.state.get(actor_key(self.node, name)) is not None
-            if recorded:  # the record goes first, as for stop
-                await self._record_actor(name, instances=instances)
-            try:
-                return await self.host.scale_actor(name, instances)
-            except DrupeletError:
-                if recorded:
-                    await self._record_actor(name, instances=before)
-                raise
+        # an admin's client changed the actor's record before asking: apply the state up to
+        # now first, so an older record the watch brings later cannot undo this scale
+        if self.state is not None:
+            await self.state.catch_up()
+        async with self._actor_lock(req.name):
+            return await self.host.scale_actor(req.name, req.instances)
 
     async def _provider_start(self, req: ProviderStart) -> Any:
         return await self.host.start_provider(req.name)
@@ -325,49 +302,8 @@ class ControlPlane:
 
     # -- lattice requests (one node answers; every node applies through the state) -----
 
-    async def _lattice_link_put(self, req: LinkPut) -> Any:
-        source, target, config = req.source, req.target, dict(req.config)
-        interfaces = self.host.link_interfaces(req.interface, target)
-        self.host.check_link_caps(source, interfaces)  # a signed actor running here: its caps must cover them
-        state = self._state()
-        made: list[dict[str, Any]] = []
-        previous = {i: state.get(link_key(source, i)) for i in interfaces}
-        try:
-            for interface in interfaces:
-                value = {"source": source, "interface": interface, "target": target, "config": config}
-                await state.put(link_key(source, interface), value)
-                made.append(value)
-        except DrupeletError:
-            # a package is put whole or not at all: undo what was written (best effort)
-            for value in made:
-                interface_name = str(value["interface"])
-                key = link_key(source, interface_name)
-                old = previous[interface_name]
-                try:
-                    await (state.put(key, old) if old is not None else state.delete(key))
-                except DrupeletError:
-                    log.warning("could not undo link %s after a failed link.put", key)
-            raise
-        return made
-
-    async def _lattice_link_del(self, req: LinkDel) -> Any:
-        source, interface = req.source, req.interface
-        parse_interface(interface)
-        state = self._state()
-        gone = [link for link in state.links() if link["source"] == source and package_matches(link["interface"], interface)]
-        if not gone:
-            raise BadRequest(f"no link for actor {source!r} and {interface}")
-        for link in gone:
-            await state.delete(link_key(source, link["interface"]))
-        return gone
-
     async def _lattice_link_list(self, req: LinkList) -> Any:
         return self._state().links()
-
-    async def _config_put(self, req: ConfigPut) -> Any:
-        name, values = req.name, dict(req.values)
-        await self._state().put(config_key(name), values)
-        return values
 
     async def _config_get(self, req: ConfigGet) -> Any:
         name = req.name
@@ -375,17 +311,6 @@ class ControlPlane:
         if values is None:
             raise BadRequest(f"no named config {name!r}", field="name")
         return values
-
-    async def _revocation_put(self, req: RevocationPut) -> Any:
-        from drupelet.node.security.keys import BadKey, decode_public
-
-        try:
-            decode_public(req.key, roles=("actor", "account", "operator"))
-        except BadKey as exc:
-            raise BadRequest(f"key {req.key[:8]}…: {exc.message}", field="key") from None
-        value = {"key": req.key, "revoked_at": time.time()}
-        await self._state().put(revoked_key(req.key), value)
-        return value
 
     async def _revocation_list(self, req: RevocationList) -> Any:
         return [value for _, value in self._state().items("revoked")]

@@ -44,6 +44,19 @@ class NatsServerError(LatticeError, RuntimeError):
 # -- requests and replies -------------------------------------------------------
 
 
+class AuthError(LatticeError):
+    """A lattice directory, a role or credentials that cannot be used."""
+
+    code = "auth"
+
+
+class NotPermitted(LatticeError, PermissionError):
+    """The credentials do not allow what was asked: refused before anything was sent, or by
+    the NATS server (a permissions violation)."""
+
+    code = "not-permitted"
+
+
 class BadRequest(LatticeError, ValueError):
     """A control request that cannot be carried out as sent. ``field`` names the culprit."""
 
@@ -73,8 +86,9 @@ class NoAnswer(LatticeError, TimeoutError):
 
 
 class ErrorReply(LatticeError):
-    """A node answered with an error. The code is the node's (``actor-not-found``…): this
-    error stands for one raised in another process, so its code comes with the reply."""
+    """A node answered with an error, or a lattice write was refused as a node would refuse
+    it. The code is the node's (``actor-not-found``…): this error stands for one raised in
+    another process, so its code comes with the reply."""
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)

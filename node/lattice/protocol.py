@@ -84,12 +84,17 @@ class CloudEvent(TypedDict):
     data: Any
 
 
+def event_source(lattice: str, node: str) -> str:
+    """The CloudEvents ``source`` of a node's events: ``drupelet/<lattice>/<node>``."""
+    return f"drupelet/{lattice}/{node}"
+
+
 def event(lattice: str, node: str, kind: str, data: Any) -> bytes:
     """A CloudEvents 1.0 JSON event, type ``dev.drupelet.<kind>``."""
     body: CloudEvent = {
         "specversion": "1.0",
         "id": str(uuid.uuid4()),
-        "source": f"drupelet/{lattice}/{node}",
+        "source": event_source(lattice, node),
         "type": EVENT_TYPE_PREFIX + kind,
         "time": datetime.fromtimestamp(time.time(), timezone.utc).isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",

@@ -6,6 +6,14 @@ that the lattice has the caller's link, runs the call on the provider in a worke
 with the reply envelope, a malformed one included. Handles of resources opened for
 callers are kept here and released when the guest drops them, when the actor stops on
 its node, or when its node stops or stops answering pings.
+
+Who calls is what NATS says, never what a payload says: the calling node is the last token
+of the call's subject (``drupelet.<lattice>.prov.<node>.<provider>.<caller>``), and a node's
+credentials let it publish only calls that name itself. In an authenticated lattice
+(``placed``) a call for actor ``source`` is served only when the lattice state, which only
+admins write, places ``source`` on the calling node (``actor.<caller>.<source>``). Events
+about other nodes (``actor_stopped``, ``node_stopped``) are acted on only when their
+CloudEvents ``source`` names the node of their subject, the one NATS let publish them.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import itertools
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +41,18 @@ from drupelet.node.lattice.requests import ProviderCall, parse_as
 
 log = logging.getLogger(__name__)
 
-_CALL_FIELDS = frozenset({"caller", "source", "interface", "op", "args", "handle"})
+_FAST_FIELDS = frozenset({"source", "interface", "op", "args", "handle"})
+"""The fields of a provider call the hot path reads itself (anything else goes through ``ProviderCall``)."""
+
+Placement = Callable[[str, str], bool]
+"""Whether the lattice state places actor ``source`` on node ``caller``: ``placed(caller, source)``."""
+
+
+def _check_caller(call: ProviderCall, caller: str) -> None:
+    """A call whose payload names another caller than its subject is refused: the subject is
+    what NATS vouches for."""
+    if call.caller is not None and call.caller != caller:
+        raise Denied(f"the call says it comes from node {call.caller!r} but comes from node {caller!r}")
 
 SWEEP_INTERVAL_S = 30.0
 """How often a provider's node checks that the callers holding handles still answer pings."""
@@ -57,8 +77,11 @@ class _Handle:
 class ProviderServer:
     """Serves this node's providers to actors on other nodes, through the lattice's links."""
 
-    def __init__(self, host: HostApi, nc: NatsClient) -> None:
+    def __init__(self, host: HostApi, nc: NatsClient, *, placed: Placement | None = None) -> None:
         self.host = host
+        self.placed = placed
+        """None: serve any node's calls for any of its actors (an open lattice); else whether
+        the lattice state places an actor on a node (``placed(node, actor)``)."""
         self.nc = nc
         self.lattice: str = host.lattice
         self.node: str = host.name
@@ -103,11 +126,12 @@ class ProviderServer:
         except BadRequest as exc:
             await self._send(msg, protocol.error(exc.code, exc.message))
             return
-        provider_name = msg.subject.rsplit(".", 1)[-1]
+        head, _, caller = msg.subject.rpartition(".")
+        provider_name = head.rpartition(".")[2]
         if self._is_inline(req):  # quick: answer in this callback, in order
-            await self._send(msg, self._reply(lambda: self._inline(req), provider_name))
+            await self._send(msg, self._reply(lambda: self._inline(req, caller), provider_name))
             return
-        task = asyncio.ensure_future(self._answer(msg, req, provider_name))
+        task = asyncio.ensure_future(self._answer(msg, req, provider_name, caller))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -121,19 +145,20 @@ class ProviderServer:
         entry = self._handles.get(handle)
         return entry is not None and op.removeprefix("handle.") in getattr(entry.obj, "quick_methods", ())
 
-    def _inline(self, req: dict[str, Any]) -> Any:
+    def _inline(self, req: dict[str, Any], caller: str) -> Any:
         """The hot path of every remote read: the fields are checked here, where the
         declared ``ProviderCall`` would cost more than the read; anything unusual goes
         through the declaration."""
-        caller, source, args = req.get("caller"), req.get("source"), req.get("args", [])
-        if not (req.keys() <= _CALL_FIELDS and type(caller) is str and type(source) is str and type(args) is list
+        source, args = req.get("source"), req.get("args", [])
+        if not (req.keys() <= _FAST_FIELDS and type(source) is str and type(args) is list
                 and type(req.get("interface")) is str):
             call = parse_as(ProviderCall, req)
-            caller, source, args = call.caller, call.source, call.args
+            _check_caller(call, caller)
+            source, args = call.source, call.args
         return self._handle_call(caller, source, str(req["op"]).removeprefix("handle."), decode(args), req["handle"])
 
-    async def _answer(self, msg: Msg, req: dict[str, Any], provider_name: str) -> None:
-        reply = await asyncio.to_thread(self._reply, lambda: self._call(provider_name, req), provider_name)
+    async def _answer(self, msg: Msg, req: dict[str, Any], provider_name: str, caller: str) -> None:
+        reply = await asyncio.to_thread(self._reply, lambda: self._call(provider_name, req, caller), provider_name)
         await self._send(msg, reply)
 
     def _reply(self, run: Any, provider_name: str) -> bytes:
@@ -161,9 +186,10 @@ class ProviderServer:
         except Exception as exc:
             log.warning("cannot send a provider call's reply: %s", exc)
 
-    def _call(self, provider_name: str, req: dict[str, Any]) -> Any:
+    def _call(self, provider_name: str, req: dict[str, Any], caller: str) -> Any:
         call = parse_as(ProviderCall, req)
-        caller, source, interface, op = call.caller, call.source, call.interface, call.op
+        _check_caller(call, caller)
+        source, interface, op = call.source, call.interface, call.op
         args = decode(call.args)
         if op.startswith("handle."):
             return self._handle_call(caller, source, op.removeprefix("handle."), args, call.handle)
@@ -174,6 +200,10 @@ class ProviderServer:
         if link is None or link.target != f"{self.node}/{provider_name}":
             raise Denied(f"the lattice has no link from actor {source!r}'s {interface} to "
                          f"{self.node}/{provider_name}")
+        if self.placed is not None and not self.placed(caller, source):
+            raise Denied(f"node {caller} calls for actor {source!r}, which the lattice state does not place on it "
+                         f"(no actor.{caller}.{source}): an actor calls other nodes' providers only from a node an "
+                         "admin started it on")
         if op not in provider.operations.get(interface, frozenset()):
             raise BadRequest(f"{interface} has no remote operation {op!r}")
         plain = link.as_link()
@@ -246,18 +276,38 @@ class ProviderServer:
         alive = {n["name"] for n in await LatticeClient(self.nc, self.lattice).ping(window_s)}
         return sum(self.release(caller) for caller in callers - alive)
 
-    async def _on_actor_stopped(self, msg: Msg) -> None:
-        caller = msg.subject.split(".")[-2]
+    def _event(self, msg: Msg) -> tuple[str, dict[str, Any]] | None:
+        """The node an event comes from and its ``data``, when the event names the node of
+        its subject (the one NATS let publish it); else None, and the event is logged."""
+        node = subjects.node_of_event(msg.subject)
         try:
-            actor = json.loads(msg.data)["data"]["actor"]
+            event = json.loads(msg.data)
+            source, data = event["source"], event["data"]
         except (ValueError, KeyError, TypeError):
+            log.debug("ignoring a malformed event on %s", msg.subject)
+            return None
+        if source != protocol.event_source(self.lattice, node) or not isinstance(data, dict):
+            log.warning("ignoring an event on %s that says it comes from %r: an event counts only from the node "
+                        "of its subject", msg.subject, source)
+            return None
+        return node, data
+
+    async def _on_actor_stopped(self, msg: Msg) -> None:
+        found = self._event(msg)
+        if found is None:
+            return
+        caller, data = found
+        actor = data.get("actor")
+        if not isinstance(actor, str):
             return
         self.release(caller, actor)
         if caller != self.node:  # this node's own stops are handled where they happen
             await self.host.actor_stopped(actor, caller)
 
     async def _on_node_stopped(self, msg: Msg) -> None:
-        self.release(msg.subject.split(".")[-2])
+        found = self._event(msg)
+        if found is not None:
+            self.release(found[0])
 
 
 def _byte_count(value: Any, depth: int = 0) -> int:

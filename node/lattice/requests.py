@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -43,6 +43,10 @@ MAX_OPERATION_CHARS = 64
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A control request's body. The class docstring's first line is the verb's summary."""
 
+    reads: ClassVar[bool] = False
+    """True for a verb that only reads (a viewer may send it); the roles' permissions
+    (:mod:`drupelet.node.lattice.roles`) are derived from this flag."""
+
     def check(self) -> None:
         """Rules across fields, after every field passed its own; :class:`BadRequest` if broken."""
 
@@ -53,9 +57,13 @@ class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class Inventory(Request):
     """The node's inventory."""
 
+    reads = True
+
 
 class ActorList(Request):
     """The actors this node runs."""
+
+    reads = True
 
 
 class ActorStart(Request):
@@ -115,9 +123,13 @@ class LabelsDel(Request):
 class LinkList(Request):
     """The links this node applies (node request), or every link in the lattice state (lattice request)."""
 
+    reads = True
+
 
 class DisplaySnapshot(Request):
     """The display's last flushed frame, as PNG."""
+
+    reads = True
 
     provider: Annotated[Name, Meta(description="a running display provider of this node")] = "display"
 
@@ -133,6 +145,8 @@ class GpioSimulate(Request):
 class GpioRead(Request):
     """Read an allowed pin's level, whoever holds it."""
 
+    reads = True
+
     pin: Annotated[int, Meta(ge=0, le=MAX_PIN, description="the pin, BCM numbering")]
     provider: Annotated[Name, Meta(description="a running GPIO provider of this node")] = "gpio"
 
@@ -147,6 +161,8 @@ class GpioWrite(Request):
 
 class LogsRecent(Request):
     """The last lines the node's actors logged (kept in memory, a few hundred per actor)."""
+
+    reads = True
 
     actor: Annotated[Name | None, Meta(description="only this actor's lines")] = None
     lines: Annotated[int, Meta(ge=1, le=1000, description="at most this many lines, the newest")] = 100
@@ -185,6 +201,8 @@ class ConfigPut(Request):
 class ConfigGet(Request):
     """The values stored under a name."""
 
+    reads = True
+
     name: Annotated[Name, Meta(description="the config's name")]
 
 
@@ -196,6 +214,8 @@ class RevocationPut(Request):
 
 class RevocationList(Request):
     """Every revoked key in the lattice state."""
+
+    reads = True
 
 
 NODE_REQUESTS: dict[str, type[Request]] = {
@@ -227,13 +247,21 @@ LATTICE_REQUESTS: dict[str, type[Request]] = {
 REQUESTS: dict[str, type[Request]] = NODE_REQUESTS | LATTICE_REQUESTS
 
 
+def read_verbs(table: Mapping[str, type[Request]]) -> list[str]:
+    """The verbs of ``table`` that only read."""
+    return [verb for verb, cls in table.items() if cls.reads]
+
+
+def write_verbs(table: Mapping[str, type[Request]]) -> list[str]:
+    return [verb for verb, cls in table.items() if not cls.reads]
+
+
 # -- validation ---------------------------------------------------------------------
 
 
 class ProviderCall(Request):
-    """A call from an actor on another node to a provider here (``drupelet.<lattice>.prov.<node>.<provider>``)."""
+    """A call from an actor on another node to a provider here (``drupelet.<lattice>.prov.<node>.<provider>.<caller>``)."""
 
-    caller: Annotated[Name, Meta(description="the calling actor's node")]
     source: Annotated[Name, Meta(description="the calling actor")]
     interface: Annotated[str, Meta(max_length=MAX_INTERFACE_BYTES, description=(
         "the interface of the actor's link, without a version (wasi:keyvalue/store)"))]
@@ -241,6 +269,8 @@ class ProviderCall(Request):
         "the operation: one the provider lists, or handle.<method> on a resource an operation returned"))]
     args: Annotated[list[Any], Meta(description="the arguments; bytes as {\"$b\": \"<base64>\"}")] = []
     handle: Annotated[int | None, Meta(description="the handle a bucket. or handle. operation acts on")] = None
+    caller: Annotated[Name | None, Meta(description=(
+        "the calling actor's node; optional, and the subject's last token when given: the subject is what counts"))] = None
 
 
 def parse(verb: str, body: Mapping[str, Any]) -> Request:

@@ -32,8 +32,13 @@ nodes); they are kept as they are: the view holds the JSON objects, not the Stru
 
 How the view is kept:
 
-* When the bucket is reachable it is the truth: :meth:`LatticeState.connect` reads every
-  entry, replaces the view loaded from disk, and fires listeners for the differences.
+* When the bucket is reachable it is the truth for every key it has an entry or a delete
+  marker for: :meth:`LatticeState.connect` reads every entry, applies it over the view
+  loaded from disk, and fires listeners for the differences. A key of the view the bucket
+  has neither for (the bucket was purged, or deleted and made again) is kept, with a
+  warning: a node never takes a bucket that lost its entries for an empty lattice.
+* A node makes the bucket only when ``may_create`` (an open lattice); in an authenticated
+  one it waits, running from its copy, until an admin's first write makes it.
 * A watch applies later changes. A change is applied only if its revision is newer than
   the one already seen for that key, so the echo of a node's own write (applied at once by
   :meth:`~LatticeState.put`) or a replayed message changes nothing.
@@ -119,6 +124,8 @@ RETRY_INITIAL_S: Final = 0.5
 RETRY_MAX_S: Final = 10.0
 #: Quiet time after which the follower checks that the watch is still alive.
 PROBE_INTERVAL_S: Final = 5.0
+#: How often :meth:`LatticeState.catch_up` looks whether the watch has come far enough.
+CATCH_UP_POLL_S: Final = 0.01
 #: How often the follower wakes while the watch is quiet (local checks only).
 WAKE_INTERVAL_S: Final = 1.0
 
@@ -139,6 +146,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError,
                         nats.errors.NoRespondersError)):
         return "no JetStream server answers for it"  # these carry no useful text of their own
+    if isinstance(exc, nats.js.errors.BucketNotFoundError):
+        return "it does not exist: an admin's first write makes it"
     if isinstance(exc, asyncio.TimeoutError):  # nats.errors.TimeoutError too
         return "no answer in time"
     if isinstance(exc, nats.js.errors.APIError) and exc.description:
@@ -179,8 +188,11 @@ class LatticeState:
 
     def __init__(self, lattice: str, node: str, local_path: Path, *,
                  retry_initial_s: float = RETRY_INITIAL_S, retry_max_s: float = RETRY_MAX_S,
-                 probe_interval_s: float = PROBE_INTERVAL_S) -> None:
+                 probe_interval_s: float = PROBE_INTERVAL_S, may_create: bool = True) -> None:
         self.lattice = lattice
+        #: Whether this node makes the bucket when it does not exist (an open lattice); in an
+        #: authenticated one only an admin may, and the node waits for it.
+        self.may_create = may_create
         self.node = _token(node, "node")
         self.bucket = bucket_name(lattice)
         self.local_path = Path(local_path)
@@ -310,6 +322,8 @@ class LatticeState:
             try:
                 kv = await js.key_value(self.bucket)
             except nats.js.errors.BucketNotFoundError:
+                if not self.may_create:
+                    raise  # unreachable until an admin makes it: the view stays as it is
                 kv = await js.create_key_value(
                     bucket=self.bucket, history=KV_HISTORY, storage=api.StorageType.FILE,
                     description=f"drupelet lattice {self.lattice}: links, named config, desired actors, labels")
@@ -350,9 +364,7 @@ class LatticeState:
                 done = True
                 continue
             newest = max(newest, entry.revision or 0)
-            decoded = self._decode(entry)
-            if decoded is not None:
-                records[entry.key] = (entry.revision or 0, decoded)
+            records[entry.key] = (entry.revision or 0, self._decode(entry))  # a delete marker: None
         return records
 
     async def _apply_snapshot(self, records: Mapping[str, tuple[int, dict[str, Any] | None | _Keep]],
@@ -365,6 +377,17 @@ class LatticeState:
                     new[key] = old[key]
             elif value is not None:
                 new[key] = value
+        # An entry leaves the view only by its delete or purge marker: one the bucket lost
+        # without a marker (the stream was purged, deleted and made again, or is another
+        # stream altogether) is kept until a writer puts or deletes that key again.
+        vanished = sorted(key for key in old if key not in records)
+        for key in vanished:
+            new[key] = old[key]
+        if vanished:
+            log.warning("lattice state bucket %s%s has no entry and no delete marker for %d key(s) of this node's "
+                        "view (%s): the bucket was purged or made again; keeping them until they are written or "
+                        "deleted again", self.bucket, self._where(), len(vanished), ", ".join(vanished[:5])
+                        + (", …" if len(vanished) > 5 else ""))
         self._revs = {key: rev for key, (rev, _) in records.items()}
         self._watched_seq = max(last_seq, max(self._revs.values(), default=0))
         self._view = new
@@ -487,6 +510,28 @@ class LatticeState:
         if session is not None:
             await _stop_watcher(session.watcher)
 
+    async def catch_up(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+        """Wait until the watch has brought every entry the bucket held when this was called,
+        and the listeners have seen them: a request that follows a client's write then finds
+        the node already changed by it. False when the bucket is not followed or it takes
+        longer than ``timeout_s``."""
+        session = self._session
+        if session is None:
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            status = await asyncio.wait_for(session.kv.status(), timeout_s)
+        except _UNREACHABLE:
+            return False
+        last_seq = status.stream_info.state.last_seq
+        while self._watched_seq < last_seq:
+            if loop.time() >= deadline or self._session is not session:
+                return False
+            await asyncio.sleep(CATCH_UP_POLL_S)
+        await self.flush()
+        return True
+
     # -- listeners ----------------------------------------------------------------------
 
     def on_change(self, listener: Listener) -> Callable[[], None]:
@@ -562,30 +607,21 @@ class LatticeState:
 
     async def _publish(self, key: str, data: bytes, headers: dict[str, str] | None) -> int:
         nc, js = self._nc, self._js
-        where = f"lattice state bucket {self.bucket}{self._where()}"
         if self._closed or nc is None or js is None:
-            raise StateUnavailable(f"cannot write {key}: the {where} is not connected", key=key, bucket=self.bucket)
-        if not nc.is_connected:
-            # nats-py would buffer the message and send it after reconnecting: a write
-            # reported as failed could then still happen.
-            raise StateUnavailable(f"cannot write {key}: NATS is disconnected", key=key, bucket=self.bucket)
-        try:
-            ack = await js.publish(kv_subject(self.bucket, key, self._domain), data, headers=headers)
-        except nats.errors.TimeoutError as exc:
-            raise StateUnavailable(f"cannot write {key}: the {where} did not answer within {self._timeout_s:g} s; "
-                                   "the change may or may not have been stored", key=key, bucket=self.bucket) from exc
-        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError,
-                nats.js.errors.ServiceUnavailableError) as exc:
-            raise StateUnavailable(f"cannot write {key}: the {where} is unreachable ({_describe(exc)})",
-                                   key=key, bucket=self.bucket) from exc
-        except nats.js.errors.APIError as exc:
-            raise StateError(f"cannot write {key}: JetStream refused it: {exc.description or _describe(exc)}",
-                             key=key, bucket=self.bucket) from exc
-        except _UNREACHABLE as exc:
-            raise StateUnavailable(f"cannot write {key}: {_describe(exc)}", key=key, bucket=self.bucket) from exc
-        return int(ack.seq)
+            raise StateUnavailable(f"cannot write {key}: the lattice state bucket {self.bucket}{self._where()} is "
+                                   "not connected", key=key, bucket=self.bucket)
+        return await publish_entry(nc, js, self.bucket, key, data, headers, domain=self._domain,
+                                   timeout_s=self._timeout_s)
 
     # -- reads ------------------------------------------------------------------------
+
+    def places(self, node: str, actor: str) -> bool:
+        """Whether the lattice state records ``actor`` as desired on ``node`` (cheap: the
+        provider server asks on every call from another node)."""
+        try:
+            return actor_key(node, actor) in self._view
+        except BadStateEntry:
+            return False
 
     def get(self, key: str) -> dict[str, Any] | None:
         value = self._view.get(key)
@@ -629,6 +665,38 @@ class LatticeState:
             if isinstance(result, Exception):
                 log.error("lattice state task ended with %s", _describe(result), exc_info=result)
         await self._end_session()
+
+
+async def publish_entry(nc: NatsClient, js: JetStreamContext, bucket: str, key: str, data: bytes,
+                        headers: dict[str, str] | None, *, domain: str | None, timeout_s: float) -> int:
+    """Publish one KV entry (a value, or a delete marker with ``headers``) and return its
+    revision; :class:`StateUnavailable` when the bucket cannot be reached, :class:`StateError`
+    when JetStream refuses it."""
+    where = f"lattice state bucket {bucket}" + (f" (JetStream domain {domain})" if domain else "")
+    if not nc.is_connected:
+        # nats-py would buffer the message and send it after reconnecting: a write
+        # reported as failed could then still happen.
+        raise StateUnavailable(f"cannot write {key}: NATS is disconnected", key=key, bucket=bucket)
+    try:
+        ack = await js.publish(kv_subject(bucket, key, domain), data, headers=headers)
+    except nats.errors.TimeoutError as exc:
+        raise StateUnavailable(f"cannot write {key}: the {where} did not answer within {timeout_s:g} s; "
+                               "the change may or may not have been stored", key=key, bucket=bucket) from exc
+    except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError,
+            nats.js.errors.ServiceUnavailableError) as exc:
+        raise StateUnavailable(f"cannot write {key}: the {where} is unreachable ({_describe(exc)})",
+                               key=key, bucket=bucket) from exc
+    except nats.js.errors.APIError as exc:
+        raise StateError(f"cannot write {key}: JetStream refused it: {exc.description or _describe(exc)}",
+                         key=key, bucket=bucket) from exc
+    except _UNREACHABLE as exc:
+        raise StateUnavailable(f"cannot write {key}: {_describe(exc)}", key=key, bucket=bucket) from exc
+    return int(ack.seq)
+
+
+def encode_value(value: Mapping[str, Any]) -> bytes:
+    """A state value as the nodes write it: compact JSON, sorted keys."""
+    return _encode(value)
 
 
 async def _next_update(watcher: KeyValue.KeyWatcher, timeout_s: float) -> KeyValue.Entry | None:

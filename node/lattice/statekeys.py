@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
 
-from drupelet.node.lattice import wire
+from drupelet.node.lattice import subjects, wire
 from drupelet.node.lattice.errors import BadStateEntry
 from drupelet.node.lattice.wire import ConfigMap, Labels
 
@@ -55,6 +55,14 @@ STATE_VALUES: Final[dict[Kind, Any]] = {"link": LinkValue, "actor": ActorValue, 
 """The declared value of each kind of key: a Struct, or a bounded string → string table."""
 _WHOLE: Final[dict[Kind, str]] = {"config": "the named config", "labels": "the labels"}
 
+Writer = Literal["admin", "node"]
+WRITERS: Final[dict[Kind, Writer]] = {"link": "admin", "config": "admin", "actor": "admin", "revoked": "admin",
+                                      "labels": "node"}
+"""Who writes each kind of key in an authenticated lattice: ``admin`` (an admin's client;
+nodes only read it) or ``node`` (the node its key names, and admins). The roles' permissions
+(:mod:`drupelet.node.lattice.roles`) are derived from this table: a new kind of key is one
+line here."""
+
 
 class StateKey(NamedTuple):
     """A parsed key: ``kind`` and its decoded names.
@@ -76,14 +84,8 @@ def bucket_name(lattice: str) -> str:
 
 
 def kv_subject(bucket: str, key: str, domain: str | None = None) -> str:
-    """The subject a write to ``key`` is published on.
-
-    Without a domain it is the bucket's own subject; with one it goes through that
-    domain's JetStream API prefix, which the servers route to the domain (across leaf
-    connections too) and map onto the bucket's subject.
-    """
-    subject = f"$KV.{bucket}.{key}"
-    return f"$JS.{domain}.API.{subject}" if domain else subject
+    """The subject a write to ``key`` is published on (:func:`subjects.kv_put`)."""
+    return subjects.kv_put(bucket, key, domain)
 
 
 def encode_interface(interface: str) -> str:
@@ -121,6 +123,15 @@ def labels_key(node: str) -> str:
 
 def revoked_key(key: str) -> str:
     return f"revoked.{_token(key, 'revoked key')}"
+
+
+OWN_KEYS: Final[dict[Kind, Callable[[str], str]]] = {"labels": labels_key}
+"""The key a node writes, by node name, for each kind :data:`WRITERS` gives to nodes."""
+
+
+def own_keys(node: str) -> list[str]:
+    """The keys ``node`` may write itself."""
+    return [make(node) for make in OWN_KEYS.values()]
 
 
 def parse_key(key: str) -> StateKey:

@@ -74,15 +74,103 @@ def events_of_kind(lattice: str, kind: str) -> str:
     return f"{PREFIX}.{token(lattice, 'lattice')}.evt.*.{kind}"
 
 
-def provider_calls(lattice: str, node: str, provider: str) -> str:
-    """Calls from other nodes' actors to ``provider`` on ``node``."""
-    return f"{PREFIX}.{token(lattice, 'lattice')}.prov.{token(node, 'node')}.{token(provider, 'provider')}"
+def provider_calls(lattice: str, node: str, provider: str, caller: str) -> str:
+    """Calls from actors on node ``caller`` to ``provider`` on ``node``: the caller is part
+    of the subject, and a node's credentials let it publish only calls that name itself
+    (:func:`provider_calls_from`), so the provider's node knows who calls from NATS alone."""
+    return (f"{PREFIX}.{token(lattice, 'lattice')}.prov.{token(node, 'node')}.{token(provider, 'provider')}"
+            f".{token(caller, 'node')}")
 
 
 def provider_calls_all(lattice: str, node: str) -> str:
-    """Calls to every provider of ``node``."""
-    return f"{PREFIX}.{token(lattice, 'lattice')}.prov.{token(node, 'node')}.*"
+    """Calls to every provider of ``node``, from any node."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.prov.{token(node, 'node')}.*.*"
+
+
+def provider_calls_from(lattice: str, caller: str) -> str:
+    """Calls from actors on ``caller`` to any provider of any node."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.prov.*.*.{token(caller, 'node')}"
+
+
+def caller_of(subject: str) -> str:
+    """The calling node of a provider call's subject (its last token)."""
+    return subject.rpartition(".")[2]
 
 
 def deliver_prefix(lattice: str) -> str:
     return f"{PREFIX}.{token(lattice, 'lattice')}.deliver."
+
+
+def deliver_all(lattice: str) -> str:
+    """Messages to every actor of the lattice."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.deliver.>"
+
+
+def lattice_all(lattice: str) -> str:
+    """Every subject of the lattice's own protocol."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.>"
+
+
+def events_of(lattice: str, node: str) -> str:
+    """Every event ``node`` publishes about itself."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.evt.{token(node, 'node')}.>"
+
+
+def logs_of(lattice: str, node: str) -> str:
+    """The log lines of every actor on ``node``."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.logs.{token(node, 'node')}.>"
+
+
+def node_control_any(lattice: str, verb: str) -> str:
+    """The request ``verb`` to any node (a permission pattern)."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.ctl.node.*.{verb}"
+
+
+def node_of_event(subject: str) -> str:
+    """The node an event's subject (``drupelet.<lattice>.evt.<node>.<kind>``) names."""
+    parts = subject.split(".")
+    return parts[3] if len(parts) > 4 else ""
+
+
+# -- reply inboxes ------------------------------------------------------------------------
+
+INBOXES = "_INBOX.>"
+"""Every reply inbox (nats-py's default prefix is ``_INBOX``)."""
+
+
+def inbox_prefix(identity: str) -> str:
+    """The reply inbox prefix of a lattice user or node, ``_INBOX.<identity>``: each one's
+    credentials let it subscribe to its own inboxes only, so no one reads another's replies."""
+    return f"_INBOX.{token(identity, 'user')}"
+
+
+def inboxes_of(identity: str) -> str:
+    return f"{inbox_prefix(identity)}.>"
+
+
+# -- JetStream ----------------------------------------------------------------------------
+
+def jetstream_api(suffix: str, domain: str | None = None) -> str:
+    """A JetStream API subject (``STREAM.INFO.KV_x``), in ``domain`` when given; domain ``*``
+    is every domain (a permission pattern)."""
+    return f"$JS.{domain}.API.{suffix}" if domain else f"$JS.API.{suffix}"
+
+
+JETSTREAM_FLOW_CONTROL = "$JS.FC.>"
+"""Where a push consumer's client answers flow control (ordered consumers: KV watches, object reads)."""
+
+
+def kv_put(bucket: str, key: str, domain: str | None = None) -> str:
+    """The subject a write to ``key`` of KV ``bucket`` is published on.
+
+    Without a domain it is the bucket's own subject; with one it goes through that
+    domain's JetStream API prefix, which the servers route to the domain (across leaf
+    connections too) and map onto the bucket's subject.
+    """
+    subject = f"$KV.{bucket}.{key}"
+    return jetstream_api(subject, domain) if domain else subject
+
+
+def object_store_all(bucket: str) -> str:
+    """Every chunk and metadata subject of object store ``bucket``."""
+    return f"$O.{bucket}.>"
