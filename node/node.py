@@ -44,6 +44,41 @@ log = logging.getLogger(__name__)
 __all__ = ["Node"]
 
 
+LEAF_WATCH_INTERVAL_S = 1.0
+"""How often the node reads what the embedded server logged about its leaf connection."""
+
+
+def _read_new_lines(path: Path, offset: int) -> tuple[list[str], int]:
+    """The lines added to ``path`` since ``offset``, and the new offset."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    return data[:end].decode("utf-8", "replace").splitlines(), offset + end
+
+
+def leaf_problem(line: str) -> str | None:
+    """What a nats-server log line says is wrong with a leaf connection, for a person; None
+    for a line about something else."""
+    low = line.lower()
+    if "[err]" not in low and "[wrn]" not in low:
+        return None
+    if "x509" in low or "certificate" in low:
+        return (f"the hub's TLS certificate is not signed by the CA this node trusts (nats.hub_ca): "
+                f"{line.split(' - ')[-1].strip()}")
+    if "authorization violation" in low or "authentication" in low:
+        return ("the hub refused this node's credentials (nats.hub_creds): revoked, of another lattice, or the hub "
+                "asks for others")
+    if "tls" in low and ("leafnode" in low or "lid:" in low):
+        return f"TLS failed: {line.split(' - ')[-1].strip()}"
+    if "lid:" in low and "error" in low:
+        return line.split(" - ")[-1].strip()
+    return None
+
+
 class Node:
     """One drupelet node. ``async with Node(config) as node:`` or :meth:`start` / :meth:`stop`."""
 
@@ -59,6 +94,7 @@ class Node:
         self.control: ControlPlane | None = None
         self.provider_server: ProviderServer | None = None
         self.lock = DataDirLock(config.data_dir)
+        self._leaf_watch: asyncio.Task[None] | None = None
         self._started = False
         self._stopped = False
 
@@ -137,6 +173,7 @@ class Node:
                 raise NatsUnavailable(f"cannot start the embedded nats-server: {exc.summary}") from exc
             url = self.nats_server.url
             if cfg.nats_hub_url:
+                self._leaf_watch = asyncio.create_task(self._watch_leaf(cfg.nats_hub_url))
                 log.info("embedded nats-server listening on %s, a leaf of the hub %s (JetStream domain %s)", url,
                          cfg.nats_hub_url, self.name)
             else:
@@ -150,6 +187,27 @@ class Node:
                              timeout_s=cfg.nats_connect_timeout_s, reconnect=True, error_cb=self._nats_error,
                              disconnected_cb=self._nats_disconnected, reconnected_cb=self._nats_reconnected,
                              tls=tls, inbox_prefix=subjects.inbox_prefix(self.name))
+
+    async def _watch_leaf(self, hub: str) -> None:
+        """Say in the node's log why the embedded server's leaf connection to the hub fails (a
+        certificate the hub's CA did not sign, refused credentials), once per reason, and when it
+        is up again: what the server's own log says, for a person reading the node's."""
+        server = self.nats_server
+        assert server is not None and server.log_path is not None
+        path, offset, said = server.log_path, 0, ""
+        while True:
+            await asyncio.sleep(LEAF_WATCH_INTERVAL_S)
+            lines, offset = await asyncio.to_thread(_read_new_lines, path, offset)
+            for line in lines:
+                if "Leafnode connection created" in line:
+                    if said:
+                        log.info("the leaf connection to the hub %s is up", hub)
+                    said = ""
+                    continue
+                reason = leaf_problem(line)
+                if reason and reason != said:
+                    said = reason
+                    log.warning("the leaf connection to the hub %s fails: %s", hub, reason)
 
     async def _follow_state(self, domain: str | None) -> None:
         """Restore this node's actors and the lattice's links from the disk copy, then
@@ -178,6 +236,9 @@ class Node:
         if self._stopped:
             return
         self._stopped = True
+        if self._leaf_watch is not None:
+            self._leaf_watch.cancel()
+            await asyncio.gather(self._leaf_watch, return_exceptions=True)
         steps: list[tuple[str, Callable[[], Awaitable[Any]] | None]] = [
             ("the host", self.host.stop),
             ("the provider server", self.provider_server.close if self.provider_server else None),

@@ -52,7 +52,9 @@ import concurrent.futures
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -140,6 +142,28 @@ class Message:
     subject: str
     body: bytes
     reply_to: str | None = None
+
+
+_handling = threading.local()
+
+
+@contextmanager
+def handling(reply_to: str | None) -> Iterator[None]:
+    """While an actor instance handles a message (the node wraps the handler call in this, on
+    the instance's worker thread): its reply subject is :func:`current_reply` there."""
+    before = getattr(_handling, "reply_to", None)
+    _handling.reply_to = reply_to
+    try:
+        yield
+    finally:
+        _handling.reply_to = before
+
+
+def current_reply() -> str | None:
+    """The reply subject of the message the calling actor instance is handling, if any: an
+    import call runs on that instance's worker thread. An actor may always answer it."""
+    value = getattr(_handling, "reply_to", None)
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)

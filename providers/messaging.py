@@ -4,19 +4,28 @@ An actor linked to it can ``publish`` and ``request`` (on one subject: no wildca
 receives the messages of the subjects its link subscribes to through its exported
 ``handler``.
 
-Until the lattice authenticates its clients, the provider itself keeps actors off the
-lattice's own subjects (:data:`PROTECTED_SUBJECTS`: ``drupelet.>``, ``$JS.>``, ``$KV.>``,
-``$O.>``, ``$SYS.>``): ``publish`` and ``request`` on a subject matching one, or with a
-reply subject matching one, are refused with ``denied`` naming the subject. A link whose
-``subscriptions`` would receive any of them, or any reply inbox (``_INBOX.>``), is refused
-when it is put: ``>``, ``*.>``, ``_INBOX.>``, ``drupelet.*`` and ``$KV.>`` are, ``sensors.>``
-is not. (Without that, one link subscribing ``>`` makes every node forward its own
-forwards.) :func:`subjects_overlap` decides, by NATS's token rules.
+What an actor may reach is what its link grants: ``publish`` to the subjects of the link's
+``publish`` grant, ``request`` on those of its ``request`` grant (NATS wildcards), and
+always the reply subject of the message it is handling (:func:`~.base.current_reply`).
+Nothing else: a link without grants lets the actor answer and nothing more. The lattice's
+own subjects (:data:`PROTECTED_SUBJECTS`: ``drupelet.>``, ``$JS.>``, ``$KV.>``, ``$O.>``,
+``$SYS.>``) and reply inboxes (``_INBOX.>``, but for the reply it is answering) are refused
+even when a grant would match, and so is a reply subject that is one of the lattice's own
+(a message whose reply subject was made to point at a control subject). A refusal is the
+interface's error string (``denied: …``), logged the first time for each actor and subject
+and again at each tenfold count, and counted in the inventory (``refused``).
+
+A link whose ``subscriptions`` would receive any of the lattice's subjects or any reply
+inbox is refused when it is put: ``>``, ``*.>``, ``_INBOX.>``, ``drupelet.*`` and ``$KV.>``
+are, ``sensors.>`` is not. (Without that, one link subscribing ``>`` makes every node
+forward its own forwards.) :func:`subjects_overlap` decides, by NATS's token rules.
 
 Link config:
 
 | key | meaning |
 |---|---|
+| ``publish`` | comma-separated NATS subjects (wildcards allowed) the actor may publish to |
+| ``request`` | comma-separated NATS subjects (wildcards allowed) the actor may send requests to |
 | ``subscriptions`` | comma-separated NATS subjects (wildcards allowed) delivered to the actor |
 | ``queue_group`` | optional queue group for those subscriptions, to share them across nodes |
 
@@ -28,19 +37,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import threading
 from typing import Any
 
 from .schema import NoKeys
 from .base import (Denied, Link, Message, PayloadTooLarge, Provider, ProviderContext, ProviderError, Timeout,
-                   Unavailable)
+                   Unavailable, current_reply)
 
 log = logging.getLogger(__name__)
 
 MIN_REQUEST_TIMEOUT_MS = 1
 
 
-def subjects_of(link: Link) -> list[str]:
-    raw = link.config.get("subscriptions", "")
+def subjects_of(link: Link, key: str = "subscriptions") -> list[str]:
+    """The subjects of a link config's comma-separated ``key``."""
+    raw = link.config.get(key, "")
     return [s.strip() for s in raw.split(",") if s.strip()]
 
 
@@ -79,7 +91,9 @@ def protected_match(subject: str, patterns: tuple[str, ...] = PROTECTED_SUBJECTS
     return next((p for p in patterns if subjects_overlap(subject, p)), None)
 
 
-def _check_outgoing(link: Link, what: str, subject: str) -> None:
+def _check_outgoing(link: Link, what: str, subject: str, grant: str | None = None) -> None:
+    """A message ``what`` (``publish on``…) ``subject`` may go: one subject, not the lattice's
+    own, and, with ``grant`` (a link config key), within it or the reply being answered."""
     check_subject(subject)
     if any(token in ("*", ">") for token in subject.split(".")):
         raise ProviderError(f"actor {link.source!r} cannot {what} {subject!r}: a message goes to one subject; "
@@ -89,6 +103,15 @@ def _check_outgoing(link: Link, what: str, subject: str) -> None:
         raise Denied(f"actor {link.source!r} may not {what} {subject!r}: it is one of the lattice's own subjects "
                      f"({match}); the lattice's subjects ({', '.join(PROTECTED_SUBJECTS)}) are the node's "
                      "alone", provider="messaging")
+    if grant is None or (grant == "publish" and subject == current_reply()):
+        return  # the reply to the message it is handling: always
+    if protected_match(subject, REPLY_INBOXES) is not None:
+        raise Denied(f"actor {link.source!r} may not {what} {subject!r}: a reply inbox that is not the reply of "
+                     "the message it is handling", provider="messaging")
+    granted = subjects_of(link, grant)
+    if not any(subjects_overlap(subject, pattern) for pattern in granted):
+        raise Denied(f"actor {link.source!r} may not {what} {subject!r}: its link's {grant} grant "
+                     f"({', '.join(granted) or 'none'}) does not include it", provider="messaging")
 
 
 def check_subscription(link: Link, subject: str) -> None:
@@ -113,6 +136,21 @@ class MessagingProvider(Provider):
         super().__init__()
         self._subs: dict[tuple[str, str], list[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refused: dict[tuple[str, str, str], int] = {}
+        self._refused_lock = threading.Lock()
+
+    def _granted(self, link: Link, what: str, subject: str, grant: str) -> None:
+        """:func:`_check_outgoing` with the link's grant; a refusal is counted, and logged the
+        first time for each actor and subject and again at each tenfold count."""
+        try:
+            _check_outgoing(link, what, subject, grant)
+        except Denied as exc:
+            key = (link.source, grant, subject)
+            with self._refused_lock:
+                count = self._refused[key] = self._refused.get(key, 0) + 1
+            if count == 1 or math.log10(count).is_integer():
+                log.warning("%s (refused %d time%s)", exc.message, count, "" if count == 1 else "s")
+            raise
 
     def _client(self) -> Any:
         nc = self.context.nats
@@ -132,7 +170,7 @@ class MessagingProvider(Provider):
         if not isinstance(subject, str) or not isinstance(body, bytes) or not isinstance(reply_to, (str, type(None))):
             raise ProviderError("publish takes a subject, bytes and an optional reply subject", provider=self.name)
         message = Message(subject=subject, body=body, reply_to=reply_to)
-        _check_outgoing(link, "publish on", message.subject)
+        self._granted(link, "publish on", message.subject, "publish")
         if message.reply_to:
             _check_outgoing(link, "ask for replies on", message.reply_to)
         self._check_body(message.body)
@@ -151,7 +189,7 @@ class MessagingProvider(Provider):
         return self._request(link, subject, body, timeout_ms)
 
     def _request(self, link: Link, subject: str, body: bytes, timeout_ms: int) -> dict[str, Any]:
-        _check_outgoing(link, "send a request on", subject)
+        self._granted(link, "send a request on", subject, "request")
         self._check_body(body)
         nc = self._client()
         timeout_s = max(timeout_ms, MIN_REQUEST_TIMEOUT_MS) / 1000.0
@@ -238,4 +276,7 @@ class MessagingProvider(Provider):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def describe(self) -> dict[str, Any]:
-        return {"subscriptions": {f"{a}": [s.subject for s in subs] for (a, _), subs in self._subs.items()}}
+        with self._refused_lock:
+            refused = [{"actor": a, "grant": g, "subject": s, "count": n} for (a, g, s), n in sorted(self._refused.items())]
+        return {"subscriptions": {f"{a}": [s.subject for s in subs] for (a, _), subs in self._subs.items()},
+                "refused": refused}

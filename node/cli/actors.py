@@ -66,8 +66,14 @@ async def _on_each(args: argparse.Namespace, client: LatticeClient, nodes: list[
     """Send ``actor.<verb>`` to each node in turn; a line per node as it answers."""
     results = []
     for node in nodes:
-        result = await client.node(node, f"actor.{verb}", payload,
-                                   timeout_s=START_TIMEOUT_S if verb == "start" else None)
+        # a node starts, stops or scales the actor; this client, an admin's, records it in
+        # the lattice state (the node follows the record, and restores it after a restart)
+        if verb == "start":
+            result = await client.start_actor(node, payload, timeout_s=START_TIMEOUT_S)
+        elif verb == "stop":
+            result = await client.stop_actor(node, payload["name"])
+        else:
+            result = await client.scale_actor(node, payload["name"], payload["instances"])
         results.append({"node": node, "result": result})
         if not args.json:
             detail = f" ({result['instances']} instance(s), {result['digest'][:12]})" if result else ""
@@ -112,6 +118,7 @@ async def _push(args: argparse.Namespace, client: LatticeClient) -> int:
             sys.stderr.flush()
 
     store = ArtifactStore(client.nc, client.lattice, user_cache() / "artifacts", domain=args.domain)
+    client.check_artifact_write("push")
     info = await store.put(data, name=name, progress=progress)
     if tty:
         sys.stderr.write("\n")

@@ -55,6 +55,7 @@ async def _remove(args: argparse.Namespace, client: LatticeClient) -> int:
     from drupelet.node.lattice.errors import ArtifactNotFound, InvalidDigest
 
     store = _store(args, client)
+    client.check_artifact_write("artifacts rm")
     try:
         digest = parse_digest(args.ref)
     except InvalidDigest:

@@ -13,10 +13,11 @@ import sys
 import nats.errors
 from nats.aio.msg import Msg
 
-from drupelet.node.cli.common import CliError, lattice_name, nats_url
+from drupelet.node.cli.common import CliError, connection
 from drupelet.node.cli.output import emit
 from drupelet.node.lattice import subjects
-from drupelet.node.lattice.connect import CLIENT_HINT, close_quietly, connect
+from drupelet.node.lattice.client import open_connection
+from drupelet.node.lattice.connect import close_quietly
 
 CONNECT_TIMEOUT_S = 3.0
 
@@ -39,14 +40,17 @@ def call(args: argparse.Namespace) -> int:
 
 
 async def _request(args: argparse.Namespace, body: bytes) -> Msg:
-    lattice = lattice_name(args)
+    how = connection(args)
+    lattice = how["lattice"]
     try:
         subject = subjects.deliver(lattice, args.actor)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    nc = await connect(nats_url(args), name="drupelet-cli", creds=args.creds, timeout_s=CONNECT_TIMEOUT_S,
-                       hint=CLIENT_HINT)
+    nc, grant = await open_connection(how["url"], creds=how["creds"], tls_ca=how["tls_ca"],
+                                      timeout_s=CONNECT_TIMEOUT_S)
     try:
+        if grant is not None:
+            grant.check_publish(subject, f"a message to actor {args.actor}")
         return await nc.request(subject, body, timeout=args.timeout, headers={subjects.HEADER_SUBJECT: args.subject})
     except nats.errors.NoRespondersError:
         raise CliError(f"no actor {args.actor!r} is running in lattice {lattice!r}") from None

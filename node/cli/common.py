@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from drupelet.node.lattice.client import LatticeClient
+    from drupelet.node.lattice.latticedir import LatticeDir
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 DEFAULT_LATTICE = "default"
@@ -27,15 +29,46 @@ class CliError(Exception):
         self.code = code
 
 
+def lattice_dir(args: argparse.Namespace) -> LatticeDir | None:
+    """The lattice directory of ``--lattice-dir`` (``DRUPELET_LATTICE_DIR``), or None."""
+    path: Path | None = getattr(args, "lattice_dir", None)
+    if path is None:
+        return None
+    from drupelet.node.lattice.latticedir import LatticeDir
+
+    return LatticeDir.open(path)
+
+
 def nats_url(args: argparse.Namespace) -> str:
-    """The server a client command talks to: ``--nats``, ``DRUPELET_NATS``, else the local default."""
+    """The server a client command talks to: ``--nats``, ``DRUPELET_NATS``, the lattice
+    directory's hub, else the local default."""
     url: str | None = args.nats
-    return url or DEFAULT_NATS
+    if url:
+        return url
+    found = lattice_dir(args)
+    return found.client_url if found is not None else DEFAULT_NATS
 
 
 def lattice_name(args: argparse.Namespace) -> str:
     name: str | None = args.lattice
-    return name or DEFAULT_LATTICE
+    if name:
+        return name
+    found = lattice_dir(args)
+    return found.name if found is not None else DEFAULT_LATTICE
+
+
+def connection(args: argparse.Namespace) -> dict[str, Any]:
+    """How a client command connects: URL, lattice, credentials, CA and JetStream domain,
+    each from its option, else from the lattice directory."""
+    found = lattice_dir(args)
+    creds: str | None = args.creds
+    tls_ca: str | None = getattr(args, "tls_ca", None)
+    if found is not None:
+        creds = creds or str(found.admin_creds)
+        tls_ca = tls_ca or str(found.ca)
+    return {"url": args.nats or (found.client_url if found else DEFAULT_NATS),
+            "lattice": args.lattice or (found.name if found else DEFAULT_LATTICE),
+            "creds": creds, "tls_ca": tls_ca}
 
 
 def pairs(items: list[str], what: str) -> dict[str, str]:
@@ -53,8 +86,10 @@ def run_remote(args: argparse.Namespace, work: Callable[[LatticeClient], Awaitab
     """Connect to the lattice the global options name, run ``work`` with the client, close it."""
     from drupelet.node.lattice.client import LatticeClient
 
+    how = connection(args)
+
     async def connected() -> int:
-        client = await LatticeClient.connect(nats_url(args), lattice_name(args), creds=args.creds)
+        client = await LatticeClient.connect(how["url"], how["lattice"], creds=how["creds"], tls_ca=how["tls_ca"])
         async with client:
             return await work(client)
 

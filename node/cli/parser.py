@@ -4,7 +4,8 @@ The global options live in one parent parser, given to the top parser and to eve
 (sub)command, so they work before or after the command. They default to *absent*
 (``argparse.SUPPRESS``): a subcommand's parser would otherwise overwrite what was given
 before it with its own default. :func:`resolve_globals` then fills them from the
-environment (``DRUPELET_NATS``, ``DRUPELET_LATTICE``, ``DRUPELET_CREDS``, ``DRUPELET_JSON``).
+environment (``DRUPELET_NATS``, ``DRUPELET_LATTICE``, ``DRUPELET_CREDS``, ``DRUPELET_LATTICE_DIR``,
+``DRUPELET_TLS_CA``, ``DRUPELET_JSON``).
 
 Each command sets ``handler``: a :class:`Command` naming the function that runs it, in
 the module of its group. That module is imported only when its command runs, so
@@ -42,12 +43,18 @@ class Command:
 
 
 def global_options() -> argparse.ArgumentParser:
-    """The parent parser of every command: ``--nats``, ``--lattice``, ``--creds``, ``--json``, ``-v``."""
+    """The parent parser of every command: ``--nats``, ``--lattice``, ``--creds``, ``--lattice-dir``,
+    ``--tls-ca``, ``--json``, ``-v``."""
     parent = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     g = parent.add_argument_group("global options")
     g.add_argument("--nats", metavar="URL", help="NATS server URL [env DRUPELET_NATS]")
     g.add_argument("--lattice", metavar="NAME", help="lattice name [env DRUPELET_LATTICE]")
     g.add_argument("--creds", metavar="FILE", help="NATS credentials file [env DRUPELET_CREDS]")
+    g.add_argument("--lattice-dir", type=Path, metavar="DIR",
+                   help="a lattice directory (drupelet lattice init): its hub, name, CA and admin credentials "
+                        "unless --nats, --lattice, --tls-ca or --creds say otherwise [env DRUPELET_LATTICE_DIR]")
+    g.add_argument("--tls-ca", metavar="FILE", help="CA certificate the server's TLS certificate must be signed by "
+                                                     "[env DRUPELET_TLS_CA]")
     g.add_argument("--json", action="store_true", help="machine-readable output [env DRUPELET_JSON=1]")
     g.add_argument("-v", "--verbose", action="count",
                    help="more log output: -v for debug (other commands than up: -v info, -vv debug)")
@@ -60,6 +67,9 @@ def resolve_globals(args: argparse.Namespace) -> None:
     args.nats = getattr(args, "nats", None) or os.environ.get("DRUPELET_NATS") or None
     args.lattice = getattr(args, "lattice", None) or os.environ.get("DRUPELET_LATTICE") or None
     args.creds = getattr(args, "creds", None) or os.environ.get("DRUPELET_CREDS") or None
+    lattice_dir = getattr(args, "lattice_dir", None) or os.environ.get("DRUPELET_LATTICE_DIR") or None
+    args.lattice_dir = Path(lattice_dir).expanduser() if lattice_dir else None
+    args.tls_ca = getattr(args, "tls_ca", None) or os.environ.get("DRUPELET_TLS_CA") or None
     args.json = bool(getattr(args, "json", False) or os.environ.get("DRUPELET_JSON", "") not in ("", "0"))
     args.verbose = getattr(args, "verbose", 0)
 
@@ -226,6 +236,48 @@ def build_parser() -> argparse.ArgumentParser:
                           "actors it signed or names stop", Command("signing", "revoke"))
     revoke.add_argument("key", metavar="SUBJECT|ISSUER")
     commands.add("revocations", "list the lattice's revoked keys", Command("signing", "revocations"))
+
+    lattice = commands.group("lattice", "make and run an authenticated lattice: keys, credentials, the hub's "
+                             "config", "lattice_command")
+    linit = lattice.add("init", "make a lattice directory: operator, account and system keys and JWTs, a CA and "
+                        "the hub's certificate, the hub's nats-server config, and admin credentials for this machine",
+                        Command("lattice", "init"))
+    linit.add_argument("name", help="the lattice's name (subjects are drupelet.NAME.…)")
+    linit.add_argument("--hub-url", required=True, metavar="URL",
+                       help="the hub's leafnode URL, as Pis reach it: tls://HOST:7422")
+    linit.add_argument("--client-url", metavar="URL", help="the hub's client URL (default: tls://HOST:4222)")
+    linit.add_argument("--listen", default="0.0.0.0", metavar="ADDRESS",
+                       help="the address the hub listens on (default 0.0.0.0: every interface)")
+    linit.add_argument("--hub-dir", type=Path, metavar="DIR",
+                       help="where the hub's files will be on the machine that runs it (default: DIR/hub)")
+    linit.add_argument("--trust", action="append", default=[], metavar="KEY",
+                       help="another issuer (A…, O…) whose signed actors enrolled nodes run (repeatable; the "
+                            "directory's own issuer.nk is always trusted)")
+    linit.add_argument("--hub-cert", type=Path, metavar="FILE",
+                       help="bring the hub's TLS certificate (PEM) instead of a CA made here")
+    linit.add_argument("--hub-key", type=Path, metavar="FILE", help="with --hub-cert: its private key")
+    linit.add_argument("--hub-ca", type=Path, metavar="FILE", help="with --hub-cert: the CA that signed it")
+    linit.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="the lattice directory")
+    enroll = lattice.add("enroll", "make a node's credentials and the drupelet.toml for its SD card's boot "
+                         "partition (and a node.toml for drupelet up --config)", Command("lattice", "enroll"))
+    enroll.add_argument("node", help="the node's name")
+    enroll.add_argument("--messaging", action="append", default=[], metavar="SUBJECT",
+                        help="an application subject its actors may publish and subscribe to across the hub "
+                             "(NATS wildcards; repeatable)")
+    enroll.add_argument("--label", action="append", default=[], metavar="K=V", help="a label of the node (repeatable)")
+    enroll.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    luser = lattice.add("user", "make credentials for a person or an application", Command("lattice", "user"))
+    luser.add_argument("name")
+    luser.add_argument("--role", required=True, choices=["admin", "viewer", "client"],
+                       help="admin: everything; viewer: read only; client: an application (drupelet call and its "
+                            "--messaging subjects)")
+    luser.add_argument("--messaging", action="append", default=[], metavar="SUBJECT",
+                       help="for a client: an application subject it may publish and subscribe to (repeatable)")
+    luser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="the .creds file")
+    lrevoke = lattice.add("revoke", "revoke a user's or a node's credentials, and tell the running hub at once",
+                          Command("lattice", "revoke"))
+    lrevoke.add_argument("name")
+    lattice.add("users", "list the lattice directory's users and nodes", Command("lattice", "users"))
 
     commands.add("nodes", "list the nodes of the lattice", Command("observe", "nodes"))
     inventory = commands.add("inventory", "show a node's actors, providers and links (default: every node)",

@@ -36,6 +36,8 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
         cfg.nats_url = args.nats
     if args.creds:
         cfg.nats_creds = args.creds
+    if args.tls_ca:
+        cfg.nats_ca = args.tls_ca
     if args.hub:
         cfg.nats_hub_url = args.hub
     if args.data_dir:

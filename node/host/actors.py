@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drupelet.providers.base import Link, NotLinked, Provider
+from drupelet.providers.base import Link, NotLinked, Provider, handling
 
 from drupelet.node.host.errors import ActorStopped, Overloaded, PayloadTooLarge
 from drupelet.node.runtime.errors import CallFailed, StartRefused, Trapped
@@ -166,8 +166,11 @@ class Actor:
 
     def submit(self, delivery: Delivery) -> concurrent.futures.Future[Any]:
         """Queue a message for the actor's handler; the future's result is None or the handler's error."""
-        return self._enqueue(lambda inst: inst.handle_message(delivery.subject, delivery.body, delivery.reply_to,
-                                                              delivery.deadline_ms), len(delivery.body))
+        def handle(inst: ActorInstance) -> Any:
+            with handling(delivery.reply_to):  # the actor may always answer it (providers.base.current_reply)
+                return inst.handle_message(delivery.subject, delivery.body, delivery.reply_to, delivery.deadline_ms)
+
+        return self._enqueue(handle, len(delivery.body))
 
     def invoke(self, export: str, args: tuple[Any, ...], deadline_ms: int | None = None) -> concurrent.futures.Future[Any]:
         """Queue a call of a top-level exported function (tests, benchmarks)."""

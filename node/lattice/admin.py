@@ -64,6 +64,10 @@ class StateWriter:
         self._js = nc.jetstream(domain=domain, timeout=timeout_s)
         self._kv: KeyValue | None = None
 
+    async def ensure(self) -> None:
+        """Make the bucket now if it does not exist (an admin's client; nodes wait for it)."""
+        await self._bucket()
+
     async def _bucket(self) -> KeyValue:
         """The bucket, made on the first write when it does not exist yet (only an admin may)."""
         if self._kv is None:
@@ -109,16 +113,25 @@ class StateWriter:
         return sorted(k for k in found if k.startswith(prefix + "."))
 
     async def put(self, key: str, value: Mapping[str, Any]) -> int:
-        clean = check_value(key, value)
-        await self._bucket()
-        return await publish_entry(self.nc, self._js, self.bucket, key, encode_value(clean), None,
-                                   domain=self.domain, timeout_s=self.timeout_s)
+        return await self._publish(key, encode_value(check_value(key, value)), None)
 
     async def delete(self, key: str) -> int:
         parse_key(key)
-        await self._bucket()
-        return await publish_entry(self.nc, self._js, self.bucket, key, b"", {KV_OP: KV_DEL}, domain=self.domain,
-                                   timeout_s=self.timeout_s)
+        return await self._publish(key, b"", {KV_OP: KV_DEL})
+
+    async def _publish(self, key: str, data: bytes, headers: dict[str, str] | None) -> int:
+        """One entry; when the bucket has gone since this client opened it (an admin deleted
+        it), it is made again and the entry written there."""
+        for attempt in (1, 2):
+            await self._bucket()
+            try:
+                return await publish_entry(self.nc, self._js, self.bucket, key, data, headers, domain=self.domain,
+                                           timeout_s=self.timeout_s)
+            except StateUnavailable:
+                if attempt == 2 or not self.nc.is_connected:
+                    raise
+                self._kv = None  # look again: it may have to be made anew
+        raise AssertionError("unreachable")
 
     # -- the lattice's write requests --------------------------------------------------------
 

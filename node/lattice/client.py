@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,28 @@ PING_WINDOW_S = 0.5
 _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.IGNORECASE)
 
 log = logging.getLogger(__name__)
+
+
+async def open_connection(url: str, *, creds: str | None = None, tls_ca: str | None = None, timeout_s: float = 3.0,
+                          error_cb: Callable[[Exception], Awaitable[None]] | None = None,
+                          name: str = "drupelet-cli") -> tuple[NatsClient, Grant | None]:
+    """A command's connection, and what its credentials allow (read from their user JWT):
+    TLS with ``tls_ca`` (or the system's CAs for a ``tls://`` URL), replies to the inbox its
+    credentials may read. :class:`Unreachable` with the reason when it cannot connect."""
+    grant = None
+    if creds:
+        try:
+            grant = creds_grant(Path(creds))
+        except AuthError as exc:
+            raise Unreachable(f"cannot connect to NATS at {url}: {exc.message}") from None
+    inbox = subjects.inbox_prefix(grant.name) if grant is not None and subjects.TOKEN.match(grant.name) else None
+    try:
+        tls = tls_context(tls_ca) if tls_ca or url.startswith("tls://") else None
+        nc = await connect(url, name=name, creds=creds, timeout_s=timeout_s, hint=CLIENT_HINT, tls=tls,
+                           inbox_prefix=inbox, error_cb=error_cb)
+    except NatsUnavailable as exc:
+        raise Unreachable(exc.message) from None
+    return nc, grant
 
 
 class LatticeClient:
@@ -58,15 +80,6 @@ class LatticeClient:
     async def connect(cls, url: str, lattice: str, *, creds: str | None = None, timeout_s: float = 10.0,
                       connect_timeout_s: float = 3.0, tls_ca: str | None = None,
                       domain: str | None = None) -> LatticeClient:
-        grant = None
-        if creds:
-            try:
-                grant = creds_grant(Path(creds))
-            except AuthError as exc:
-                raise Unreachable(f"cannot connect to NATS at {url}: {exc.message}") from None
-        inbox = None
-        if grant is not None and subjects.TOKEN.match(grant.name):
-            inbox = subjects.inbox_prefix(grant.name)
         holder: list[LatticeClient] = []
 
         async def on_error(exc: Exception) -> None:
@@ -75,12 +88,8 @@ class LatticeClient:
             else:
                 log.debug("NATS: %s", exc)
 
-        tls = tls_context(tls_ca) if tls_ca or url.startswith("tls://") else None
-        try:
-            nc = await connect(url, name="drupelet-cli", creds=creds, timeout_s=connect_timeout_s, hint=CLIENT_HINT,
-                               tls=tls, inbox_prefix=inbox, error_cb=on_error)
-        except NatsUnavailable as exc:
-            raise Unreachable(exc.message) from None
+        nc, grant = await open_connection(url, creds=creds, tls_ca=tls_ca, timeout_s=connect_timeout_s,
+                                          error_cb=on_error)
         client = cls(nc, lattice, timeout_s=timeout_s, grant=grant, domain=domain)
         holder.append(client)
         return client
@@ -113,6 +122,13 @@ class LatticeClient:
         """:class:`NotPermitted` when these credentials may not publish on ``subject``."""
         if self.grant is not None:
             self.grant.check_publish(subject, what)
+
+    def check_artifact_write(self, what: str) -> None:
+        """:class:`NotPermitted` unless these credentials may write the artifact store (an admin's)."""
+        from drupelet.node.lattice.artifacts import bucket_name
+
+        self.check(subjects.object_store_meta(bucket_name(self.lattice), "_"), f"{what} (a write to the artifact "
+                   "store)")
 
     async def _request(self, subject: str, payload: dict[str, Any], what: str, timeout_s: float | None,
                        doing: str = "") -> Any:
@@ -191,6 +207,7 @@ class LatticeClient:
     # -- actors: a node starts them, an admin records them ----------------------------------------
 
     async def start_actor(self, node: str, payload: dict[str, Any], timeout_s: float | None = None) -> Any:
+        self.check(subjects.node_control(self.lattice, node, "actor.start"), f"actor.start to node {node}")
         self.check(kv_subject(self.writer.bucket, "x", self.domain), "actor.start (it records the actor in the "
                    "lattice state)")
 

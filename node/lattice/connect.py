@@ -188,6 +188,8 @@ async def connect(url: str, *, name: str, creds: str | None = None, timeout_s: f
     return nc
 
 
+CLOSE_TIMEOUT_S = 2.0
+"""How long closing a connection may take before its socket is dropped."""
 CANCEL_ROUNDS = 50
 """How many times (0.1 s apart) a connection attempt is cancelled before it is left to end."""
 
@@ -227,9 +229,10 @@ async def close_quietly(nc: NatsClient) -> None:
     if nc.is_closed:
         return
     try:
-        await nc.close()
-    except Exception as exc:
-        log.debug("closing the NATS connection: %s", exc)
+        # bounded: after a failed TLS handshake nats-py waits for a transport that never closes
+        await asyncio.wait_for(nc.close(), CLOSE_TIMEOUT_S)
+    except (Exception, asyncio.TimeoutError) as exc:
+        log.debug("closing the NATS connection: %s", exc or type(exc).__name__)
         _stop_left_subscriptions(nc)
 
 

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 from drupelet.node.lattice import roles, subjects
 from drupelet.node.lattice.errors import AuthError
+from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.node.security import keys, natsjwt, tls
 from drupelet.node.security.errors import SecurityError
 
@@ -381,6 +382,17 @@ class LatticeDir:
             "}",
             "",
         ])
+
+
+def hub_server(lattice: LatticeDir, run_dir: Path) -> EmbeddedNatsServer:
+    """The lattice's hub, its ``hub.conf`` as it is, run by this process (the demo, the tests);
+    its own config copy and log go to ``run_dir``."""
+    from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
+
+    return EmbeddedNatsServer(NatsServerConfig(
+        host=str(lattice.doc.get("listen", "127.0.0.1")), port=int(lattice.doc.get("client_port", CLIENT_PORT)),
+        leafnode_listen_port=int(lattice.doc.get("leaf_port", LEAF_PORT)), store_dir=run_dir,
+        config_text=lattice.hub_config.read_text(encoding="utf-8")))
 
 
 async def push_account(lattice: LatticeDir, *, url: str | None = None, timeout_s: float = 5.0) -> None:

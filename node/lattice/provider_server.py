@@ -86,6 +86,9 @@ class ProviderServer:
         self.lattice: str = host.lattice
         self.node: str = host.name
         self._handles: dict[int, _Handle] = {}
+        self._users: set[tuple[str, str]] = set()
+        """(node, actor) pairs whose calls this node's providers have served: what an
+        ``actor_stopped`` event from that node may release here."""
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._subs: list[Any] = []
@@ -209,6 +212,7 @@ class ProviderServer:
         plain = link.as_link()
         self._check_size(*args)
         result = provider.invoke(plain, op, args)
+        self._users.add((caller, source))
         methods = getattr(result, "methods", None)
         if isinstance(methods, frozenset):
             return {"$h": self._keep(_Handle(caller, source, plain, result)), "methods": sorted(methods)}
@@ -301,8 +305,16 @@ class ProviderServer:
         if not isinstance(actor, str):
             return
         self.release(caller, actor)
-        if caller != self.node:  # this node's own stops are handled where they happen
-            await self.host.actor_stopped(actor, caller)
+        if caller == self.node:  # this node's own stops are handled where they happen
+            return
+        if self.placed is not None and (caller, actor) not in self._users:
+            # in an authenticated lattice a node speaks for the actors it ran: one whose calls
+            # this node never served from there holds nothing here to release
+            log.info("ignoring actor_stopped of %s from node %s: it never called this node's providers from there",
+                     actor, caller)
+            return
+        self._users.discard((caller, actor))
+        await self.host.actor_stopped(actor, caller)
 
     async def _on_node_stopped(self, msg: Msg) -> None:
         found = self._event(msg)

@@ -173,6 +173,8 @@ class _Session:
     kv: KeyValue
     watcher: KeyValue.KeyWatcher
     reconnects: int
+    created: Any = None
+    """When the bucket's stream was made: another time is another bucket (deleted and made again)."""
 
 
 # -- the state ----------------------------------------------------------------------
@@ -336,7 +338,7 @@ class LatticeState:
             except BaseException:
                 await _stop_watcher(watcher)
                 raise
-            self._session = _Session(kv, watcher, reconnects)
+            self._session = _Session(kv, watcher, reconnects, status.stream_info.created)
             await self._apply_snapshot(records, status.stream_info.state.last_seq)
 
     async def _read_initial(self, watcher: KeyValue.KeyWatcher,
@@ -485,6 +487,8 @@ class LatticeState:
             status = await session.kv.status()
         except _UNREACHABLE as exc:
             return f"unreachable ({_describe(exc)})", True
+        if status.stream_info.created != session.created:
+            return "it was deleted and made again", False
         last_seq = status.stream_info.state.last_seq
         if last_seq != self._watched_seq:
             return f"the watch stopped at revision {self._watched_seq} but the bucket is at {last_seq}", False

@@ -171,6 +171,11 @@ def kv_put(bucket: str, key: str, domain: str | None = None) -> str:
     return jetstream_api(subject, domain) if domain else subject
 
 
+def object_store_meta(bucket: str, encoded_name: str) -> str:
+    """The subject of an object's metadata in object store ``bucket`` (its name base64url-encoded)."""
+    return f"$O.{bucket}.M.{encoded_name}"
+
+
 def object_store_all(bucket: str) -> str:
     """Every chunk and metadata subject of object store ``bucket``."""
     return f"$O.{bucket}.>"

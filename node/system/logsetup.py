@@ -113,7 +113,14 @@ def setup_logging(level: int, *, quiet_nats: bool = True, environ: Mapping[str, 
     logging.basicConfig(level=level, handlers=[handler])
     if quiet_nats:
         logging.getLogger("nats").setLevel(logging.WARNING)
+    logging.getLogger("asyncio").addFilter(_tls_close_noise)
     return mode
+
+
+def _tls_close_noise(record: logging.LogRecord) -> bool:
+    """asyncio warns at every close of a TLS connection to a NATS server that nats-py's protocol
+    asked to keep the transport open at EOF, which TLS cannot: nothing to act on."""
+    return "eof_received() has no effect when using ssl" not in record.getMessage()
 
 
 __all__ = ["ActorFields", "PriorityFormatter", "make_handler", "setup_logging", "stderr_is_journal"]

@@ -10,10 +10,11 @@ documented example), and installs what the rest of the image reads:
 | ``node.toml`` | the node config (:mod:`drupelet.node.config`): name, lattice, labels, the local NATS server and the hub's JetStream domain, the hardware providers on their real backends; checked with the node's own loader before it is installed | 0644 |
 | ``nats-leaf.conf`` | ``systemd/nats-leaf.conf.in`` with the node name, the hub URL, the credentials file and ``<state>/nats`` filled in | 0644 |
 | ``leaf.creds`` | the leaf connection's credentials; absent when the boot file has none | 0600, owned by the ``drupelet`` user when it exists (it runs nats-server) |
+| ``hub-ca.pem`` | the CA the hub's TLS certificate must be signed by (``[hub] ca``); absent when the boot file has none | 0644 |
 | ``trusted-keys`` | the issuer public keys of ``[trust] keys``, one a line | 0644 |
 
 The boot file is the source of truth and stays where it is: editing it and rebooting
-applies the change, and these four files are rewritten from it (hand edits to them last
+applies the change, and these files are rewritten from it (hand edits to them last
 until the next boot). Only a file whose content, mode or owner differs is touched
 (:mod:`.install`). A file that does not validate changes nothing in ``/etc/drupelet``;
 the reason goes to the log, an error file and the display (:mod:`.report`).
@@ -21,7 +22,7 @@ the reason goes to the log, an error file and the display (:mod:`.report`).
 The modules, each importing only those before it: :mod:`.nkeys` (credentials and
 keys), :mod:`.schema` (the sections and their checks), :mod:`.render` (the files'
 texts), :mod:`.install` (plan and apply), :mod:`.report` (the error file and the
-display). The boot path imports no wasmtime, no
+display), :mod:`.enroll` (the boot file ``drupelet lattice enroll`` writes for a node). The boot path imports no wasmtime, no
 NATS client and no display code unless a display must be drawn.
 
 Exit status: 0 when the file was applied or there is nothing to do (no file at the

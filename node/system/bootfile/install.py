@@ -24,6 +24,7 @@ from .schema import UNSAFE_CHARS, BootConfig
 NODE_TOML = "node.toml"
 LEAF_CONF = "nats-leaf.conf"
 LEAF_CREDS = "leaf.creds"
+HUB_CA = "hub-ca.pem"
 TRUSTED_KEYS = "trusted-keys"
 SERVICE_USER = "drupelet"
 """The user the image runs the node and nats-server as; it owns ``leaf.creds``."""
@@ -66,12 +67,14 @@ def outputs(cfg: BootConfig, *, etc: Path, state: Path) -> list[Output]:
         if UNSAFE_CHARS.search(str(directory)):
             raise ValueError(f"{what} {str(directory)!r}: a directory path without spaces, quotes or brackets, please")
     creds = etc / LEAF_CREDS
+    ca = etc / HUB_CA
     node_toml = render_node_toml(cfg)
     check_node_toml(node_toml, cfg, etc / NODE_TOML)
     leaf = render_leaf_conf(leaf_template(), cfg, creds=creds if cfg.credentials else None,
-                            store_dir=state / "nats")
+                            store_dir=state / "nats", ca=ca if cfg.hub_ca else None)
     return [
         Output(creds, cfg.credentials.encode() if cfg.credentials else None, SECRET_MODE, service_owner()),
+        Output(ca, cfg.hub_ca.encode() if cfg.hub_ca else None),
         Output(etc / TRUSTED_KEYS, render_trusted_keys(cfg).encode()),
         Output(etc / LEAF_CONF, leaf.encode()),
         Output(etc / NODE_TOML, node_toml.encode()),

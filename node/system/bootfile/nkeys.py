@@ -1,5 +1,5 @@
-"""The boot file's NATS secrets and keys: a ``.creds`` file pasted into ``hub.credentials``
-and the issuer public keys of ``trust.keys``, checked by :mod:`drupelet.node.security.keys`
+"""The boot file's NATS secrets and keys: a ``.creds`` file pasted into ``hub.credentials``,
+the hub's CA in ``hub.ca``, and the issuer public keys of ``trust.keys``, checked by :mod:`drupelet.node.security.keys`
 (base32, a prefix byte that says what the key is, the nkeys CRC-16), so a typo or a
 pasted seed is caught on the card instead of at the hub.
 """
@@ -36,6 +36,22 @@ def check_credentials(text: str, path: str) -> str:
     if not NKEY_USER_SEED.match(seed.group(1)) or _nkey_crc_error(seed.group(1)):
         raise ConfigError(f"the user nkey seed is not a user seed (SU followed by 56 base32 characters with a "
                           f"valid checksum); {how}", key=key, path=path)
+    return text + "\n"
+
+
+PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
+
+
+def check_ca(text: str, path: str) -> str:
+    """``hub.ca`` normalised (LF line ends, one final newline), or "" for none: one or more PEM
+    certificates (checked by their markers and base64; the TLS library checks the rest)."""
+    text = text.replace("\r\n", "\n").strip()
+    if not text:
+        return ""
+    if not PEM_CERT.search(text) or PEM_CERT.sub("", text).strip():
+        raise ConfigError("not a PEM certificate: paste the whole ca.pem, from '-----BEGIN CERTIFICATE-----' to "
+                          "'-----END CERTIFICATE-----', between three single quotes on each side",
+                          key="hub.ca", path=path)
     return text + "\n"
 
 

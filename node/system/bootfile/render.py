@@ -38,7 +38,8 @@ def node_config(cfg: BootConfig) -> dict[str, Any]:
     the hardware on real backends."""
     return {
         "node": {"name": cfg.name, "lattice": cfg.lattice, "labels": dict(cfg.labels)},
-        "nats": {"url": LOCAL_NATS_URL, "jetstream_domain": cfg.hub_jetstream_domain},
+        "nats": {"url": LOCAL_NATS_URL, "jetstream_domain": cfg.hub_jetstream_domain,
+                 "authenticated": not cfg.hub_open},
         "trust": {"keys": list(cfg.trusted_keys), "allow_unsigned": cfg.allow_unsigned,
                   "clock_skew_s": cfg.clock_skew_s},
         "providers": cfg.provider_configs(),
@@ -68,18 +69,19 @@ def leaf_template() -> str:
                             f"{', '.join(tried)}); reinstall drupelet")
 
 
-def render_leaf_conf(template: str, cfg: BootConfig, *, creds: Path | None, store_dir: Path) -> str:
+def render_leaf_conf(template: str, cfg: BootConfig, *, creds: Path | None, store_dir: Path,
+                     ca: Path | None = None) -> str:
     """``nats-leaf.conf.in`` with its placeholders filled in (outside comments); without
-    credentials, the line that names them is left out."""
+    credentials or a CA, the line that names them is left out."""
     values = {"NODE": cfg.name, "HUB_URL": cfg.hub_url, "CREDS": str(creds) if creds else "",
-              "STORE_DIR": str(store_dir)}
+              "CA": str(ca) if ca else "", "STORE_DIR": str(store_dir)}
     out = [generated_header(cfg.source) + f"# The @PLACEHOLDERS@ of {LEAF_TEMPLATE}, described below, are "
            "filled in.\n\n"]
     for line in template.splitlines(keepends=True):
         if line.lstrip().startswith("#"):
             out.append(line)
             continue
-        if creds is None and "@CREDS@" in line:
+        if (creds is None and "@CREDS@" in line) or (ca is None and "@CA@" in line):
             continue
         for key, value in values.items():
             line = line.replace(f"@{key}@", value)

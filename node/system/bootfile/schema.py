@@ -31,7 +31,7 @@ from drupelet.providers.schema import SchemaError, convert, key_docs, markdown_t
 from drupelet.node.config import LABEL_KEY, NAME
 from drupelet.node.errors import ConfigError
 
-from .nkeys import check_credentials, check_trusted_keys
+from .nkeys import check_ca, check_credentials, check_trusted_keys
 
 MAX_BOOT_FILE_BYTES = 64 << 10
 
@@ -90,10 +90,16 @@ class HubSection(Section):
 
     url: Annotated[str, Meta(description="the hub's leafnode URL: nats-leaf://, tls://, nats://, ws:// or wss:// "
                                          "with host:port")]
-    credentials: Annotated[str, Meta(description="the whole text of a NATS .creds file for the leaf connection; "
-                                                 "empty: none")] = ""
+    credentials: Annotated[str, Meta(description="the whole text of the node's NATS .creds file for the leaf "
+                                                 "connection (drupelet lattice enroll writes it); required unless "
+                                                 "open")] = ""
+    ca: Annotated[str, Meta(description="the PEM text of the CA that signed the hub's TLS certificate (the lattice "
+                                        "directory's ca.pem); required unless open")] = ""
     jetstream_domain: Annotated[str, Meta(description="the hub's JetStream domain, where the lattice's artifacts "
                                                       "and state live; must differ from node.name")] = "hub"
+    open: Annotated[bool, Meta(description="join a hub that asks for no credentials, over plain TCP if the URL "
+                                           "says so: anyone who reaches that hub controls this Pi; for a hub on "
+                                           "your own network only")] = False
 
 
 class TrustSection(Section):
@@ -192,6 +198,10 @@ class BootConfig:
     hub_jetstream_domain: str
     credentials: str
     """Normalised .creds text (LF line ends, one final newline), or empty."""
+    hub_ca: str
+    """Normalised PEM text of the hub's CA, or empty."""
+    hub_open: bool
+    """The hub asks for no credentials (``[hub] open``): the node is in an open lattice."""
     trusted_keys: tuple[str, ...]
     allow_unsigned: bool
     clock_skew_s: float
@@ -311,15 +321,39 @@ def parse_boot(doc: Mapping[str, Any], *, path: str = "") -> BootConfig:
                               f"I2C bus 1 (hardware.i2c.buses.{bus} = "
                               f"\"{I2C1_DEVICE}\"): remove {'them' if len(taken) > 1 else 'it'} from the pins, or "
                               "the bus from hardware.i2c.buses", key="hardware.gpio.pins", path=path)
+    credentials = check_credentials(hub.credentials, path)
+    ca = check_ca(hub.ca, path)
+    if not hub.open:
+        _check_secure_hub(hub.url, credentials, ca, path)
     return BootConfig(
         source=path, name=node.name, lattice=node.lattice, labels=labels,
         hub_url=hub.url, hub_jetstream_domain=hub.jetstream_domain,
-        credentials=check_credentials(hub.credentials, path),
+        credentials=credentials, hub_ca=ca, hub_open=hub.open,
         trusted_keys=check_trusted_keys(trust.keys, path), allow_unsigned=trust.allow_unsigned,
         clock_skew_s=trust.clock_skew_s,
         gpio_pins=gpio_pins, gpio_safe_state=safe_state, i2c_buses=buses,
         display=display_spec(display, path),
     )
+
+
+SECURE_SCHEMES = ("tls", "wss")
+"""Leafnode URL schemes that encrypt the connection."""
+
+
+def _check_secure_hub(url: str, credentials: str, ca: str, path: str) -> None:
+    """A Pi joins a hub only with its credentials, over TLS signed by the lattice's CA, unless
+    the boot file says the hub is open."""
+    how = ("paste what `drupelet lattice enroll` wrote, or set hub.open = true for a hub on your own network that "
+           "asks for no credentials")
+    if urlsplit(url).scheme not in SECURE_SCHEMES:
+        raise ConfigError(f"{url!r} is not encrypted: a Pi joins a hub over tls:// (or wss://); {how}",
+                          key="hub.url", path=path)
+    if not credentials:
+        raise ConfigError(f"required: the node's .creds file, without which the hub refuses this Pi; {how}",
+                          key="hub.credentials", path=path)
+    if not ca:
+        raise ConfigError(f"required: the lattice's CA (ca.pem), without which the Pi cannot tell the hub from an "
+                          f"impostor; {how}", key="hub.ca", path=path)
 
 
 def _check_name(value: str, key: str, path: str) -> None:
