@@ -352,3 +352,29 @@ async def test_a_node_s_credentials_cannot_use_another_actor_s_bucket_and_a_forg
         # the laptop's own stop of the actor does release it: outputs to their safe state
         await admin.stop_actor("laptop", "kvloop")
         await wait_for_async(lambda: gpio.describe()["pins"] == [], WAIT_S, "the Pi to release the pin")
+
+
+# -- enrolling a Pi --------------------------------------------------------------------------------
+
+
+def test_enroll_writes_a_boot_file_firstboot_installs_as_a_secure_leaf(tmp_path: Path) -> None:
+    made = latticedir.init(tmp_path / "lattice", "home", hub_url="tls://hub.example.org:7422")
+    out = tmp_path / "pi-1"
+    assert cli_main(["lattice", "enroll", "pi-1", "--lattice-dir", str(made.path), "-o", str(out),
+                     "--label", "room=lab"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["ca.pem", "drupelet.toml", "node.toml", "pi-1.creds"]
+    assert (out / "drupelet.toml").stat().st_mode & 0o777 == 0o600  # it holds the node's seed
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    assert cli_main(["firstboot", "--boot", str(out / "drupelet.toml"), "--etc", str(etc), "--state",
+                     str(state)]) == 0
+    cfg = load(etc / "node.toml")
+    assert (cfg.name, cfg.lattice, cfg.labels, cfg.authenticated) == ("pi-1", "home", {"room": "lab"}, True)
+    assert cfg.trust_keys == made.trust and cfg.trust_allow_unsigned is False
+    assert (etc / "leaf.creds").read_text() == (out / "pi-1.creds").read_text()
+    assert (etc / "hub-ca.pem").read_text() == made.ca.read_text()
+    leaf = (etc / "nats-leaf.conf").read_text()
+    assert 'urls: ["tls://hub.example.org:7422"]' in leaf and f'ca_file: "{etc / "hub-ca.pem"}"' in leaf
+    assert '\nhost: "127.0.0.1"\n' in leaf  # the Pi's own server: loopback only
+    # the node's credentials carry its role and its name's permissions
+    user = json.loads((made.path / "users.json").read_text())["users"]["pi-1"]
+    assert user["role"] == "node" and user["revoked_at"] is None

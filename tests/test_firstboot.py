@@ -43,6 +43,11 @@ USER_JWT = ("eyJ0eXAiOiAiSldUIiwgImFsZyI6ICJlZDI1NTE5LW5rZXkifQ.eyJzdWIiOiAiVUEz
             "S1BBVktJNkRVVE1PRU5GVE9MM0xUSzZVSUYiLCAiaXNzIjogIkFCMjVOWDJTS1VTQUlXR1JKMkwzREUzWjZSTExIN1pJNUVESUNJUU82"
             "R0VRUTZESktUSlkzVDMyIiwgIm5hbWUiOiAicGktMSIsICJuYXRzIjogeyJ0eXBlIjogInVzZXIiLCAidmVyc2lvbiI6IDJ9fQ.y-Yn"
             "7YR3p5YzuTXMCn8ndDTNLWcH9dtVsYzEgIlx0Xs0n3lfeP1vmgGrN0fRPoZVzEOV1VdGvbHh_qQSd2uyCA")
+CA_PEM = """-----BEGIN CERTIFICATE-----
+MIIBmzCCAUGgAwIBAgIUS5dQm5QnnCd9Wq0vVqg0hRAaN6QwCgYIKoZIzj0EAwIw
+-----END CERTIFICATE-----
+"""
+"""A PEM block as firstboot checks it (markers and base64); nats-server reads the certificate."""
 CREDS = f"""-----BEGIN NATS USER JWT-----
 {USER_JWT}
 ------END NATS USER JWT------
@@ -68,6 +73,7 @@ url = "nats-leaf://127.0.0.1:7422"
 jetstream_domain = "hub"
 credentials = '''
 {CREDS}'''
+open = true
 
 [trust]
 keys = ["{ACCOUNT_KEY}", "{OPERATOR_KEY}"]
@@ -137,12 +143,37 @@ def shown(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, DisplayBacken
 # -- the example file --------------------------------------------------------------------
 
 
+def secure_example() -> str:
+    """The example with what `drupelet lattice enroll` fills in: the node's credentials and the lattice's CA."""
+    text = EXAMPLE.read_text()
+    assert text.count('\ncredentials = ""\n') == 1 and text.count('\nca = ""\n') == 1
+    return (text.replace('\ncredentials = ""\n', f"\ncredentials = '''\n{CREDS}'''\n")
+            .replace('\nca = ""\n', f"\nca = '''\n{CA_PEM}'''\n"))
+
+
+def test_the_example_as_shipped_is_refused_until_it_has_the_credentials_and_the_ca(boot: Boot) -> None:
+    def error() -> str:
+        return " ".join(boot.error_file.read_text().split())  # the error file wraps its lines
+
+    assert boot.write(EXAMPLE.read_bytes()).run() == 1
+    assert f"{boot.file}: hub.credentials: required: the node's .creds file" in error()
+    assert boot.write(EXAMPLE.read_text().replace('\ncredentials = ""\n',
+                                                  f"\ncredentials = '''\n{CREDS}'''\n")).run() == 1
+    assert f"{boot.file}: hub.ca: required: the lattice's CA" in error()
+    plain = secure_example().replace('"tls://hub.example.net:7422"', '"nats-leaf://hub.example.net:7422"')
+    assert boot.write(plain).run() == 1
+    assert f"{boot.file}: hub.url: 'nats-leaf://hub.example.net:7422' is not encrypted" in error()
+    assert not boot.etc.exists() or not any(boot.etc.iterdir())
+
+
 def test_example_installs_a_node_config_the_node_loads(boot: Boot) -> None:
-    assert boot.write(EXAMPLE.read_bytes()).run() == 0
-    assert sorted(boot.installed()) == ["nats-leaf.conf", "node.toml", "trusted-keys"]  # no credentials in it
+    assert boot.write(secure_example()).run() == 0
+    assert sorted(boot.installed()) == ["hub-ca.pem", "leaf.creds", "nats-leaf.conf", "node.toml", "trusted-keys"]
     cfg = load(boot.etc / "node.toml")
     assert (cfg.name, cfg.lattice, cfg.labels) == ("pi-1", "default", {"board": "pi4", "room": "lab"})
     assert (cfg.nats_url, cfg.nats_jetstream_domain) == ("nats://127.0.0.1:4222", "hub")
+    assert cfg.authenticated is True  # an authenticated lattice: calls only for actors placed on their node
+    assert (boot.etc / "hub-ca.pem").read_text() == CA_PEM
     assert cfg.providers == {
         "gpio": {"backend": "lgpio", "pins": list(range(4, 28)), "safe_state": {}},
         "i2c": {"backend": "smbus", "buses": {"i2c1": "/dev/i2c-1"}},
@@ -151,9 +182,19 @@ def test_example_installs_a_node_config_the_node_loads(boot: Boot) -> None:
     leaf = (boot.etc / "nats-leaf.conf").read_text()
     assert 'urls: ["tls://hub.example.net:7422"]' in leaf
     assert f'store_dir: "{boot.state}/nats"' in leaf
-    assert "credentials" not in leaf.split("leafnodes")[1]  # the line is left out, not left empty
+    assert f'credentials: "{boot.etc / "leaf.creds"}"' in leaf
+    assert f'tls: {{ ca_file: "{boot.etc / "hub-ca.pem"}" }}' in leaf
     assert {name: mode for name, (_, _, _, mode) in boot.installed().items()} == {
-        "nats-leaf.conf": 0o644, "node.toml": 0o644, "trusted-keys": 0o644}
+        "hub-ca.pem": 0o644, "leaf.creds": 0o600, "nats-leaf.conf": 0o644, "node.toml": 0o644, "trusted-keys": 0o644}
+
+
+def test_an_open_hub_is_joined_without_credentials_or_ca_when_the_file_says_so(boot: Boot) -> None:
+    text = EXAMPLE.read_text().replace("\nopen = false\n", "\nopen = true\n")
+    assert boot.write(text).run() == 0
+    assert sorted(boot.installed()) == ["nats-leaf.conf", "node.toml", "trusted-keys"]
+    leaf = (boot.etc / "nats-leaf.conf").read_text().split("leafnodes")[1]
+    assert "credentials" not in leaf and "ca_file" not in leaf  # the lines are left out, not left empty
+    assert load(boot.etc / "node.toml").authenticated is False
 
 
 def test_every_key_is_in_the_example_with_its_default() -> None:
@@ -212,6 +253,7 @@ def test_a_file_saved_by_a_windows_editor_installs_the_same(boot: Boot, tmp_path
 async def test_the_installed_leaf_config_joins_the_hub(boot: Boot, tmp_path: Path) -> None:
     hub_port, hub_leaf_port, leaf_port = free_port(), free_port(), free_port()
     text = EXAMPLE.read_text().replace('"tls://hub.example.net:7422"', f'"nats-leaf://127.0.0.1:{hub_leaf_port}"')
+    text = text.replace("\nopen = false\n", "\nopen = true\n")  # this hub asks for nothing
     assert boot.write(text).run() == 0
     node = load(boot.etc / "node.toml")
     leaf = (boot.etc / "nats-leaf.conf").read_text()
@@ -485,8 +527,8 @@ def firstboot_in_a_child(boot: Boot, heavy: tuple[str, ...]) -> tuple[int, set[s
 def test_firstboot_on_its_own_imports_no_cli_runtime_nats_or_display(boot: Boot) -> None:
     """It runs at every boot: no wasmtime, no NATS client, no terminal library, not the CLI;
     with no display configured, no display code either."""
-    boot.write(EXAMPLE.read_bytes())
-    status, heavy, node = firstboot_in_a_child(boot, ("wasmtime", "nats", "rich", "PIL", "luma"))
+    boot.write(secure_example())
+    status, heavy, node = firstboot_in_a_child(boot, ("wasmtime", "nats", "rich", "PIL", "luma", "cryptography"))
     assert status == 0 and (boot.etc / "node.toml").exists()
     assert heavy == set() and node == set()
 

@@ -18,8 +18,12 @@ SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 
 
 def render(name: str, **values: str) -> str:
+    """The template with ``values`` filled in; a line whose placeholder is given as "" is left
+    out, as its comments say to do with an unused one (and firstboot does)."""
     text = (SYSTEMD / name).read_text()
     for key, value in values.items():
+        if value == "":
+            text = "\n".join(line for line in text.splitlines() if f"@{key}@" not in line or line.lstrip().startswith("#"))
         text = text.replace(f"@{key}@", value)
     assert not re.search(r"@[A-Z_]+@", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
     return text
@@ -45,7 +49,7 @@ def with_ports(text: str, client: int, leaf: int | None = None) -> str:
 
 def test_the_hub_and_leaf_templates_fit_on_one_machine_and_listen_on_loopback_only() -> None:
     hub = listens(render("nats-hub.conf.in", STORE_DIR="/tmp/hub"))
-    leaf = listens(render("nats-leaf.conf.in", NODE="pi-1", HUB_URL="nats-leaf://127.0.0.1:7422", CREDS="",
+    leaf = listens(render("nats-leaf.conf.in", NODE="pi-1", HUB_URL="nats-leaf://127.0.0.1:7422", CREDS="", CA="",
                           STORE_DIR="/tmp/leaf"))
     assert {host for host, _ in (*hub.values(), *leaf.values())} == {"127.0.0.1"}, (hub, leaf)
     ports = [port for _, port in (*hub.values(), *leaf.values())]
@@ -57,7 +61,7 @@ async def test_leaf_template_joins_the_hub_template(tmp_path: Path) -> None:
     hub_port, hub_leaf_port, leaf_port = free_port(), free_port(), free_port()
     hub_conf = with_ports(render("nats-hub.conf.in", STORE_DIR=str(tmp_path / "hub")), hub_port, hub_leaf_port)
     leaf_text = render("nats-leaf.conf.in", NODE="pi-1", HUB_URL=f"nats-leaf://127.0.0.1:{hub_leaf_port}",
-                       CREDS="", STORE_DIR=str(tmp_path / "leaf"))
+                       CREDS="", CA="", STORE_DIR=str(tmp_path / "leaf"))
     leaf_conf = with_ports(leaf_text.replace('      credentials: ""\n', ""), leaf_port)
     # the templates are whole configs: run nats-server on them as they are (ports moved to free ones)
     with server(tmp_path / "hub.conf", hub_conf), server(tmp_path / "leaf.conf", leaf_conf):
