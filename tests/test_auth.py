@@ -63,9 +63,9 @@ class Secured:
         assert cli_main(["lattice", "enroll", node, "--lattice-dir", str(self.dir.path), "-o", str(out), *args]) == 0
         return out
 
-    def node(self, name: str, **overrides: Any) -> Node:
+    def node(self, name: str, *enroll_args: str, **overrides: Any) -> Node:
         """A node from the node.toml its enrollment wrote: its embedded server a leaf of the hub."""
-        cfg = load(self.enroll(name) / "node.toml")
+        cfg = load(self.enroll(name, *enroll_args) / "node.toml")
         cfg.data_dir = self.tmp / f"{name}-data"
         cfg.nats_embedded_port = 0
         cfg.compile_in_subprocess = False
@@ -265,6 +265,49 @@ async def test_a_revoked_user_and_node_are_cut_off_without_a_hub_restart(secured
 
         await wait_for_async(gone, WAIT_S, "pi-1's leaf connection to be refused")
         assert secured.hub.running  # the same hub process throughout
+
+
+# -- what an actor may reach -------------------------------------------------------------------------
+
+
+async def test_an_actor_with_a_messaging_link_cannot_reach_a_control_subject_or_the_state_bucket(
+        secured: Secured) -> None:
+    pi = secured.node("pi-1", "--messaging", "svc.>")  # its actors' application subjects across the hub
+    async with pi, await secured.client() as admin:
+        await joined(admin, pi)
+        digest = await push(admin, secured, secured.signed("relay", "wasmcloud:messaging"), "relay")
+        await admin.start_actor("pi-1", {"name": "relay", "digest": digest})
+        # a grant of everything: the lattice's own subjects stay out of reach all the same
+        await admin.lattice_request("link.put", {"source": "relay", "interface": "wasmcloud:messaging",
+                                                 "target": "local/messaging", "config": {"request": ">"}})
+        await wait_for_async(lambda: pi.host.link_for("relay", "wasmcloud:messaging/consumer") is not None, WAIT_S,
+                             "the node to apply the link")
+        before = await admin.lattice_request("link.list")
+        forged = json.dumps({"source": "relay", "interface": "wasi:keyvalue", "target": "local/keyvalue",
+                             "config": {"buckets": "*"}}).encode()
+
+        async def relay(subject: str, body: bytes) -> Any:
+            return await admin.nc.request(subjects.deliver("home", "relay"), body, timeout=10,
+                                          headers={subjects.HEADER_SUBJECT: subject})
+
+        state = state_bucket("home")
+        for subject in (subjects.lattice_control("home", "link.put"), kv_subject(state, link_key(
+                "relay", "wasi:keyvalue/store")), subjects.jetstream_api(f"STREAM.DELETE.KV_{state}")):
+            reply = await relay(subject, forged)
+            assert reply.headers and reply.headers[subjects.HEADER_ERROR] == "handler-error", reply
+            assert f"may not send a request on '{subject}': it is one of the lattice's own subjects" in \
+                reply.headers[subjects.HEADER_MESSAGE]
+        assert await admin.lattice_request("link.list") == before
+        # what the grant allows works: a request on an application subject the node may use
+        async def noon(msg: Any) -> None:
+            await msg.respond(b"noon")
+
+        answers = await admin.nc.subscribe("svc.time", cb=noon)
+        await admin.nc.flush()
+        try:
+            assert (await relay("svc.time", b"")).data == b"noon"
+        finally:
+            await answers.unsubscribe()
 
 
 # -- the lattice's own storage ---------------------------------------------------------------------

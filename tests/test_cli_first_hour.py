@@ -1,5 +1,6 @@
 """A newcomer's first hour: one line on every expected failure, ``--json`` errors, a
-``link put`` that checks what it links, and ``up --demo`` beside a server already running.
+``link put`` that checks what it links, ``up --demo`` beside a server already running, and
+``up --demo``'s own authenticated lattice.
 
 Real ``drupelet`` processes against real nats-servers on free loopback ports.
 """
@@ -216,6 +217,48 @@ def test_up_demo_joins_a_server_given_with_nats(tmp_path: Path, external_nats: s
     # the demo's nodes keep their state under <data_dir>/demo, not in <data_dir> itself
     assert sorted(p.name for p in data.iterdir()) == ["demo"]
     assert {"laptop", demo.PI_NODE} <= {p.name for p in (data / "demo").iterdir()}
+
+
+@pytest.mark.slow
+def test_up_demo_runs_an_authenticated_lattice_of_its_own(tmp_path: Path, thermometer_wasm: Path,
+                                                          counter_wasm: Path) -> None:
+    import shutil
+
+    from drupelet.node.tools.build import example_dir, source_key
+
+    data, port = tmp_path / "data", free_port()
+    for name, built in (("thermometer", thermometer_wasm), ("counter", counter_wasm)):  # built once per session
+        target = data / "demo" / f"{name}-{source_key(example_dir(name))[:16]}.wasm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(built, target)
+    proc = subprocess.Popen([*drupelet(), "up", "--demo", "--no-auto-press", "--name", "laptop", "--config",
+                             str(demo_config(tmp_path, port)), "--data-dir", str(data)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env())
+    out = Output(proc)
+    lattice = data / "demo" / "lattice"
+    try:
+        wait_for(lambda: "OLED shows" in out.text() or proc.poll() is not None, DEMO_READY_TIMEOUT_S,
+                 "the demo's first OLED frame")
+        assert proc.poll() is None, out.text()
+        # the lattice directory the demo made: its admin sees both nodes and calls the actors
+        nodes = run("--lattice-dir", str(lattice), "--json", "nodes")
+        assert sorted(n["name"] for n in json.loads(nodes.stdout)) == ["laptop", demo.PI_NODE], nodes.stderr
+        reading = run("--lattice-dir", str(lattice), "call", "thermometer", "now", "read")
+        assert reading.returncode == 0 and " C" in reading.stdout, reading.stderr
+        # a client without the lattice's credentials is refused, and one without its CA too
+        hub = f"tls://127.0.0.1:{port}"
+        assert "Authorization Violation" in one_error_line(run("--nats", hub, "--tls-ca", str(lattice / "ca.pem"),
+                                                               "nodes"))
+        assert "requires TLS" in one_error_line(run("--nats", f"nats://127.0.0.1:{port}", "--creds",
+                                                    str(lattice / "admin.creds"), "nodes"))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=CALL_TIMEOUT_S)
+        out.join()
+    text = out.text()
+    assert proc.returncode == 0 and "Traceback" not in text, text
+    assert f"--lattice-dir {lattice} nodes" in text  # the hints use the demo's lattice directory
+    assert "the lattice is open" not in text
 
 
 def test_the_oled_frame_fits_the_terminal() -> None:

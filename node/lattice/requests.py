@@ -67,7 +67,7 @@ class ActorList(Request):
 
 
 class ActorStart(Request):
-    """Start a component from the artifact store as an actor, and record it in the lattice state."""
+    """Start a component from the artifact store as an actor (an admin's client then records it in the lattice state)."""
 
     name: Annotated[Name, Meta(description="the actor's name, unique on the node")]
     digest: Annotated[Digest | None, Meta(description="the SHA-256 of an artifact; give this or reference")] = None
@@ -82,7 +82,7 @@ class ActorStart(Request):
 
 
 class ActorStop(Request):
-    """Stop an actor and delete its record in the lattice state."""
+    """Stop an actor (an admin's client deletes its record in the lattice state first)."""
 
     name: Annotated[Name, Meta(description="the actor's name")]
 

@@ -1,10 +1,12 @@
 """``drupelet up --demo``: the hardware demo on simulated hardware, across two nodes.
 
 This process runs two nodes, each on its own nats-server, joined as hub and leaf the way
-a laptop and a Raspberry Pi are:
+a laptop and a Raspberry Pi are, in an authenticated lattice it makes for each run (TLS and
+credentials on the hub, the actors started and linked by the lattice's admin):
 
 - ``<name>`` (the laptop): the hub server (JetStream domain ``hub``, the lattice's
-  state and artifacts) and the thermometer actor, plus the counter example.
+  state and artifacts; its config made by ``drupelet lattice init`` in
+  ``<data_dir>/demo/lattice``) and the thermometer actor, plus the counter example.
 - ``pi-1``: a leaf server of the hub with its own JetStream domain, and the hardware
   providers on simulated backends: gpiozero's MockFactory, a simulated I2C bus with a
   TMP102 at 0x48, and luma's dummy OLED (128x64).
@@ -90,6 +92,13 @@ def demo_links(actor: str = "thermometer", pi: str = PI_NODE) -> list[dict[str, 
     ]
 
 
+def counter_links() -> list[dict[str, Any]]:
+    """The counter's links: a bucket here, and the messaging subject it answers on."""
+    return [{"source": "counter", "interface": "wasi:keyvalue", "target": "local/keyvalue", "config": {}},
+            {"source": "counter", "interface": "wasmcloud:messaging", "target": "local/messaging",
+             "config": {"subscriptions": COUNTER_SUBJECT}}]
+
+
 def pi_providers() -> dict[str, dict[str, Any]]:
     """Simulated backends for the Pi node, whatever the environment says."""
     return {"gpio": {"backend": "mock"}, "i2c": {"backend": "sim"}, "display": {"driver": "dummy"}}
@@ -130,9 +139,10 @@ def blank(png: bytes) -> bool:
     return Image.open(io.BytesIO(png)).convert("1").getbbox() is None
 
 
-def cli_command(url: str) -> str:
+def cli_command(url: str | None, *, lattice_dir: Path | None = None) -> str:
     """The ``drupelet`` command as it can be typed in another shell here: the bare name
-    when it is on PATH, else this environment's script; ``--nats URL`` unless the default."""
+    when it is on PATH, else this environment's script; ``--lattice-dir DIR`` for the demo's
+    own lattice, else ``--nats URL`` unless the default."""
     import shutil
     import sys
 
@@ -144,12 +154,13 @@ def cli_command(url: str) -> str:
         command = str(script)
     else:
         command = f"{sys.executable} -m drupelet.node.cli"
-    return command if url == CLI_DEFAULT_NATS else f"{command} --nats {url}"
+    if lattice_dir is not None:
+        return f"{command} --lattice-dir {lattice_dir}"
+    return command if url in (None, CLI_DEFAULT_NATS) else f"{command} --nats {url}"
 
 
-def hints(pi: str, url: str) -> list[str]:
-    """What to try from another shell while the demo runs."""
-    cmd = cli_command(url)
+def hints(pi: str, cmd: str) -> list[str]:
+    """What to try from another shell while the demo runs (``cmd``: :func:`cli_command`)."""
     return [f"{cmd} nodes",
             f"{cmd} inventory {pi}",
             f"{cmd} display snapshot {pi} -o oled.png",
@@ -215,79 +226,157 @@ def show_hints(tips: list[str]) -> None:
 async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) -> int:
     """Run both nodes and the demo until ``stop`` is set.
 
-    Without ``nats_url`` the demo runs its own hub and leaf servers; with one (``--nats``,
-    a server already running, say ``wash up``'s) both nodes connect to it.
+    Without ``nats_url`` the demo runs an authenticated lattice of its own: a lattice
+    directory made afresh in ``<data_dir>/demo/lattice`` (``drupelet lattice init``), its hub
+    on the embedded server's address with TLS and credentials, the laptop node joining it
+    with its node credentials, pi-1 on a leaf server joining as its own node, and the
+    actors pushed, started and linked by the lattice's admin. With ``nats_url`` (``--nats``, a
+    server already running, say ``wash up``'s) both nodes join that server as it is, open.
     """
-    from drupelet.node.lattice.client import LatticeClient
-    from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
-    from drupelet.node.node import Node
-
     from drupelet.node.security.keys import generate
 
     check_can_start(cfg)
     demo_dir = cfg.data_dir / "demo"
-    issuer = generate("account")  # the demo's own issuer: both nodes trust it, the Pi nothing else
-    log.info("demo: actors signed by the demo issuer %s", issuer.public)
-    thermometer = signed_example("thermometer", built_example("thermometer", cfg.data_dir), issuer)
-    counter = signed_example("counter", built_example("counter", cfg.data_dir), issuer)
-    servers: list[EmbeddedNatsServer] = []
-    hosts: list[tuple[Node, contextvars.Context]] = []
+    issuer = generate("account") if cfg.nats_url else None  # a secured demo signs with its lattice's issuer
     tag = NodeTag({"thermometer": cfg.name, "counter": cfg.name})
     handlers = logging.getLogger().handlers
     for handler in handlers:
         handler.addFilter(tag)
     try:
         if cfg.nats_url:
-            hub_url = leaf_url = cfg.nats_url
-            domain = cfg.nats_jetstream_domain
+            assert issuer is not None
+            await _run_open(cfg, stop, demo_dir, issuer, auto_press=auto_press)
         else:
-            hub = EmbeddedNatsServer(NatsServerConfig(host=cfg.nats_embedded_host, port=cfg.nats_embedded_port,
-                                                      store_dir=demo_dir / "nats-hub", jetstream_domain="hub",
-                                                      leafnode_listen_port=0, server_name=f"{cfg.name}-hub"))
-            await hub.start()
-            servers.append(hub)
-            assert hub.leafnode_url is not None
-            leaf = EmbeddedNatsServer(NatsServerConfig(store_dir=demo_dir / "nats-leaf", jetstream_domain="pi1",
-                                                       leaf_remotes=[hub.leafnode_url], server_name="pi1-leaf"))
-            await leaf.start()
-            servers.append(leaf)
-            hub_url, leaf_url, domain = hub.url, leaf.url, "hub"
-        # The demo's nodes keep their state under <data_dir>/demo, apart from a node that
-        # `drupelet up` runs on the default data directory (the walk-through's).
-        laptop_cfg = dataclasses.replace(
-            cfg, nats_url=hub_url, nats_jetstream_domain=domain,
-            trust_keys=[*cfg.trust_keys, issuer.public], data_dir=demo_dir / cfg.name,
-            actors=[*cfg.actors, ActorSpec(name="thermometer", file=thermometer),
-                    ActorSpec(name="counter", file=counter)],
-            links=[*cfg.links, LinkSpec("counter", "wasi:keyvalue", "local/keyvalue"),
-                   LinkSpec("counter", "wasmcloud:messaging", "local/messaging",
-                            {"subscriptions": COUNTER_SUBJECT})])
-        pi_cfg = NodeConfig(name=PI_NODE, lattice=cfg.lattice, labels={"board": "simulated-pi"},
-                            data_dir=demo_dir / PI_NODE, nats_url=leaf_url, nats_jetstream_domain=domain,
-                            providers=pi_providers(), compile_in_subprocess=cfg.compile_in_subprocess,
-                            trust_keys=[issuer.public], trust_allow_unsigned=False)
-        pi = Node(pi_cfg)
-        hosts.append((pi, node_context(pi.name)))
-        await asyncio.create_task(pi.start(), context=hosts[-1][1])
-        laptop = Node(laptop_cfg)
-        hosts.append((laptop, node_context(laptop.name)))
-        await asyncio.create_task(laptop.start(), context=hosts[-1][1])
-        async with await LatticeClient.connect(hub_url, cfg.lattice) as client:
-            for link in demo_links():
-                await client.lattice_request("link.put", link)
-        log.info("demo: node %s runs the thermometer actor; node %s serves its I2C sensor, OLED and GPIO "
-                 "(simulated).", laptop.name, pi.name)
-        tips = hints(pi.name, hub_url)
-        show_hints(tips)
-        await _drive(pi.host, demo_dir, stop, tips, auto_press=auto_press)
+            await _run_secured(cfg, stop, demo_dir, auto_press=auto_press)
     finally:
-        for host, ctx in reversed(hosts):
-            await asyncio.create_task(host.stop(), context=ctx)
-        for server in reversed(servers):
-            await server.stop()
         for handler in handlers:
             handler.removeFilter(tag)
     return 0
+
+
+async def _run_open(cfg: NodeConfig, stop: asyncio.Event, demo_dir: Path, issuer: Any, *, auto_press: bool) -> None:
+    """Both nodes on the server ``cfg.nats_url`` names, as it is."""
+    from drupelet.node.lattice.client import LatticeClient
+    from drupelet.node.node import Node
+
+    log.info("demo: actors signed by the demo issuer %s", issuer.public)
+    thermometer = signed_example("thermometer", built_example("thermometer", cfg.data_dir), issuer)
+    counter = signed_example("counter", built_example("counter", cfg.data_dir), issuer)
+    hosts: list[tuple[Node, contextvars.Context]] = []
+    try:
+        # The demo's nodes keep their state under <data_dir>/demo, apart from a node that
+        # `drupelet up` runs on the default data directory (the walk-through's).
+        laptop_cfg = dataclasses.replace(
+            cfg, trust_keys=[*cfg.trust_keys, issuer.public], data_dir=demo_dir / cfg.name,
+            actors=[*cfg.actors, ActorSpec(name="thermometer", file=thermometer),
+                    ActorSpec(name="counter", file=counter)],
+            links=[*cfg.links, *(LinkSpec(**link) for link in counter_links())])
+        pi_cfg = NodeConfig(name=PI_NODE, lattice=cfg.lattice, labels={"board": "simulated-pi"},
+                            data_dir=demo_dir / PI_NODE, nats_url=cfg.nats_url,
+                            nats_jetstream_domain=cfg.nats_jetstream_domain, providers=pi_providers(),
+                            compile_in_subprocess=cfg.compile_in_subprocess, trust_keys=[issuer.public],
+                            trust_allow_unsigned=False)
+        for node_cfg in (pi_cfg, laptop_cfg):
+            node = Node(node_cfg)
+            hosts.append((node, node_context(node.name)))
+            await asyncio.create_task(node.start(), context=hosts[-1][1])
+        async with await LatticeClient.connect(cfg.nats_url, cfg.lattice) as client:
+            for link in demo_links():
+                await client.lattice_request("link.put", link)
+        log.info("demo: node %s runs the thermometer actor; node %s serves its I2C sensor, OLED and GPIO "
+                 "(simulated).", cfg.name, PI_NODE)
+        tips = hints(PI_NODE, cli_command(cfg.nats_url))
+        show_hints(tips)
+        await _drive(hosts[0][0].host, demo_dir, stop, tips, auto_press=auto_press)
+    finally:
+        for host, ctx in reversed(hosts):
+            await asyncio.create_task(host.stop(), context=ctx)
+
+
+async def _run_secured(cfg: NodeConfig, stop: asyncio.Event, demo_dir: Path, *, auto_press: bool) -> None:
+    """The demo's own authenticated lattice: see :func:`run`."""
+    from drupelet.node.lattice import latticedir
+    from drupelet.node.lattice.client import LatticeClient
+    from drupelet.node.lattice.natsserver import free_port
+    from drupelet.node.node import Node
+    from drupelet.node.security.keys import load_seed
+
+    built = {name: built_example(name, cfg.data_dir) for name in ("thermometer", "counter")}
+    lattice = _fresh_lattice(cfg, demo_dir, free_port(cfg.nats_embedded_host))
+    issuer = load_seed((lattice.path / "issuer.nk").read_text())
+    log.info("demo: an authenticated lattice in %s: TLS and credentials on the hub, actors signed by its issuer %s",
+             lattice.path, issuer.public)
+    hub = latticedir.hub_server(lattice, demo_dir / "hub")
+    hosts: list[tuple[Node, contextvars.Context]] = []
+    try:
+        await hub.start()
+        laptop_creds = _enroll(lattice, cfg.name, demo_dir, messaging=[COUNTER_SUBJECT])
+        pi_creds = _enroll(lattice, PI_NODE, demo_dir)
+        laptop_cfg = dataclasses.replace(
+            cfg, nats_url=lattice.client_url, nats_creds=str(laptop_creds), nats_ca=str(lattice.ca),
+            nats_jetstream_domain=lattice.jetstream_domain, nats_authenticated=True,
+            trust_keys=[*cfg.trust_keys, *lattice.trust], data_dir=demo_dir / cfg.name)
+        pi_cfg = NodeConfig(name=PI_NODE, lattice=cfg.lattice, labels={"board": "simulated-pi"},
+                            data_dir=demo_dir / PI_NODE, nats_embedded_port=0, nats_hub_url=lattice.hub_url,
+                            nats_hub_creds=str(pi_creds), nats_hub_ca=str(lattice.ca),
+                            nats_jetstream_domain=lattice.jetstream_domain, nats_authenticated=True,
+                            providers=pi_providers(), compile_in_subprocess=cfg.compile_in_subprocess,
+                            trust_keys=lattice.trust, trust_allow_unsigned=False)
+        async with await LatticeClient.connect(lattice.client_url, lattice.name, creds=str(lattice.admin_creds),
+                                               tls_ca=str(lattice.ca), timeout_s=120.0) as admin:
+            await admin.writer.ensure()  # the admin makes the lattice state; the nodes only read it
+            for node_cfg in (pi_cfg, laptop_cfg):
+                node = Node(node_cfg)
+                hosts.append((node, node_context(node.name)))
+                await asyncio.create_task(node.start(), context=hosts[-1][1])
+            await _place_actors(admin, built, issuer, demo_dir, cfg.name)
+        log.info("demo: node %s runs the thermometer actor; node %s serves its I2C sensor, OLED and GPIO "
+                 "(simulated).", cfg.name, PI_NODE)
+        tips = hints(PI_NODE, cli_command(None, lattice_dir=lattice.path))
+        show_hints(tips)
+        await _drive(hosts[0][0].host, demo_dir, stop, tips, auto_press=auto_press)
+    finally:
+        for host, ctx in reversed(hosts):
+            await asyncio.create_task(host.stop(), context=ctx)
+        await hub.stop()
+
+
+def _fresh_lattice(cfg: NodeConfig, demo_dir: Path, leaf_port: int) -> Any:
+    """A lattice directory made afresh for this run (the hub's storage with it), and the demo
+    nodes' copies of the last run's state forgotten: every run starts from a clean lattice."""
+    import shutil
+
+    from drupelet.node.lattice import latticedir
+
+    for old in (demo_dir / "lattice", demo_dir / "hub", *(demo_dir / n / "state.json" for n in (cfg.name, PI_NODE))):
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+    host = cfg.nats_embedded_host
+    return latticedir.init(demo_dir / "lattice", cfg.lattice, hub_url=f"tls://{host}:{leaf_port}",
+                           client_url=f"tls://{host}:{cfg.nats_embedded_port}", listen=host)
+
+
+def _enroll(lattice: Any, node: str, demo_dir: Path, *, messaging: list[str] | None = None) -> Path:
+    """A node's credentials file, as ``drupelet lattice enroll`` makes them."""
+    made = lattice.add_user(node, "node", messaging=messaging or [])
+    path = demo_dir / "lattice" / f"{node}.creds"
+    path.write_text(made.creds)
+    path.chmod(0o600)
+    return Path(path)
+
+
+async def _place_actors(admin: Any, built: dict[str, Path], issuer: Any, demo_dir: Path, laptop: str) -> None:
+    """Push the signed examples, start them on the laptop node and link them, as the admin."""
+    from drupelet.node.lattice.artifacts import ArtifactStore
+
+    store = ArtifactStore(admin.nc, admin.lattice, demo_dir / "push-cache")
+    for name, path in built.items():
+        digest = (await store.put(signed_example(name, path, issuer).read_bytes(), name=name)).digest
+        await admin.start_actor(laptop, {"name": name, "digest": digest})
+    for link in [*demo_links(), *counter_links()]:
+        await admin.lattice_request("link.put", link)
 
 
 HINTS_EVERY_S = 60.0
