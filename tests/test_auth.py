@@ -421,3 +421,21 @@ def test_enroll_writes_a_boot_file_firstboot_installs_as_a_secure_leaf(tmp_path:
     # the node's credentials carry its role and its name's permissions
     user = json.loads((made.path / "users.json").read_text())["users"]["pi-1"]
     assert user["role"] == "node" and user["revoked_at"] is None
+
+
+# -- the laptop default: open, on loopback only ---------------------------------------------------
+
+
+async def test_the_embedded_server_is_open_on_loopback_only_and_says_so(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    from drupelet.node.config import NodeConfig
+    from drupelet.node.lattice.errors import NatsUnavailable
+
+    wide = NodeConfig(name="lap", lattice="home", data_dir=tmp_path / "wide", nats_embedded_host="0.0.0.0",
+                      nats_embedded_port=0)
+    with pytest.raises(NatsUnavailable, match="asks for no credentials, so it listens on loopback only"):
+        await Node(wide).start()
+    node = Node(NodeConfig(name="lap", lattice="home", data_dir=tmp_path / "open", nats_embedded_port=0))
+    async with node:
+        assert node.nats_server is not None and node.nats_server.config.host == "127.0.0.1"
+    assert any(r.levelname == "WARNING" and "the lattice is open" in r.getMessage() for r in caplog.records)

@@ -34,8 +34,9 @@ from drupelet.node.host.links import link_interfaces, package_matches, parse_int
 from drupelet.node.lattice import requests
 from drupelet.node.lattice.errors import BadRequest, ErrorReply, StateUnavailable
 from drupelet.node.lattice.requests import ActorScale, ConfigPut, LinkDel, LinkPut, RevocationPut
-from drupelet.node.lattice.state import (KV_HISTORY, actor_key, bucket_name, check_value, config_key, encode_value,
-                                         link_key, parse_key, publish_entry, revoked_key)
+from drupelet.node.lattice.state import (KV_HISTORY, actor_key, bucket_name, check_value, config_key, link_key,
+                                         parse_key, revoked_key)
+from drupelet.node.lattice.statewrite import encode_value, publish_entry
 
 log = logging.getLogger(__name__)
 

@@ -89,6 +89,10 @@ from drupelet.providers.base import atomic_write
 
 from drupelet.node.lattice.connect import jittered
 from drupelet.node.lattice.errors import BadStateEntry, StateError, StateUnavailable
+from drupelet.node.lattice.statewrite import UNREACHABLE as _UNREACHABLE
+from drupelet.node.lattice.statewrite import describe_error as _describe
+from drupelet.node.lattice.statewrite import encode_value as _encode
+from drupelet.node.lattice.statewrite import publish_entry
 from drupelet.node.lattice.statekeys import (STATE_VALUES, ActorValue, LinkValue, StateKey, _token, actor_key,
                                             bucket_name, check_value, config_key, decode_interface, encode_interface,
                                             kv_subject, labels_key, link_key, parse_key, revoked_key)
@@ -131,30 +135,6 @@ WAKE_INTERVAL_S: Final = 1.0
 
 Listener = Callable[[str, dict[str, Any] | None], Awaitable[None]]
 """Called with (key, new value) after the view changed; the value is None when deleted."""
-
-# What "cannot reach the bucket" looks like: every nats-py error (timeouts, no responders,
-# JetStream API errors such as "service unavailable"), socket errors, asyncio timeouts.
-_UNREACHABLE: Final = (nats.errors.Error, OSError, asyncio.TimeoutError)
-
-
-
-def _encode(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError,
-                        nats.errors.NoRespondersError)):
-        return "no JetStream server answers for it"  # these carry no useful text of their own
-    if isinstance(exc, nats.js.errors.BucketNotFoundError):
-        return "it does not exist: an admin's first write makes it"
-    if isinstance(exc, asyncio.TimeoutError):  # nats.errors.TimeoutError too
-        return "no answer in time"
-    if isinstance(exc, nats.js.errors.APIError) and exc.description:
-        return f"{type(exc).__name__}: {exc.description}"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
 
 class _Keep(enum.Enum):
     """A malformed entry in the bucket: keep whatever the view had for that key."""
@@ -669,38 +649,6 @@ class LatticeState:
             if isinstance(result, Exception):
                 log.error("lattice state task ended with %s", _describe(result), exc_info=result)
         await self._end_session()
-
-
-async def publish_entry(nc: NatsClient, js: JetStreamContext, bucket: str, key: str, data: bytes,
-                        headers: dict[str, str] | None, *, domain: str | None, timeout_s: float) -> int:
-    """Publish one KV entry (a value, or a delete marker with ``headers``) and return its
-    revision; :class:`StateUnavailable` when the bucket cannot be reached, :class:`StateError`
-    when JetStream refuses it."""
-    where = f"lattice state bucket {bucket}" + (f" (JetStream domain {domain})" if domain else "")
-    if not nc.is_connected:
-        # nats-py would buffer the message and send it after reconnecting: a write
-        # reported as failed could then still happen.
-        raise StateUnavailable(f"cannot write {key}: NATS is disconnected", key=key, bucket=bucket)
-    try:
-        ack = await js.publish(kv_subject(bucket, key, domain), data, headers=headers)
-    except nats.errors.TimeoutError as exc:
-        raise StateUnavailable(f"cannot write {key}: the {where} did not answer within {timeout_s:g} s; "
-                               "the change may or may not have been stored", key=key, bucket=bucket) from exc
-    except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError,
-            nats.js.errors.ServiceUnavailableError) as exc:
-        raise StateUnavailable(f"cannot write {key}: the {where} is unreachable ({_describe(exc)})",
-                               key=key, bucket=bucket) from exc
-    except nats.js.errors.APIError as exc:
-        raise StateError(f"cannot write {key}: JetStream refused it: {exc.description or _describe(exc)}",
-                         key=key, bucket=bucket) from exc
-    except _UNREACHABLE as exc:
-        raise StateUnavailable(f"cannot write {key}: {_describe(exc)}", key=key, bucket=bucket) from exc
-    return int(ack.seq)
-
-
-def encode_value(value: Mapping[str, Any]) -> bytes:
-    """A state value as the nodes write it: compact JSON, sorted keys."""
-    return _encode(value)
 
 
 async def _next_update(watcher: KeyValue.KeyWatcher, timeout_s: float) -> KeyValue.Entry | None:
