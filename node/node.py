@@ -151,6 +151,11 @@ class Node:
     async def _connect(self) -> NatsClient:
         cfg = self.config
         url = cfg.nats_url
+        for key, value in (("creds", cfg.nats_creds), ("ca", cfg.nats_ca), ("hub_creds", cfg.nats_hub_creds),
+                           ("hub_ca", cfg.nats_hub_ca)):
+            if value and not Path(value).is_file():
+                raise NatsUnavailable(f"nats.{key} {value}: no such file (drupelet lattice enroll writes a node's "
+                                      ".creds and ca.pem)")
         if not url:
             if not is_loopback(cfg.nats_embedded_host):
                 raise NatsUnavailable(

@@ -23,7 +23,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from drupelet.providers.base import (Busy, Denied, Link, NotFound, Provider, ProviderError, Timeout,
-                                     Unavailable)
+                                     Unavailable, current_reply)
 
 from drupelet.node.lattice import protocol, subjects
 from drupelet.node.lattice.connect import unsubscribe_all
@@ -157,8 +157,12 @@ class RemoteProvider(Provider):
     def call(self, link: Link, op: str, args: list[Any], handle: int | None = None,
              timeout_s: float | None = None) -> Any:
         timeout = timeout_s if timeout_s is not None else _link_timeout(link, self.timeout_s)
-        payload = json.dumps({"source": link.source, "interface": link.interface, "op": op, "args": encode(args),
-                              "handle": handle}, separators=(",", ":")).encode()
+        call: dict[str, Any] = {"source": link.source, "interface": link.interface, "op": op, "args": encode(args),
+                                "handle": handle}
+        answering = current_reply()
+        if answering is not None:  # the reply of the message the actor is handling: it may answer it there too
+            call["reply"] = answering
+        payload = json.dumps(call, separators=(",", ":")).encode()
         answer: concurrent.futures.Future[bytes] = concurrent.futures.Future()
         token: list[str] = []
         self.loop.call_soon_threadsafe(self._send, payload, answer, token)

@@ -30,7 +30,8 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from drupelet.providers.base import Denied, Link, NotFound, PayloadTooLarge, ProviderError, Unavailable, invoke_method
+from drupelet.providers.base import (Denied, Link, NotFound, PayloadTooLarge, ProviderError, Unavailable, handling,
+                                     invoke_method)
 
 from drupelet.node.host.api import HostApi
 from drupelet.node.lattice import protocol, subjects
@@ -41,7 +42,7 @@ from drupelet.node.lattice.requests import ProviderCall, parse_as
 
 log = logging.getLogger(__name__)
 
-_FAST_FIELDS = frozenset({"source", "interface", "op", "args", "handle"})
+_FAST_FIELDS = frozenset({"source", "interface", "op", "args", "handle", "reply"})
 """The fields of a provider call the hot path reads itself (anything else goes through ``ProviderCall``)."""
 
 Placement = Callable[[str, str], bool]
@@ -211,7 +212,11 @@ class ProviderServer:
             raise BadRequest(f"{interface} has no remote operation {op!r}")
         plain = link.as_link()
         self._check_size(*args)
-        result = provider.invoke(plain, op, args)
+        # the calling actor may answer the message it handles: a reply inbox only (what a node may publish to
+        # itself), never a subject the caller's word would open on this node's credentials
+        reply = call.reply if call.reply is not None and call.reply.startswith(subjects.INBOX_PREFIX) else None
+        with handling(reply):
+            result = provider.invoke(plain, op, args)
         self._users.add((caller, source))
         methods = getattr(result, "methods", None)
         if isinstance(methods, frozenset):

@@ -38,6 +38,7 @@ R = TypeVar("R", bound="Request")
 MAX_INSTANCES = 1000
 MAX_PIN = 63
 MAX_OPERATION_CHARS = 64
+MAX_REPLY_CHARS = 256
 
 
 class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -271,6 +272,9 @@ class ProviderCall(Request):
     handle: Annotated[int | None, Meta(description="the handle a bucket. or handle. operation acts on")] = None
     caller: Annotated[Name | None, Meta(description=(
         "the calling actor's node; optional, and the subject's last token when given: the subject is what counts"))] = None
+    reply: Annotated[Annotated[str, Meta(max_length=MAX_REPLY_CHARS)] | None, Meta(description=(
+        "the reply subject of the message the calling actor is handling, which it may answer through this "
+        "provider; honoured for a reply inbox (_INBOX.…) only"))] = None
 
 
 def parse(verb: str, body: Mapping[str, Any]) -> Request:

@@ -136,6 +136,8 @@ def node_of_event(subject: str) -> str:
 
 INBOXES = "_INBOX.>"
 """Every reply inbox (nats-py's default prefix is ``_INBOX``)."""
+INBOX_PREFIX = "_INBOX."
+"""How every reply inbox's subject starts."""
 
 
 def inbox_prefix(identity: str) -> str:
