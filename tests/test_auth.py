@@ -132,6 +132,25 @@ async def test_a_client_without_credentials_is_refused_and_plaintext_or_the_wron
         assert await admin.ping(0.1) == []
 
 
+async def test_a_hub_with_certificates_the_user_brings(tmp_path: Path) -> None:
+    ca = tls.make_ca("mine")
+    server = tls.make_server_cert(ca, ["127.0.0.1"])
+    brought = {}
+    for name, data in (("cert", server.cert_pem), ("key", server.key_pem), ("ca", ca.cert_pem)):
+        brought[name] = tmp_path / f"{name}.pem"
+        brought[name].write_bytes(data)
+    client_port, leaf_port = free_port(), free_port()
+    made = latticedir.init(tmp_path / "lattice", "home", hub_url=f"tls://127.0.0.1:{leaf_port}",
+                           client_url=f"tls://127.0.0.1:{client_port}", listen="127.0.0.1", tls_cert=brought["cert"],
+                           tls_key=brought["key"], tls_ca=brought["ca"])
+    assert made.ca.read_bytes() == ca.cert_pem and not (made.path / "ca.key").exists()
+    hub = latticedir.hub_server(made, tmp_path / "hub-run")
+    async with hub:
+        async with await LatticeClient.connect(made.client_url, "home", creds=str(made.admin_creds),
+                                               tls_ca=str(brought["ca"])) as admin:
+            assert await admin.ping(0.1) == []
+
+
 async def test_a_leaf_with_the_wrong_ca_does_not_join_and_says_why(secured: Secured,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     other = secured.tmp / "other-ca.pem"
@@ -382,6 +401,11 @@ async def test_a_node_s_credentials_cannot_use_another_actor_s_bucket_and_a_forg
             # a stop in its own name for an actor it never ran releases nothing here ...
             await thief.nc.publish(subjects.events("home", "pi-2", "actor_stopped"),
                                    json.dumps({"source": "drupelet/home/pi-2", "data": {"actor": "kvloop"}}).encode())
+            # ... and an event whose source names another node than its subject counts for nothing
+            await thief.nc.publish(subjects.events("home", "pi-2", "actor_stopped"),
+                                   json.dumps({"source": "drupelet/home/laptop", "data": {"actor": "kvloop"}}).encode())
+            await wait_for_async(lambda: any("that says it comes from 'drupelet/home/laptop'" in r.getMessage()
+                                             for r in caplog.records), WAIT_S, "the Pi to ignore the mismatch")
             # ... and one in the laptop's name is refused by the server
             await thief.nc.publish(subjects.events("home", "laptop", "actor_stopped"),
                                    json.dumps({"source": "drupelet/home/laptop", "data": {"actor": "kvloop"}}).encode())
