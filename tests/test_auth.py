@@ -182,6 +182,8 @@ async def test_a_viewer_reads_but_is_refused_at_once_what_changes_the_lattice(se
                              "the node to apply the link")
         reply = await admin.nc.request(subjects.deliver("home", "echo"), b"hello", timeout=5)
         assert reply.data == b"hello"
+        # a node writes its own record, through its leaf and the hub's domain: its labels
+        assert await admin.node("pi-1", "labels.put", {"labels": {"room": "lab"}}) == {"room": "lab"}
 
         # the viewer reads
         assert [n["name"] for n in await viewer.ping()] == ["pi-1"]
