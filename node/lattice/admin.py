@@ -17,6 +17,7 @@ the claims and answers at once); the admin's client then records the actor
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -94,8 +95,6 @@ class StateWriter:
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise StateUnavailable(f"cannot read {key}: {type(exc).__name__}: {exc}", key=key,
                                    bucket=self.bucket) from exc
-        import json
-
         try:
             return check_value(key, json.loads(entry.value or b""))
         except (ValueError, DrupeletError):

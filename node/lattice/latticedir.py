@@ -25,9 +25,8 @@ file                   what
                        account JWT store (``jwt/``) and JetStream storage (``jetstream/``)
 =====================  ====================================================================
 
-Why this module is past 500 lines: the directory, the hub config it renders and the
-registry of users change together (a revocation rewrites the account JWT, the hub config's
-preload and the registry at once); split, one could change without the others.
+The directory, the hub config it renders and the registry of users change together: a
+revocation rewrites the account JWT, the hub config's preload and the registry at once.
 """
 
 from __future__ import annotations

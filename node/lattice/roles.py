@@ -42,7 +42,7 @@ from drupelet.providers.messaging import PROTECTED_SUBJECTS, REPLY_INBOXES, chec
 from drupelet.node.lattice import requests, subjects
 from drupelet.node.lattice.artifacts import bucket_name as artifacts_bucket
 from drupelet.node.lattice.errors import AuthError, NotPermitted
-from drupelet.node.lattice.statekeys import WRITERS, bucket_name as state_bucket, kv_subject, own_keys
+from drupelet.node.lattice.statekeys import bucket_name as state_bucket, kv_subject, own_keys
 from drupelet.node.security.natsjwt import Permissions
 
 __all__ = ["ROLES", "AuthError", "NotPermitted", "check_messaging", "permissions", "permits"]
@@ -169,7 +169,3 @@ class Grant:
         if not self.may_publish(subject):
             raise NotPermitted(f"not permitted: {self.role} {self.name!r} may not send {what} "
                                f"({subject} is outside its credentials' permissions)")
-
-
-WRITER_ROLES: Final = {kind: (ADMIN,) if writer == "admin" else (ADMIN, NODE) for kind, writer in WRITERS.items()}
-"""Which roles write each kind of state key (a node only its own key of that kind)."""
