@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from drupelet.node.lattice.natsserver import free_port
-from test_cli import LATTICE, READY_TIMEOUT_S, Node, env, run, stop_node
+from test_cli import LATTICE, Node, env, run, stop_node
+
+READY_TIMEOUT_S = 90.0
+"""The node compiles an 18 MB componentize-py component before it answers (about 11 s on an idle
+machine, several times that on a loaded one): waited on as a condition, so only a failure waits it out."""
 
 
 def build(src: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
