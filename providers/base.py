@@ -55,7 +55,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -142,6 +142,59 @@ class Message:
     reply_to: str | None = None
 
 
+Fields = list[tuple[str, bytes]]
+"""HTTP header or trailer fields: (lower-case name, value) pairs, in order."""
+
+
+@dataclass(frozen=True)
+class HttpHead:
+    """The head of an HTTP request on its way to an actor's ``wasi:http/incoming-handler``."""
+
+    method: str
+    """As sent (``GET``, ``POST``, ``PURGE``…)."""
+    scheme: str
+    """``http`` or ``https``."""
+    authority: str
+    """The Host header (``pi-1:8080``); empty when the request had none."""
+    path_with_query: str
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class HttpExchange(Protocol):
+    """One HTTP request and its response, between the provider that took the request and
+    the actor instance that answers it. Every method is called from the instance's worker
+    thread, never from the event loop; each may raise :class:`ProviderError` (the client
+    went away, a limit was reached), which the component sees as a stream error.
+
+    The node calls, in order: ``read_body`` any number of times (and
+    ``request_trailers`` after the body's end), then either ``respond`` (the status and
+    headers the component set), ``write_body`` any number of times and ``finish``, or
+    ``fail`` at any point (the component answered with an error code, trapped, or
+    returned without a whole response): the client then gets a 500 that says nothing
+    of the component's internals."""
+
+    head: HttpHead
+
+    def read_body(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` of the request body; ``b""`` at its end."""
+        ...
+
+    def request_trailers(self) -> Fields | None: ...
+
+    def respond(self, status: int, headers: Fields) -> None: ...
+
+    def write_body(self, data: bytes) -> None: ...
+
+    def finish(self, trailers: Fields | None) -> None: ...
+
+    def fail(self, reason: str) -> None: ...
+
+
+ServeHttp = Callable[[str, HttpExchange], Awaitable[None]]
+"""``serve_http(actor, exchange)``: the actor answers the request wherever it runs; returns
+once the exchange has its response (or its failure)."""
+
+
 @dataclass(frozen=True)
 class Health:
     status: Literal["ok", "degraded", "failed"] = "ok"
@@ -174,6 +227,8 @@ class ProviderContext:
     call_timeout_s: float = 5.0
     runs_here: Callable[[str], bool] = lambda actor: True
     """Whether an actor (by name) has instances on this node."""
+    serve_http: ServeHttp | None = None
+    """Hand an HTTP request to an actor's ``wasi:http/incoming-handler`` (by actor name)."""
 
     def run(self, coro: Awaitable[T], timeout_s: float | None = None) -> T:
         """Run ``coro`` on the node's event loop from a worker thread and wait for it.

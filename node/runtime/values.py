@@ -89,19 +89,25 @@ def _convert_to_c(self: ResultType, store: Any, val: Any, ptr: Any) -> None:
 
 
 def _lower(ty: Any, store: Any, val: Any, ptr: Any) -> None:
-    """``ty.convert_to_c``, with ``option<T>`` (T not itself an option) lowered directly:
-    wasmtime-py would re-read the option's payload type and re-derive which case a
-    Python value belongs to on every call; here ``None`` is ``none`` and anything else
-    is ``some``, which is what that derivation concludes for such a T."""
-    if type(ty) is not OptionType:
-        ty.convert_to_c(store, val, ptr)
-        return
-    inner = getattr(ty, "_drupelet_payload", None)
+    """``ty.convert_to_c`` (an option is lowered by :func:`_convert_option_to_c`)."""
+    ty.convert_to_c(store, val, ptr)
+
+
+_original_option = OptionType.convert_to_c
+
+
+def _convert_option_to_c(self: OptionType, store: Any, val: Any, ptr: Any) -> None:
+    """``option<T>`` (T not itself an option) lowered directly: wasmtime-py would re-read
+    the option's payload type and re-derive which case a Python value belongs to on every
+    call (and finds none for a payload it cannot classify, such as an explicit
+    :class:`Ok`); here ``None`` is ``none`` and anything else is ``some``, which is what
+    that derivation concludes for such a T."""
+    inner = getattr(self, "_drupelet_payload", None)
     if inner is None:
-        inner = ty.payload
-        setattr(ty, "_drupelet_payload", inner)
+        inner = self.payload
+        setattr(self, "_drupelet_payload", inner)
     if type(inner) is OptionType:
-        ty.convert_to_c(store, val, ptr)
+        _original_option(self, store, val, ptr)
         return
     some = None
     if val is not None:
@@ -116,6 +122,7 @@ def install() -> None:
     global _installed
     if not _installed:
         ResultType.convert_to_c = _convert_to_c  # type: ignore[method-assign]
+        OptionType.convert_to_c = _convert_option_to_c  # type: ignore[method-assign]
         _installed = True
 
 
