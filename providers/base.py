@@ -24,6 +24,7 @@ What a provider may override:
                      declares no schema and checks its table itself at start.
                      ``parse_config(table)`` returns the validated struct; override it
                      for checks across keys.
+    ``actor_started(actor)``  an actor started on this node (every provider is told).
     ``relink_when_actor_stops``  True: when a linked actor stops (on this node for a
                      ``local/`` link; on any node for a link that names this node), the
                      node calls ``link_removed`` then ``link_added``, so what the actor held
@@ -174,6 +175,9 @@ class HttpExchange(Protocol):
     of the component's internals."""
 
     head: HttpHead
+    exchange_id: int
+    """Unique among the requests in progress on the provider's node (named in the
+    provider's operations, when the actor runs on another node)."""
 
     def read_body(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` of the request body; ``b""`` at its end."""
@@ -298,6 +302,9 @@ class Provider:
 
     async def link_removed(self, link: Link) -> None:
         """A link targeting this provider was deleted or its actor stopped."""
+
+    async def actor_started(self, actor: str) -> None:
+        """An actor started on this node (a ``local/`` link may now have work here)."""
 
     def describe(self) -> dict[str, Any]:
         return {}

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drupelet.providers.base import Link, NotLinked, Provider
+from drupelet.providers.base import HttpExchange, Link, NotLinked, Provider
 
 from drupelet.node.host.errors import ActorStopped, Overloaded, PayloadTooLarge
 from drupelet.node.runtime.errors import CallFailed, StartRefused, Trapped
@@ -168,6 +168,11 @@ class Actor:
         """Queue a message for the actor's handler; the future's result is None or the handler's error."""
         return self._enqueue(lambda inst: inst.handle_message(delivery.subject, delivery.body, delivery.reply_to,
                                                               delivery.deadline_ms), len(delivery.body))
+
+    def submit_http(self, exchange: HttpExchange, deadline_ms: int | None = None) -> concurrent.futures.Future[Any]:
+        """Queue an HTTP request for the actor's ``wasi:http/incoming-handler``; the future
+        ends when the handler returns (the exchange has its response by then)."""
+        return self._enqueue(lambda inst: inst.handle_http(exchange, deadline_ms), 0)
 
     def invoke(self, export: str, args: tuple[Any, ...], deadline_ms: int | None = None) -> concurrent.futures.Future[Any]:
         """Queue a call of a top-level exported function (tests, benchmarks)."""

@@ -30,6 +30,11 @@ def deliver(lattice: str, actor: str) -> str:
     return f"{PREFIX}.{token(lattice, 'lattice')}.deliver.{token(actor, 'actor')}"
 
 
+def http(lattice: str, actor: str) -> str:
+    """HTTP requests to an actor's ``wasi:http/incoming-handler``; queue group = the actor's name."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.http.{token(actor, 'actor')}"
+
+
 def logs(lattice: str, node: str, actor: str) -> str:
     return f"{PREFIX}.{token(lattice, 'lattice')}.logs.{token(node, 'node')}.{token(actor, 'actor')}"
 
