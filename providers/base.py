@@ -178,6 +178,9 @@ class HttpExchange(Protocol):
     exchange_id: int
     """Unique among the requests in progress on the provider's node (named in the
     provider's operations, when the actor runs on another node)."""
+    reuse_instance: bool
+    """False: the request gets an instance of its own (created for it, dropped after it),
+    as wasmtime serve and wasmCloud do; True: any running instance may answer it."""
 
     def read_body(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` of the request body; ``b""`` at its end."""

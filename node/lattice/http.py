@@ -43,6 +43,7 @@ def delivery(node: str, provider: str, exchange: HttpExchange) -> bytes:
         "node": node, "provider": provider, "exchange": exchange.exchange_id, "method": head.method,
         "scheme": head.scheme, "authority": head.authority, "path": head.path_with_query,
         "headers": encode([list(h) for h in head.headers]), "body": encode(first), "more": len(first) == CHUNK_BYTES,
+        "reuse": exchange.reuse_instance,
     }, separators=(",", ":")).encode()
 
 
@@ -78,6 +79,7 @@ class RemoteExchange:
 
     def __init__(self, request: HttpDelivery, provider: Provider, link: Link) -> None:
         self.exchange_id = request.exchange
+        self.reuse_instance = request.reuse
         self.head = HttpHead(method=request.method, scheme=request.scheme, authority=request.authority,
                              path_with_query=request.path, headers=tuple(_fields(request.headers)))
         self._first = bytes(decode(request.body) or b"")

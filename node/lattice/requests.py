@@ -257,6 +257,8 @@ class HttpDelivery(Request):
     headers: Annotated[list[tuple[str, Any]], Meta(description="[name, value] pairs; values as {\"$b\": …}")] = []
     body: Annotated[Any, Meta(description="the body's first chunk, as {\"$b\": \"<base64>\"}")] = None
     more: Annotated[bool, Meta(description="true: the rest of the body is read with read_body calls")] = False
+    reuse: Annotated[bool, Meta(description="true: any running instance may answer (the link's instances = "
+                                            "reuse); false: an instance of its own")] = False
 
 
 class HttpAnswer(Request):

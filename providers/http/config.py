@@ -8,6 +8,7 @@ link is put):
 | ``address`` | ``host:port`` to listen on for this actor; default: the provider's ``address`` |
 | ``path`` | a path prefix (``/api``): the listener hands this actor the requests under it (the path unchanged) |
 | ``host`` | a Host header (``pi-1.local``, without the port): the listener hands this actor the requests naming it |
+| ``instances`` | ``fresh`` (default): each request gets an instance of its own, as wasmtime serve and wasmCloud give it (componentize-js components need it); ``reuse``: an instance answers request after request (faster; for components that allow it, as componentize-py's do) |
 
 These are wasmCloud's routing modes: an address of its own per actor, one listener
 shared by path prefix, or one shared by Host header (``path`` and ``host`` together
@@ -70,6 +71,8 @@ class Route:
     address: str
     host: str | None
     path: str | None
+    reuse: bool = False
+    """Whether instances answer request after request (link config ``instances = reuse``)."""
 
     def matches(self, host: str | None, path: str) -> bool:
         if self.host is not None and (host or "").lower() != self.host:
@@ -119,8 +122,11 @@ def parse_route(link: Link, default_address: str) -> Route:
     if path is not None and not PATH.match(path):
         raise ProviderError(f"actor {link.source!r}: link config path = {path!r} must start with / and hold "
                             "only URL path characters")
+    instances = config.get("instances", "fresh").strip()
+    if instances not in ("fresh", "reuse"):
+        raise ProviderError(f"actor {link.source!r}: link config instances = {instances!r} must be fresh or reuse")
     return Route(actor=link.source, address=f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
-                 host=vhost, path=path)
+                 host=vhost, path=path, reuse=instances == "reuse")
 
 
 def parse_allowed_hosts(link: Link) -> tuple[str, ...]:

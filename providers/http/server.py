@@ -51,8 +51,9 @@ class LocalExchange:
     _ids = itertools.count(1)
 
     def __init__(self, loop: asyncio.AbstractEventLoop, actor: str, head: HttpHead, body: bytes,
-                 max_response_bytes: int) -> None:
+                 max_response_bytes: int, *, reuse_instance: bool = False) -> None:
         self.exchange_id = next(self._ids)
+        self.reuse_instance = reuse_instance
         self.actor = actor
         self.head = head
         self._body = body
@@ -247,7 +248,8 @@ class HttpServer:
         head = HttpHead(method=request.method, scheme="https" if request.secure else "http",
                         authority=request.headers.get("Host", ""), path_with_query=request.raw_path,
                         headers=tuple((n.decode("latin-1").lower(), bytes(v)) for n, v in request.raw_headers))
-        exchange = LocalExchange(self.loop, route.actor, head, body, self.settings.max_response_bytes)
+        exchange = LocalExchange(self.loop, route.actor, head, body, self.settings.max_response_bytes,
+                                 reuse_instance=route.reuse)
         limit = self._limits.setdefault(route.actor, asyncio.Semaphore(self.settings.max_concurrent))
         try:
             await asyncio.wait_for(limit.acquire(), max(0.0, timeout - (time.monotonic() - started)))
