@@ -264,13 +264,13 @@ class HttpDelivery(Request):
 class HttpAnswer(Request):
     """The reply to an :class:`HttpDelivery`: the end of the actor's response."""
 
-    status: Annotated[int | None, Meta(ge=100, le=999, description=(
-        "the response status, unless a respond call sent it already"))] = None
+    status: Annotated[int, Meta(ge=100, le=999, description=(
+        "the response status, unless a respond call sent it already"))] | None = None
     headers: Annotated[list[tuple[str, Any]], Meta(description="the response fields, with status")] = []
     body: Annotated[Any, Meta(description="the rest of the body (earlier chunks went by write_body)")] = None
     trailers: Annotated[list[tuple[str, Any]] | None, Meta(description="the trailers, if any")] = None
-    failure: Annotated[str | None, Meta(max_length=1024, description=(
-        "why the actor gave no whole response; the client gets a 500"))] = None
+    failure: Annotated[str, Meta(max_length=1024, description=(
+        "why the actor gave no whole response; the client gets a 500"))] | None = None
 
 
 def parse(verb: str, body: Mapping[str, Any]) -> Request:
