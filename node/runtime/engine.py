@@ -25,7 +25,7 @@ from drupelet.providers.base import atomic_write
 from drupelet.node.runtime.errors import CompileError, DeadlineExceeded, NoReply, StartRefused, Trapped
 from drupelet.node.runtime import bindings
 from drupelet.node.runtime import aot as aot
-from drupelet.node.runtime import values
+from drupelet.node.runtime import handles, values
 from drupelet.node.runtime import wasi_http, wasi_io
 from drupelet.node.runtime.bindings import Imports, InstanceContext
 from drupelet.providers.base import HttpExchange
@@ -97,6 +97,7 @@ class Runtime:
 
     def __init__(self, config: RuntimeConfig) -> None:
         values.install()
+        handles.install()
         self.config = config
         self.engine = wasmtime.Engine(aot.engine_config())
         self.linker = Linker(self.engine)
@@ -335,11 +336,12 @@ class ActorInstance:
             idx = self.instance.get_export_index(self.store, bindings.HANDLER_EXPORT)
             fidx = self.instance.get_export_index(self.store, "handle-message", idx) if idx else None
             self._handler = self.instance.get_func(self.store, fidx) if fidx else None
-        self._http: Func | None = None
+        self._http: handles.TypedFunc | None = None
         if loaded.http_export is not None:
             idx = self.instance.get_export_index(self.store, loaded.http_export)
             fidx = self.instance.get_export_index(self.store, "handle", idx) if idx else None
-            self._http = self.instance.get_func(self.store, fidx) if fidx else None
+            func = self.instance.get_func(self.store, fidx) if fidx else None
+            self._http = handles.TypedFunc(func, self.store) if func is not None else None
 
     def _ticks(self, deadline_ms: int) -> int:
         return max(1, -(-deadline_ms // self.runtime.tick_ms))
@@ -379,7 +381,7 @@ class ActorInstance:
         finally:
             bindings.set_current(None)
 
-    def _invoke(self, func: Func, args: tuple[object, ...], deadline_ms: int | None) -> object:
+    def _invoke(self, func: Func | handles.TypedFunc, args: tuple[object, ...], deadline_ms: int | None) -> object:
         deadline = self.limits.call_deadline_ms if deadline_ms is None else deadline_ms
         actor = self.ctx.host.actor
         self.store.set_epoch_deadline(self._ticks(deadline))

@@ -42,7 +42,6 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import LinkerInstance, Record
 from wasmtime.component._enter import catch_exceptions
 from wasmtime.component._linker import FUNCTIONS
-from wasmtime.component._linker import func_finalize as _func_finalize
 from wasmtime.component._types import FuncType, OptionType, ResultType, VariantLikeType, VariantType
 
 
@@ -157,6 +156,20 @@ def install() -> None:
 _TYPES: dict[int, tuple[list[Any], Any]] = {}
 """Per host function (by its slab index): its parameter types and its result type."""
 
+FUNC_CACHES: list[dict[int, Any]] = [_TYPES]
+"""Caches keyed by a host function's slab index, emptied of it when its linker drops the
+function: the index is then free for another function with other types."""
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # type: ignore[untyped-decorator]
+def func_finalize(idx: Any) -> None:
+    """wasmtime-py's finaliser of a host function, which also forgets what was cached of it."""
+    key = idx or 0
+    for cache in FUNC_CACHES:
+        cache.pop(key, None)
+    if FUNCTIONS:
+        FUNCTIONS.deallocate(key)
+
 
 def _types_of(idx: int, ty_raw: Any, store: Any) -> tuple[list[Any], Any]:
     cached = _TYPES.get(idx)
@@ -179,8 +192,9 @@ def _func_impl(idx: Any, context: Any, ty_raw: Any, args: Any, nargs: int, resul
     return catch_exceptions(context, run)
 
 
-def add_func(inst: LinkerInstance, name: str, func: Callable[..., Any]) -> None:
-    """``inst.add_func`` with the function's WIT types read on its first call and kept.
+def add_func(inst: LinkerInstance, name: str, func: Callable[..., Any], trampoline: Any = None) -> None:
+    """``inst.add_func`` with the function's WIT types read on its first call and kept
+    (``trampoline``: another C callback that converts values its own way).
 
     wasmtime-py's own trampoline asks the C API for the parameter and result types on
     every call and builds Python type objects from them; for the node's short import
@@ -192,6 +206,7 @@ def add_func(inst: LinkerInstance, name: str, func: Callable[..., Any]) -> None:
     name_bytes = name.encode("utf-8")
     idx = FUNCTIONS.allocate(func)
     err = ffi.wasmtime_component_linker_instance_add_func(inst.ptr(), ctypes.create_string_buffer(name_bytes),
-                                                          len(name_bytes), _func_impl, idx, _func_finalize)
+                                                          len(name_bytes), trampoline or _func_impl, idx,
+                                                          func_finalize)
     if err:
         raise WasmtimeError._from_ptr(err)

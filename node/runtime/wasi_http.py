@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasmtime import StoreContext, WasmtimeError
-from wasmtime.component import Func, LinkerInstance, ResourceAny, ResourceHost, Variant
+from wasmtime.component import LinkerInstance, Variant
 
 from drupelet.providers.base import HttpExchange, ProviderError
 
@@ -33,7 +33,9 @@ from drupelet.node.runtime.wasi_http_types import (FIELDS, INCOMING_BODY, INCOMI
                                                    OUTGOING_BODY, OUTGOING_HANDLER, RESPONSE_OUTPARAM, TYPES, Entries,
                                                    Fields, IncomingBody, OutgoingBody, OutgoingMessage, method_variant,
                                                    scheme_variant)
-from drupelet.node.runtime.wasi_io import ERROR, Funcs, IoError, StreamFailed, define_instance, get, own, take
+from drupelet.node.runtime.handles import HostRep
+from drupelet.node.runtime.wasi_io import (ERROR, Funcs, Handle, IoError, StreamFailed, define_instance, get, own,
+                                           take)
 
 
 # -- incoming requests ---------------------------------------------------------------------
@@ -62,32 +64,32 @@ class IncomingRequest:
         self.consumed = False
 
 
-def _req_method(store: StoreContext, this: ResourceAny) -> Variant:
+def _req_method(store: StoreContext, this: Handle) -> Variant:
     req: IncomingRequest = get(store, this)
     return method_variant(req.exchange.head.method)
 
 
-def _req_path(store: StoreContext, this: ResourceAny) -> str | None:
+def _req_path(store: StoreContext, this: Handle) -> str | None:
     req: IncomingRequest = get(store, this)
     return req.exchange.head.path_with_query
 
 
-def _req_scheme(store: StoreContext, this: ResourceAny) -> Variant | None:
+def _req_scheme(store: StoreContext, this: Handle) -> Variant | None:
     req: IncomingRequest = get(store, this)
     return scheme_variant(req.exchange.head.scheme) if req.exchange.head.scheme else None
 
 
-def _req_authority(store: StoreContext, this: ResourceAny) -> str | None:
+def _req_authority(store: StoreContext, this: Handle) -> str | None:
     req: IncomingRequest = get(store, this)
     return req.exchange.head.authority or None
 
 
-def _req_headers(store: StoreContext, this: ResourceAny) -> ResourceHost:
+def _req_headers(store: StoreContext, this: Handle) -> HostRep:
     req: IncomingRequest = get(store, this)
     return own(Fields(list(req.exchange.head.headers), mutable=False), FIELDS)
 
 
-def _req_consume(store: StoreContext, this: ResourceAny) -> Ok | Err:
+def _req_consume(store: StoreContext, this: Handle) -> Ok | Err:
     req: IncomingRequest = get(store, this)
     if req.consumed:
         return Err(None)
@@ -103,7 +105,7 @@ def _req_consume(store: StoreContext, this: ResourceAny) -> Ok | Err:
     return Ok(own(IncomingBody(read, exchange.request_trailers), INCOMING_BODY))
 
 
-def _message_body(store: StoreContext, this: ResourceAny) -> Ok | Err:
+def _message_body(store: StoreContext, this: Handle) -> Ok | Err:
     message: OutgoingMessage = get(store, this)
     if message.body is not None:
         return Err(None)
@@ -140,7 +142,7 @@ def _bind_response_body(call: Call, body: OutgoingBody) -> None:
     body.sink, body.on_finish, body.on_drop = sink, finish, dropped
 
 
-def _outparam_set(store: StoreContext, param: ResourceAny, response: Any) -> None:
+def _outparam_set(store: StoreContext, param: Handle, response: Any) -> None:
     outparam: Outparam = take(store, param)
     call = outparam.call
     if outparam.used or call.responded or call.failed:
@@ -166,7 +168,7 @@ def _outparam_set(store: StoreContext, param: ResourceAny, response: Any) -> Non
             call.exchange.finish(None)
 
 
-def _http_error_code(store: StoreContext, err: ResourceAny) -> Variant | None:
+def _http_error_code(store: StoreContext, err: Handle) -> Variant | None:
     found: IoError = get(store, err)
     return found.http_code
 
@@ -236,7 +238,7 @@ def define(root: LinkerInstance, import_name: str, wanted: list[str]) -> None:
     define_instance(root, import_name, FUNCS[base], HTTP_RESOURCES.get(base, {}), wanted)
 
 
-def handle_incoming(func: Func, exchange: HttpExchange, invoke: Any) -> None:
+def handle_incoming(func: Any, exchange: HttpExchange, invoke: Any) -> None:
     """Call ``incoming-handler.handle`` with ``exchange`` as its request; ``invoke(func,
     args)`` runs the call under the instance's deadline and trap handling. Afterwards
     the exchange has its response: the component's, or a failure saying why not."""

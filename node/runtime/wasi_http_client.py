@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wasmtime import StoreContext
-from wasmtime.component import ResourceAny, ResourceHost, Variant
+from wasmtime.component import Variant
 
 from drupelet.providers.base import ProviderError
 
@@ -22,7 +22,8 @@ from drupelet.node.runtime.values import Err, Ok, record
 from drupelet.node.runtime.wasi_http_types import (FIELDS, FUTURE_INCOMING_RESPONSE, INCOMING_BODY, INCOMING_RESPONSE,
                                                    OUTGOING_HANDLER, OUTGOING_REQUEST, REQUEST_OPTIONS, Entries, Fields,
                                                    IncomingBody, OutgoingMessage, internal_error)
-from drupelet.node.runtime.wasi_io import POLLABLE, Pollable, get, own, take
+from drupelet.node.runtime.handles import HostRep
+from drupelet.node.runtime.wasi_io import Handle, POLLABLE, Pollable, get, own, take
 
 
 @dataclass
@@ -34,40 +35,40 @@ class RequestOptions:
     between_bytes_ns: int | None = None
 
 
-def _request_new(store: StoreContext, headers: ResourceAny) -> ResourceHost:
+def _request_new(store: StoreContext, headers: Handle) -> HostRep:
     fields: Fields = take(store, headers)
     fields.mutable = True
     return own(OutgoingMessage(fields), OUTGOING_REQUEST)
 
 
 def _req_get(attr: str, convert: Any = None) -> Any:
-    def call(store: StoreContext, this: ResourceAny) -> Any:
+    def call(store: StoreContext, this: Handle) -> Any:
         value = getattr(get(store, this), attr)
         return convert(value) if convert is not None and value is not None else value
     return call
 
 
 def _req_set(attr: str, convert: Any = None) -> Any:
-    def call(store: StoreContext, this: ResourceAny, value: Any) -> Ok | Err:
+    def call(store: StoreContext, this: Handle, value: Any) -> Ok | Err:
         message = get(store, this)
         setattr(message, attr, convert(value) if convert is not None and value is not None else value)
         return Ok(None)
     return call
 
 
-def _options_new(store: StoreContext) -> ResourceHost:
+def _options_new(store: StoreContext) -> HostRep:
     return own(RequestOptions(), REQUEST_OPTIONS)
 
 
 def _opt_get(attr: str) -> Any:
-    def call(store: StoreContext, this: ResourceAny) -> int | None:
+    def call(store: StoreContext, this: Handle) -> int | None:
         value: int | None = getattr(get(store, this), attr)
         return value
     return call
 
 
 def _opt_set(attr: str) -> Any:
-    def call(store: StoreContext, this: ResourceAny, value: int | None) -> Ok | Err:
+    def call(store: StoreContext, this: Handle, value: int | None) -> Ok | Err:
         setattr(get(store, this), attr, value)
         return Ok(None)
     return call
@@ -146,18 +147,18 @@ def outgoing_error(exc: ProviderError) -> Variant:
     return internal_error(exc.message)
 
 
-def outgoing_handle(store: StoreContext, request: ResourceAny, options: ResourceAny | None) -> Ok | Err:
+def outgoing_handle(store: StoreContext, request: Handle, options: Handle | None) -> Ok | Err:
     message: OutgoingMessage = take(store, request)
     opts: RequestOptions | None = take(store, options) if options is not None else None
     return Ok(own(FutureResponse(message, opts), FUTURE_INCOMING_RESPONSE))
 
 
-def _future_subscribe(store: StoreContext, this: ResourceAny) -> ResourceHost:
+def _future_subscribe(store: StoreContext, this: Handle) -> HostRep:
     future: FutureResponse = get(store, this)
     return own(future.pollable, POLLABLE)
 
 
-def _future_get(store: StoreContext, this: ResourceAny) -> Any:
+def _future_get(store: StoreContext, this: Handle) -> Any:
     future: FutureResponse = get(store, this)
     if not future.ready():
         return None
@@ -171,17 +172,17 @@ def _future_get(store: StoreContext, this: ResourceAny) -> Any:
     return Ok(Ok(own(result.value, INCOMING_RESPONSE)))
 
 
-def _resp_status(store: StoreContext, this: ResourceAny) -> int:
+def _resp_status(store: StoreContext, this: Handle) -> int:
     response: IncomingResponse = get(store, this)
     return response.status
 
 
-def _resp_headers(store: StoreContext, this: ResourceAny) -> ResourceHost:
+def _resp_headers(store: StoreContext, this: Handle) -> HostRep:
     response: IncomingResponse = get(store, this)
     return own(Fields(list(response.headers), mutable=False), FIELDS)
 
 
-def _resp_consume(store: StoreContext, this: ResourceAny) -> Ok | Err:
+def _resp_consume(store: StoreContext, this: Handle) -> Ok | Err:
     response: IncomingResponse = get(store, this)
     if response.consumed:
         return Err(None)

@@ -10,12 +10,13 @@ import re
 from typing import Any
 
 from wasmtime import StoreContext, WasmtimeError
-from wasmtime.component import ResourceAny, ResourceHost, Variant
+from wasmtime.component import Variant
 
 from drupelet.providers.base import ProviderError
 
 from drupelet.node.runtime.values import Err, Ok
-from drupelet.node.runtime.wasi_io import (INPUT_STREAM, OUTPUT_STREAM, POLLABLE, READY, InputStream, OutputStream,
+from drupelet.node.runtime.handles import HostRep
+from drupelet.node.runtime.wasi_io import (Handle, INPUT_STREAM, OUTPUT_STREAM, POLLABLE, READY, InputStream, OutputStream,
                                            StreamFailed, get, own, take)
 
 TYPES = "wasi:http/types"
@@ -94,7 +95,7 @@ def _check_field(name: str, value: bytes | None = None) -> Variant | None:
     return None
 
 
-def _fields_new(store: StoreContext) -> ResourceHost:
+def _fields_new(store: StoreContext) -> HostRep:
     return own(Fields(), FIELDS)
 
 
@@ -109,19 +110,19 @@ def _fields_from_list(store: StoreContext, entries: list[tuple[str, bytes]]) -> 
     return Ok(own(Fields(out), FIELDS))
 
 
-def _fields_get(store: StoreContext, this: ResourceAny, name: str) -> list[bytes]:
+def _fields_get(store: StoreContext, this: Handle, name: str) -> list[bytes]:
     fields: Fields = get(store, this)
     low = name.lower()
     return [v for n, v in fields.entries if n == low]
 
 
-def _fields_has(store: StoreContext, this: ResourceAny, name: str) -> bool:
+def _fields_has(store: StoreContext, this: Handle, name: str) -> bool:
     fields: Fields = get(store, this)
     low = name.lower()
     return any(n == low for n, _ in fields.entries)
 
 
-def _mutate(store: StoreContext, this: ResourceAny, name: str, values: list[bytes], *, replace: bool) -> Ok | Err:
+def _mutate(store: StoreContext, this: Handle, name: str, values: list[bytes], *, replace: bool) -> Ok | Err:
     fields: Fields = get(store, this)
     if not fields.mutable:
         return Err(Variant("immutable"))
@@ -137,24 +138,24 @@ def _mutate(store: StoreContext, this: ResourceAny, name: str, values: list[byte
     return Ok(None)
 
 
-def _fields_set(store: StoreContext, this: ResourceAny, name: str, values: list[bytes]) -> Ok | Err:
+def _fields_set(store: StoreContext, this: Handle, name: str, values: list[bytes]) -> Ok | Err:
     return _mutate(store, this, name, values, replace=True)
 
 
-def _fields_delete(store: StoreContext, this: ResourceAny, name: str) -> Ok | Err:
+def _fields_delete(store: StoreContext, this: Handle, name: str) -> Ok | Err:
     return _mutate(store, this, name, [], replace=True)
 
 
-def _fields_append(store: StoreContext, this: ResourceAny, name: str, value: bytes) -> Ok | Err:
+def _fields_append(store: StoreContext, this: Handle, name: str, value: bytes) -> Ok | Err:
     return _mutate(store, this, name, [value], replace=False)
 
 
-def _fields_entries(store: StoreContext, this: ResourceAny) -> list[tuple[str, bytes]]:
+def _fields_entries(store: StoreContext, this: Handle) -> list[tuple[str, bytes]]:
     fields: Fields = get(store, this)
     return list(fields.entries)
 
 
-def _fields_clone(store: StoreContext, this: ResourceAny) -> ResourceHost:
+def _fields_clone(store: StoreContext, this: Handle) -> HostRep:
     fields: Fields = get(store, this)
     return own(Fields(list(fields.entries)), FIELDS)
 
@@ -172,7 +173,7 @@ class IncomingBody:
         self.stream_open = False
 
 
-def _body_stream(store: StoreContext, this: ResourceAny) -> Ok | Err:
+def _body_stream(store: StoreContext, this: Handle) -> Ok | Err:
     body: IncomingBody = get(store, this)
     if body.stream_taken:
         return Err(None)
@@ -188,19 +189,19 @@ class FutureTrailers:
         self.taken = False
 
 
-def _body_finish(store: StoreContext, this: ResourceAny) -> ResourceHost:
+def _body_finish(store: StoreContext, this: Handle) -> HostRep:
     body: IncomingBody = take(store, this)
     if body.stream_open:
         raise WasmtimeError("incoming-body.finish: the body's stream is still open (drop it first)")
     return own(FutureTrailers(body.trailers), FUTURE_TRAILERS)
 
 
-def _trailers_subscribe(store: StoreContext, this: ResourceAny) -> ResourceHost:
+def _trailers_subscribe(store: StoreContext, this: Handle) -> HostRep:
     get(store, this)
     return own(READY, POLLABLE)
 
 
-def _trailers_get(store: StoreContext, this: ResourceAny) -> Any:
+def _trailers_get(store: StoreContext, this: Handle) -> Any:
     future: FutureTrailers = get(store, this)
     if future.taken:
         return Err(None)
@@ -262,18 +263,18 @@ class OutgoingBody:
             self.on_drop()
 
 
-def _response_new(store: StoreContext, headers: ResourceAny) -> ResourceHost:
+def _response_new(store: StoreContext, headers: Handle) -> HostRep:
     fields: Fields = take(store, headers)
     fields.mutable = True
     return own(OutgoingMessage(fields), OUTGOING_RESPONSE)
 
 
-def _status(store: StoreContext, this: ResourceAny) -> int:
+def _status(store: StoreContext, this: Handle) -> int:
     message: OutgoingMessage = get(store, this)
     return message.status
 
 
-def _set_status(store: StoreContext, this: ResourceAny, status: int) -> Ok | Err:
+def _set_status(store: StoreContext, this: Handle, status: int) -> Ok | Err:
     message: OutgoingMessage = get(store, this)
     if not 100 <= status <= 999:
         return Err(None)
@@ -281,12 +282,12 @@ def _set_status(store: StoreContext, this: ResourceAny, status: int) -> Ok | Err
     return Ok(None)
 
 
-def _message_headers(store: StoreContext, this: ResourceAny) -> ResourceHost:
+def _message_headers(store: StoreContext, this: Handle) -> HostRep:
     message: OutgoingMessage = get(store, this)
     return own(message.headers, FIELDS)
 
 
-def _body_write(store: StoreContext, this: ResourceAny) -> Ok | Err:
+def _body_write(store: StoreContext, this: Handle) -> Ok | Err:
     body: OutgoingBody = get(store, this)
     if body.stream_taken:
         return Err(None)
@@ -296,7 +297,7 @@ def _body_write(store: StoreContext, this: ResourceAny) -> Ok | Err:
     return Ok(own(stream, OUTPUT_STREAM))
 
 
-def _body_finish_out(store: StoreContext, this: ResourceAny, trailers: ResourceAny | None) -> Ok | Err:
+def _body_finish_out(store: StoreContext, this: Handle, trailers: Handle | None) -> Ok | Err:
     body: OutgoingBody = take(store, this)
     if body.stream_open:
         raise WasmtimeError("outgoing-body.finish: the body's stream is still open (drop it first)")

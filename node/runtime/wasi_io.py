@@ -31,10 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 from wasmtime import StoreContext, WasmtimeError
-from wasmtime.component import LinkerInstance, ResourceAny, ResourceHost, ResourceType, Variant
+from wasmtime.component import LinkerInstance, ResourceAny, ResourceType, Variant
 
 from drupelet.node.runtime.bindings import InstanceContext, current
-from drupelet.node.runtime.values import Err, Ok, add_func, record
+from drupelet.node.runtime.handles import HostRep, add_func
+from drupelet.node.runtime.values import Err, Ok, record
 
 # Host resource type ids (the node's other resources use small numbers in bindings.py).
 ERROR = 0x101
@@ -58,26 +59,33 @@ POLL_SLICE_S = 0.005
 """How often a poll over pollables that wait on other threads looks again."""
 
 Funcs = dict[str, Callable[..., Any]]
+Handle = int | ResourceAny
+"""A resource handed to a host function: its rep (a top-level parameter,
+:mod:`.handles`) or, inside an option or a list, wasmtime-py's handle."""
 
 
 # -- resources ------------------------------------------------------------------------
 
-def own(obj: Any, type_id: int) -> ResourceHost:
+def own(obj: Any, type_id: int) -> HostRep:
     """Put ``obj`` in the calling instance's table and hand the guest an owned handle."""
-    return ResourceHost.own(current().add_resource(obj), type_id)
+    return HostRep(current().add_resource(obj), type_id)
 
 
-def get(store: StoreContext, handle: ResourceAny) -> Any:
+def _rep(store: StoreContext, handle: Handle) -> int:
+    return handle if type(handle) is int else handle.to_host(store).rep  # type: ignore[union-attr]
+
+
+def get(store: StoreContext, handle: Handle) -> Any:
     """The object behind a borrowed handle (the borrow ends here, as it must)."""
-    obj = current().resources.get(handle.to_host(store).rep)
+    obj = current().resources.get(_rep(store, handle))
     if obj is None:
         raise WasmtimeError("a handle the host does not know was passed")
     return obj
 
 
-def take(store: StoreContext, handle: ResourceAny) -> Any:
+def take(store: StoreContext, handle: Handle) -> Any:
     """The object behind an owned handle the guest gave up (out of the table)."""
-    obj = current().resources.pop(handle.to_host(store).rep, None)
+    obj = current().resources.pop(_rep(store, handle), None)
     if obj is None:
         raise WasmtimeError("a handle the host does not know was passed")
     return obj
@@ -169,15 +177,15 @@ def wait_any(pollables: list[Pollable]) -> list[int]:
             time.sleep(pause)
 
 
-def _pollable_ready(store: StoreContext, this: ResourceAny) -> bool:
+def _pollable_ready(store: StoreContext, this: Handle) -> bool:
     return bool(get(store, this).ready())
 
 
-def _pollable_block(store: StoreContext, this: ResourceAny) -> None:
+def _pollable_block(store: StoreContext, this: Handle) -> None:
     wait_any([get(store, this)])
 
 
-def _poll(store: StoreContext, handles: list[ResourceAny]) -> list[int]:
+def _poll(store: StoreContext, handles: list[Handle]) -> list[int]:
     if not handles:
         raise WasmtimeError("poll: the list of pollables is empty")
     return wait_any([get(store, h) for h in handles])
@@ -250,57 +258,57 @@ class OutputStream:
             self.owner.stream_dropped()
 
 
-def _in_read(store: StoreContext, this: ResourceAny, n: int) -> Ok | Err:
+def _in_read(store: StoreContext, this: Handle, n: int) -> Ok | Err:
     stream: InputStream = get(store, this)
     return stream.read(n)
 
 
-def _in_blocking_read(store: StoreContext, this: ResourceAny, n: int) -> Ok | Err:
+def _in_blocking_read(store: StoreContext, this: Handle, n: int) -> Ok | Err:
     stream: InputStream = get(store, this)
     wait_any([stream.pollable])
     return stream.read(n)
 
 
-def _in_skip(store: StoreContext, this: ResourceAny, n: int) -> Ok | Err:
+def _in_skip(store: StoreContext, this: Handle, n: int) -> Ok | Err:
     result = _in_read(store, this, n)
     return Ok(len(result.value)) if isinstance(result, Ok) else result
 
 
-def _in_blocking_skip(store: StoreContext, this: ResourceAny, n: int) -> Ok | Err:
+def _in_blocking_skip(store: StoreContext, this: Handle, n: int) -> Ok | Err:
     result = _in_blocking_read(store, this, n)
     return Ok(len(result.value)) if isinstance(result, Ok) else result
 
 
-def _in_subscribe(store: StoreContext, this: ResourceAny) -> ResourceHost:
+def _in_subscribe(store: StoreContext, this: Handle) -> HostRep:
     return own(get(store, this).pollable, POLLABLE)
 
 
-def _out_check_write(store: StoreContext, this: ResourceAny) -> Ok | Err:
+def _out_check_write(store: StoreContext, this: Handle) -> Ok | Err:
     stream: OutputStream = get(store, this)
     return CLOSED if stream.closed else Ok(WRITE_BUDGET)
 
 
-def _out_write(store: StoreContext, this: ResourceAny, data: bytes) -> Ok | Err:
+def _out_write(store: StoreContext, this: Handle, data: bytes) -> Ok | Err:
     stream: OutputStream = get(store, this)
     return stream.write(data)
 
 
-def _out_flush(store: StoreContext, this: ResourceAny) -> Ok | Err:
+def _out_flush(store: StoreContext, this: Handle) -> Ok | Err:
     stream: OutputStream = get(store, this)
     return CLOSED if stream.closed else Ok(None)
 
 
-def _out_subscribe(store: StoreContext, this: ResourceAny) -> ResourceHost:
+def _out_subscribe(store: StoreContext, this: Handle) -> HostRep:
     get(store, this)
     return own(READY, POLLABLE)
 
 
-def _out_write_zeroes(store: StoreContext, this: ResourceAny, n: int) -> Ok | Err:
+def _out_write_zeroes(store: StoreContext, this: Handle, n: int) -> Ok | Err:
     stream: OutputStream = get(store, this)
     return stream.write(bytes(min(n, WRITE_BUDGET)))
 
 
-def _out_splice(store: StoreContext, this: ResourceAny, src: ResourceAny, n: int) -> Ok | Err:
+def _out_splice(store: StoreContext, this: Handle, src: Handle, n: int) -> Ok | Err:
     out: OutputStream = get(store, this)
     source: InputStream = get(store, src)
     data = source.read(min(n, WRITE_BUDGET))
@@ -310,12 +318,12 @@ def _out_splice(store: StoreContext, this: ResourceAny, src: ResourceAny, n: int
     return Ok(len(data.value)) if isinstance(written, Ok) else written
 
 
-def _out_blocking_splice(store: StoreContext, this: ResourceAny, src: ResourceAny, n: int) -> Ok | Err:
+def _out_blocking_splice(store: StoreContext, this: Handle, src: Handle, n: int) -> Ok | Err:
     wait_any([get(store, src).pollable])
     return _out_splice(store, this, src, n)
 
 
-def _error_to_debug_string(store: StoreContext, this: ResourceAny) -> str:
+def _error_to_debug_string(store: StoreContext, this: Handle) -> str:
     err: IoError = get(store, this)
     return err.message
 
@@ -330,11 +338,11 @@ def _one_ns(store: StoreContext) -> int:
     return 1
 
 
-def _subscribe_instant(store: StoreContext, when: int) -> ResourceHost:
+def _subscribe_instant(store: StoreContext, when: int) -> HostRep:
     return own(Pollable(deadline_ns=when), POLLABLE)
 
 
-def _subscribe_duration(store: StoreContext, ns: int) -> ResourceHost:
+def _subscribe_duration(store: StoreContext, ns: int) -> HostRep:
     return own(Pollable(deadline_ns=time.monotonic_ns() + ns), POLLABLE)
 
 
@@ -383,15 +391,15 @@ def _exit(store: StoreContext, status: Any) -> None:
     raise WasmtimeError(f"the component called wasi:cli/exit ({'ok' if isinstance(status, Ok) else 'error'})")
 
 
-def _get_stdin(store: StoreContext) -> ResourceHost:
+def _get_stdin(store: StoreContext) -> HostRep:
     return own(InputStream(empty_source), INPUT_STREAM)
 
 
-def _get_stdout(store: StoreContext) -> ResourceHost:
+def _get_stdout(store: StoreContext) -> HostRep:
     return own(OutputStream(current().stdout), OUTPUT_STREAM)
 
 
-def _get_stderr(store: StoreContext) -> ResourceHost:
+def _get_stderr(store: StoreContext) -> HostRep:
     return own(OutputStream(current().stderr), OUTPUT_STREAM)
 
 
@@ -403,7 +411,7 @@ def _no_preopens(store: StoreContext) -> list[Any]:
     return []
 
 
-def _no_error_code(store: StoreContext, err: ResourceAny) -> None:
+def _no_error_code(store: StoreContext, err: Handle) -> None:
     get(store, err)
     return None
 
@@ -412,7 +420,7 @@ class _Nothing:
     """A resource with no state (the instance network)."""
 
 
-def _instance_network(store: StoreContext) -> ResourceHost:
+def _instance_network(store: StoreContext) -> HostRep:
     return own(_Nothing(), NETWORK)
 
 

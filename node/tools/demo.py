@@ -40,6 +40,8 @@ SENSOR_ADDRESS = 0x48
 READING_PERIOD_MS = 5000
 PRESS_EVERY_S = 7.0
 COUNTER_SUBJECT = "demo.counter"
+HTTP_ADDRESS = "127.0.0.1:8080"
+"""Where the thermometer's page listens on the laptop node (``up --demo --http``)."""
 CLI_DEFAULT_NATS = "nats://127.0.0.1:4222"
 """The server a ``drupelet`` command talks to without ``--nats`` (``cli.common.DEFAULT_NATS``:
 the tools do not import the CLI)."""
@@ -60,7 +62,8 @@ def built_example(name: str, data_dir: Path) -> Path:
 
 DEMO_CAPS = {
     "thermometer": ("drupelet:hardware/i2c-bus", "drupelet:hardware/display", "drupelet:hardware/gpio",
-                    "wasmcloud:messaging", "wasi:keyvalue"),  # its world imports wasi:keyvalue too
+                    "wasmcloud:messaging", "wasi:keyvalue",  # its world imports wasi:keyvalue too
+                    "wasi:http"),  # its page (and its world's outgoing-handler)
     "counter": ("wasi:keyvalue", "wasmcloud:messaging"),
 }
 """What each demo actor's claims allow: the interfaces its links give it."""
@@ -76,8 +79,9 @@ def signed_example(name: str, built: Path, issuer: Any) -> Path:
     return out
 
 
-def demo_links(actor: str = "thermometer", pi: str = PI_NODE) -> list[dict[str, Any]]:
-    """The thermometer's lattice links: hardware on the Pi, the clock and messaging here."""
+def demo_links(actor: str = "thermometer", pi: str = PI_NODE, http_address: str = HTTP_ADDRESS) -> list[dict[str, Any]]:
+    """The thermometer's lattice links: hardware on the Pi, the clock, messaging and its
+    page (on ``http_address``) here."""
     return [
         {"source": actor, "interface": "drupelet:hardware/i2c-bus", "target": f"{pi}/i2c",
          "config": {"buses": "i2c1", "addresses": f"{SENSOR_ADDRESS:#04x}"}},
@@ -87,6 +91,8 @@ def demo_links(actor: str = "thermometer", pi: str = PI_NODE) -> list[dict[str, 
         {"source": actor, "interface": "wasmcloud:messaging/handler", "target": "local/clock",
          "config": {"timers": f"reading={READING_PERIOD_MS}"}},
         {"source": actor, "interface": "wasmcloud:messaging/consumer", "target": "local/messaging"},
+        {"source": actor, "interface": "wasi:http/incoming-handler", "target": "local/http",
+         "config": {"address": http_address, "instances": "reuse"}},
     ]
 
 
@@ -147,10 +153,11 @@ def cli_command(url: str) -> str:
     return command if url == CLI_DEFAULT_NATS else f"{command} --nats {url}"
 
 
-def hints(pi: str, url: str) -> list[str]:
+def hints(pi: str, url: str, http_address: str = HTTP_ADDRESS) -> list[str]:
     """What to try from another shell while the demo runs."""
     cmd = cli_command(url)
-    return [f"{cmd} nodes",
+    return [f"curl http://{http_address}/     (the thermometer's page: the Pi's reading now)",
+            f"{cmd} nodes",
             f"{cmd} inventory {pi}",
             f"{cmd} display snapshot {pi} -o oled.png",
             f"{cmd} gpio simulate {pi} {BUTTON_PIN} low     (press the button: the LED toggles)",
@@ -212,7 +219,8 @@ def show_hints(tips: list[str]) -> None:
         log.info("demo:   %s", tip)
 
 
-async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) -> int:
+async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True,
+              http_address: str = HTTP_ADDRESS) -> int:
     """Run both nodes and the demo until ``stop`` is set.
 
     Without ``nats_url`` the demo runs its own hub and leaf servers; with one (``--nats``,
@@ -273,11 +281,11 @@ async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) 
         hosts.append((laptop, node_context(laptop.name)))
         await asyncio.create_task(laptop.start(), context=hosts[-1][1])
         async with await LatticeClient.connect(hub_url, cfg.lattice) as client:
-            for link in demo_links():
+            for link in demo_links(http_address=http_address):
                 await client.lattice_request("link.put", link)
         log.info("demo: node %s runs the thermometer actor; node %s serves its I2C sensor, OLED and GPIO "
                  "(simulated).", laptop.name, pi.name)
-        tips = hints(pi.name, hub_url)
+        tips = hints(pi.name, hub_url, http_address)
         show_hints(tips)
         await _drive(pi.host, demo_dir, stop, tips, auto_press=auto_press)
     finally:

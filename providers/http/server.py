@@ -119,10 +119,11 @@ class LocalExchange:
         try:
             if _on_loop(self._loop):
                 settle()
-            else:
-                self._loop.call_soon_threadsafe(settle)
+                return
+            self._loop.call_soon_threadsafe(settle)
         except RuntimeError:  # the loop closed: nobody waits any more
-            pass
+            return
+        time.sleep(0)  # let the loop send the response now, rather than once this thread blocks
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -250,41 +251,46 @@ class HttpServer:
                         headers=tuple((n.decode("latin-1").lower(), bytes(v)) for n, v in request.raw_headers))
         exchange = LocalExchange(self.loop, route.actor, head, body, self.settings.max_response_bytes,
                                  reuse_instance=route.reuse)
-        limit = self._limits.setdefault(route.actor, asyncio.Semaphore(self.settings.max_concurrent))
-        try:
-            await asyncio.wait_for(limit.acquire(), max(0.0, timeout - (time.monotonic() - started)))
-        except TimeoutError:
-            log.info("http: actor %s has %d requests in progress; one waited %.0f ms and was refused", route.actor,
-                     self.settings.max_concurrent, timeout * 1000)
-            return plain(503)
+        limit = self._limits.get(route.actor)
+        if limit is None:
+            limit = self._limits[route.actor] = asyncio.Semaphore(self.settings.max_concurrent)
+        if limit.locked():  # wait for a turn (an idle actor's request goes straight on)
+            try:
+                await asyncio.wait_for(limit.acquire(), max(0.0, timeout - (time.monotonic() - started)))
+            except TimeoutError:
+                log.info("http: actor %s has %d requests in progress; one waited %.0f ms and was refused",
+                         route.actor, self.settings.max_concurrent, timeout * 1000)
+                return plain(503)
+        else:
+            await limit.acquire()
         self.exchanges[exchange.exchange_id] = exchange
         task = asyncio.ensure_future(self.serve(route.actor, exchange))
         self._tasks.add(task)
+        refused: list[BaseException] = []
 
         def ended(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
             limit.release()
             self.exchanges.pop(exchange.exchange_id, None)
-            if not t.cancelled() and t.exception() is not None and not exchange.settled:
-                exchange.fail(str(t.exception()))
+            error = None if t.cancelled() else t.exception()
+            if error is not None and not exchange.settled:
+                refused.append(error)
+                exchange.fail(str(error))
+            elif not exchange.settled:
+                exchange.fail("the actor's handler returned without an answer")
 
         task.add_done_callback(ended)
-        remaining = max(0.0, timeout - (time.monotonic() - started))
-        await asyncio.wait({task, exchange.done}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        if not exchange.settled:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                return self._refused(route.actor, task.exception())
-            if task.done():
-                await asyncio.wait({exchange.done}, timeout=max(0.0, timeout - (time.monotonic() - started)))
-        if not exchange.settled:
+        try:
+            await asyncio.wait_for(asyncio.shield(exchange.done), max(0.0, timeout - (time.monotonic() - started)))
+        except TimeoutError:
             exchange.fail("no response in time")
             log.warning("http: actor %s did not answer %s %s within %d ms", route.actor, request.method,
                         request.path, self.settings.request_timeout_ms)
             self.failures += 1
             return plain(504)
+        if refused:
+            return self._refused(route.actor, refused[0])
         if exchange.failure is not None:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                return self._refused(route.actor, task.exception())
             log.warning("http: actor %s failed %s %s: %s", route.actor, request.method, request.path,
                         exchange.failure)
             self.failures += 1
@@ -310,6 +316,8 @@ class HttpServer:
 
     async def _read_body(self, request: web.BaseRequest, timeout: float) -> bytes | web.Response:
         limit = self.settings.max_body_bytes
+        if not request.body_exists:
+            return b""
         if request.content_length is not None and request.content_length > limit:
             return plain(413)
         chunks: list[bytes] = []
