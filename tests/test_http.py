@@ -291,3 +291,33 @@ async def test_bad_link_config_is_refused_with_the_key(node: Node) -> None:
     await node.host.start_actor("other", hello())
     with pytest.raises(LinkError, match="already routed to actor 'hello'"):
         await node.host.put_link("other", "wasi:http/incoming-handler", "local/http", {"address": taken})
+
+
+def test_the_node_imports_aiohttp_only_once_an_http_link_needs_it(tmp_path: Path) -> None:
+    """aiohttp costs ~230 ms and ~26 MB to import: a node without an http link pays nothing."""
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio, sys
+from pathlib import Path
+from drupelet.node.config import NodeConfig
+from drupelet.node.host.host import Host
+from drupelet.node.runtime import read_component
+
+async def main():
+    cfg = NodeConfig(name="n", lattice="t", data_dir=Path({str(tmp_path)!r}), nats_embedded_port=0)
+    async with Host(cfg) as host:
+        assert "http" in host.providers
+        before = "aiohttp" in sys.modules
+        await host.start_actor("hello", read_component(Path({str(WAT / 'http-hello.wat')!r})))
+        await host.put_link("hello", "wasi:http/outgoing-handler", "local/http", {{"allowed_hosts": "x.example"}})
+        outgoing = "aiohttp" in sys.modules
+        await host.put_link("hello", "wasi:http/incoming-handler", "local/http", {{"address": "127.0.0.1:{free_port()}"}})
+        print(before, outgoing, "aiohttp" in sys.modules)
+
+asyncio.run(main())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False", "True"], proc.stdout

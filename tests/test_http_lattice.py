@@ -107,3 +107,25 @@ async def test_an_actor_on_the_pi_linked_to_local_http_is_served_on_the_pi_only(
     await pi.host.stop_actor("hello")
     await wait_until(lambda: pi.host.provider("http").describe()["listeners"] == [],  # type: ignore[union-attr]
                      "the Pi to stop listening as the actor stops")
+
+
+async def test_a_malformed_http_delivery_gets_an_error_reply_and_changes_nothing(lattice: Nodes,
+                                                                                 web: aiohttp.ClientSession) -> None:
+    import json
+
+    laptop, pi, client = lattice
+    await laptop.host.start_actor("hello", hello())
+    address = f"127.0.0.1:{free_port()}"
+    await link(client, (laptop, pi), "hello", "wasi:http/incoming-handler", "pi-1/http", address=address)
+    for body in (b"{not json", json.dumps({"node": "pi-1", "exchange": 0, "method": "GET", "path": "/"}).encode(),
+                 json.dumps({"node": "pi-1", "exchange": 1, "method": "GET", "path": "/", "extra": 1}).encode()):
+        reply = await client.nc.request("drupelet.test.http.hello", body, timeout=5)
+        assert (reply.headers or {}).get("Drupelet-Error") == "bad-request", (body, reply.headers)
+    # a well-formed one for a request the Pi never took: the body read is refused there, by the link's rules
+    forged = json.dumps({"node": "laptop", "exchange": 5, "method": "GET", "path": "/"}).encode()
+    reply = await client.nc.request("drupelet.test.http.hello", forged, timeout=5)
+    assert (reply.headers or {}).get("Drupelet-Error") == "not-linked", reply.headers
+    await wait_until(lambda: address in pi.host.provider("http").describe()["listeners"],  # type: ignore[union-attr]
+                     "the Pi to listen")
+    assert await get(web, f"http://{address}/") == (200, "hello\n")
+    assert laptop.host.actors["hello"].traps == 0
