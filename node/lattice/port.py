@@ -30,11 +30,11 @@ from drupelet.providers.base import HttpExchange, Message, Provider
 from drupelet.node.errors import DrupeletError
 from drupelet.node.host.api import HostApi
 from drupelet.node.host.errors import ActorNotFound
+from drupelet.node.host.links import HTTP_INCOMING
 from drupelet.node.lattice import http, subjects
 from drupelet.node.lattice.calls import RemoteProvider, ReplyInbox
 from drupelet.node.lattice.connect import synced, unsubscribe_all
 from drupelet.node.lattice.errors import BadRequest, NatsUnavailable
-from drupelet.node.runtime import HTTP_INCOMING
 from drupelet.node.runtime.errors import CallFailed, NoReply, Trapped
 
 log = logging.getLogger(__name__)

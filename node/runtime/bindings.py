@@ -5,6 +5,11 @@ instance through a thread-local :class:`Imports`, resolves the link for the
 interface, calls the provider with plain Python values, and turns the provider's
 :class:`~drupelet.providers.base.ProviderError` into the interface's error value. Nothing
 here raises into the guest for an expected failure: a trap is only for host bugs.
+
+Why this module is past 500 lines: it is the one table of the interfaces the node serves
+itself or through links, each a few short functions that share the resource table and
+the error mapping; ``wasi:io`` and ``wasi:http``, which need resources of their own, are
+in their own modules.
 """
 
 from __future__ import annotations
