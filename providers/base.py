@@ -197,9 +197,12 @@ class HttpExchange(Protocol):
     def fail(self, reason: str) -> None: ...
 
 
-ServeHttp = Callable[[str, HttpExchange], Awaitable[None]]
-"""``serve_http(actor, exchange)``: the actor answers the request wherever it runs; returns
-once the exchange has its response (or its failure)."""
+ServeHttp = Callable[[str, HttpExchange], "Awaitable[None] | None"]
+"""``serve_http(actor, exchange)``: the actor answers the request wherever it runs. For an
+actor on this node the request is queued at once and None returned; for one elsewhere,
+an awaitable that carries it across the lattice. Either way the exchange is told the
+response, or the failure; an error raised (or by the awaitable) means the request never
+reached the actor (it runs nowhere, it is overloaded…)."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ Nodes = tuple[Node, Node, LatticeClient]
 @pytest.fixture
 async def lattice(tmp_path: Path) -> AsyncIterator[Nodes]:
     hub, leaf = await start_hub_and_leaf(tmp_path, "pi1")
-    http = {"http": {**HTTP_LIMITS, "max_body_bytes": 2 << 20}}
+    # a 1 MiB body crosses in ~2 s (wasmtime-py lowers a list<u8> byte by byte): the default time
+    http = {"http": {**HTTP_LIMITS, "max_body_bytes": 2 << 20, "request_timeout_ms": 30_000}}
     laptop = Node(node_config(tmp_path / "laptop", hub.url, name="laptop", nats_jetstream_domain="hub",
                               call_deadline_ms=5000, providers=http))
     pi = Node(node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub",

@@ -12,7 +12,7 @@ with none is a single node on its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from drupelet.providers.base import HttpExchange, Message, Provider
@@ -103,7 +103,7 @@ class HostApi(Protocol):
     async def deliver(self, actor: str, subject: str, body: bytes, reply_to: str | None = None,
                       deadline_ms: int | None = None) -> None: ...
 
-    async def serve_http(self, actor: str, exchange: HttpExchange) -> None: ...
+    def serve_http(self, actor: str, exchange: HttpExchange) -> Awaitable[None] | None: ...
 
     async def actor_stopped(self, actor: str, node: str) -> None: ...
 

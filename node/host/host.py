@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from drupelet.providers.base import HttpExchange, Link, Message, NotLinked, Provider, ProviderContext, ProviderError
@@ -387,24 +387,41 @@ class Host:
         if err is not None:
             raise HandlerError(f"actor {actor!r} failed the message: {err}", actor=actor)
 
-    async def serve_http(self, actor: str, exchange: HttpExchange) -> None:
-        """Have ``actor`` answer an HTTP request, here or wherever in the lattice it runs;
-        returns once its handler has returned (the exchange has its response or failure).
-        Raises when no instance can take it (ActorNotFound, Overloaded…)."""
+    def serve_http(self, actor: str, exchange: HttpExchange) -> Awaitable[None] | None:
+        """Have ``actor`` answer an HTTP request, here or wherever in the lattice it runs.
+
+        Here, the request is queued for an instance at once and None is returned (the
+        exchange is told the response, or the failure, from the instance's thread);
+        elsewhere, the awaitable that sends it across the lattice and gives the exchange
+        the answer. Raises when no instance can take it (ActorNotFound, Overloaded…)."""
         target = self.actors.get(actor)
         if target is None:
             if self.port is None:
                 raise ActorNotFound(f"no actor named {actor!r} runs on node {self.name}", actor=actor)
-            await self.port.serve_http(actor, exchange)
-            return
+            return self.port.serve_http(actor, exchange)
         if target.loaded.http_export is None:
             raise CallFailed(f"actor {actor!r} exports no wasi:http/incoming-handler and cannot take HTTP requests",
                              actor=actor)
-        try:
-            await asyncio.wrap_future(target.submit_http(exchange))
-        except Trapped as exc:
-            self.emit("actor_failed", {"actor": actor, "code": exc.code, "message": exc.message})
-            raise
+        target.submit_http(exchange).add_done_callback(self._http_answered(actor, exchange))
+        return None
+
+    def _http_answered(self, actor: str, exchange: HttpExchange) -> Callable[[Any], None]:
+        """Once the handler returned (on the instance's thread) or the request was dropped
+        unanswered (the actor stopped): an exchange without its response fails, and a
+        trap becomes the ``actor_failed`` event on the loop."""
+        loop = self._loop()
+
+        def answered(fut: Any) -> None:
+            exc = None if fut.cancelled() else fut.exception()
+            if exc is not None or fut.cancelled():
+                exchange.fail(str(exc) if exc is not None else "the request was dropped")
+            if isinstance(exc, Trapped):
+                data = {"actor": actor, "code": exc.code, "message": exc.message}
+                try:
+                    loop.call_soon_threadsafe(self.emit, "actor_failed", data)
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
+        return answered
 
     async def invoke(self, actor: str, export: str, *args: Any, deadline_ms: int | None = None) -> Any:
         """Call a top-level exported function of ``actor`` on one of its instances."""

@@ -14,6 +14,7 @@ the last chunk, the trailers, or why there is no whole response.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -77,8 +78,12 @@ class RemoteExchange:
     a request taken on another: reads past the first chunk and response chunks are calls
     to the provider there, over the actor's link."""
 
-    def __init__(self, request: HttpDelivery, provider: Provider, link: Link) -> None:
+    def __init__(self, request: HttpDelivery, provider: Provider, link: Link,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.exchange_id = request.exchange
+        self._loop = loop
+        self.done: asyncio.Future[None] = loop.create_future()
+        """Set once the response is finished or failed (the answer can then be sent)."""
         self.reuse_instance = request.reuse
         self.head = HttpHead(method=request.method, scheme=request.scheme, authority=request.authority,
                              path_with_query=request.path, headers=tuple(_fields(request.headers)))
@@ -135,14 +140,25 @@ class RemoteExchange:
 
     def finish(self, trailers: Fields | None) -> None:
         self._trailers, self._finished = trailers, True
+        self._settle()
 
     def fail(self, reason: str) -> None:
         if not self._finished:
             self._failure = reason
+        self._settle()
 
-    def answer(self, failure: str | None = None) -> bytes:
-        """The reply for the provider's node, once the handler has returned."""
-        failure = failure or self._failure
+    def _settle(self) -> None:
+        def settle() -> None:
+            if not self.done.done():
+                self.done.set_result(None)
+        try:
+            self._loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop closed: nobody waits any more
+            pass
+
+    def answer(self) -> bytes:
+        """The reply for the provider's node, once :attr:`done`."""
+        failure = self._failure
         if failure is None and not self._finished:
             failure = "the component returned without a whole response"
         if failure is not None:

@@ -35,7 +35,7 @@ from drupelet.node.lattice import http, subjects
 from drupelet.node.lattice.calls import RemoteProvider, ReplyInbox
 from drupelet.node.lattice.connect import synced, unsubscribe_all
 from drupelet.node.lattice.errors import BadRequest, NatsUnavailable
-from drupelet.node.runtime.errors import CallFailed, NoReply, Trapped
+from drupelet.node.runtime.errors import CallFailed, NoReply
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +149,19 @@ class NatsPort:
             await self.reply_error(msg.reply, "not-linked", f"actor {actor!r} on node {self.node} has no link of "
                                                             f"{HTTP_INCOMING} to {request.node}/{request.provider}")
             return
-        exchange = http.RemoteExchange(request, self.remote_provider(request.node, request.provider), link.as_link())
-        failure = None
+        assert self._loop is not None
+        exchange = http.RemoteExchange(request, self.remote_provider(request.node, request.provider), link.as_link(),
+                                       self._loop)
         try:
-            await host.serve_http(actor, exchange)
-        except Trapped as exc:
-            failure = f"the component trapped: {exc.message}"
+            pending = host.serve_http(actor, exchange)  # None: the actor runs here, as checked
+            if pending is not None:
+                await pending
         except DrupeletError as exc:
             await self.reply_error(msg.reply, exc.code, exc.message)
             return
+        await exchange.done  # the instance settles it: its response, or why there is none
         try:
-            await self._nc.publish(msg.reply, exchange.answer(failure))
+            await self._nc.publish(msg.reply, exchange.answer())
         except Exception as exc:
             log.warning("cannot send the answer to an HTTP request for %s: %s", actor, exc)
 

@@ -60,10 +60,25 @@ _own_to_c = _handle_to_c(OwnType.convert_to_c)
 _borrow_to_c = _handle_to_c(BorrowType.convert_to_c)
 
 
+def _handle_classes(original: Any) -> Any:
+    """``add_classes`` of ``own``/``borrow``: a :class:`HostRep` is a handle too, so a
+    variant case that holds one (``stream-error.last-operation-failed``) is found for it."""
+    def add_classes(self: Any, found: set[type]) -> None:
+        original(self, found)
+        found.add(HostRep)
+    return add_classes
+
+
+_own_classes = _handle_classes(OwnType.add_classes)
+_borrow_classes = _handle_classes(BorrowType.add_classes)
+
+
 def install() -> None:
     """Teach ``own``/``borrow`` lowering to take a :class:`HostRep` (idempotent)."""
     OwnType.convert_to_c = _own_to_c  # type: ignore[method-assign]
     BorrowType.convert_to_c = _borrow_to_c  # type: ignore[method-assign]
+    OwnType.add_classes = _own_classes  # type: ignore[method-assign]
+    BorrowType.add_classes = _borrow_classes  # type: ignore[method-assign]
 
 
 def _rep_of(store: StoreContext, raw: Any) -> int:

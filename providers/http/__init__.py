@@ -23,6 +23,7 @@ aiohttp (the server and the client) is imported only when the first link needs i
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..base import Denied, Link, NotFound, Provider, ProviderContext, ProviderError
@@ -113,11 +114,11 @@ class HttpProvider(Provider):
         await self.server.add(route)
         self._routes[route.actor] = route
 
-    async def _deliver(self, actor: str, exchange: LocalExchange) -> None:
+    def _deliver(self, actor: str, exchange: LocalExchange) -> Awaitable[None] | None:
         serve = self.context.serve_http
         if serve is None:
             raise ProviderError("this node cannot deliver HTTP requests to actors")
-        await serve(actor, exchange)
+        return serve(actor, exchange)
 
     # -- operations for actors on other nodes ----------------------------------------------------
 

@@ -37,10 +37,11 @@ DROPPED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"
 """Response fields the server sets itself."""
 REASONS = {404: "Not Found", 408: "Request Timeout", 413: "Content Too Large", 500: "Internal Server Error",
            503: "Service Unavailable", 504: "Gateway Timeout"}
+TIMED_OUT = "no response in time"
 UNAVAILABLE_CODES = frozenset({"actor-not-found", "not-running", "overloaded", "actor-stopped", "call-failed",
                                "unavailable", "nats-unavailable"})
 
-Serve = Callable[[str, "LocalExchange"], Awaitable[None]]
+Serve = Callable[[str, "LocalExchange"], "Awaitable[None] | None"]
 
 
 class LocalExchange:
@@ -67,6 +68,8 @@ class LocalExchange:
         self.size = 0
         self.trailers: Fields | None = None
         self.failure: str | None = None
+        self.refusal: BaseException | None = None
+        """Why the request never reached the actor (it runs nowhere, it is overloaded…)."""
         self.settled = False
         self.done: asyncio.Future[None] = loop.create_future()
 
@@ -264,32 +267,30 @@ class HttpServer:
         else:
             await limit.acquire()
         self.exchanges[exchange.exchange_id] = exchange
-        task = asyncio.ensure_future(self.serve(route.actor, exchange))
-        self._tasks.add(task)
-        refused: list[BaseException] = []
 
-        def ended(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
+        def settled(_: asyncio.Future[None]) -> None:
             limit.release()
             self.exchanges.pop(exchange.exchange_id, None)
-            error = None if t.cancelled() else t.exception()
-            if error is not None and not exchange.settled:
-                refused.append(error)
-                exchange.fail(str(error))
-            elif not exchange.settled:
-                exchange.fail("the actor's handler returned without an answer")
 
-        task.add_done_callback(ended)
+        exchange.done.add_done_callback(settled)
         try:
-            await asyncio.wait_for(asyncio.shield(exchange.done), max(0.0, timeout - (time.monotonic() - started)))
-        except TimeoutError:
-            exchange.fail("no response in time")
+            self._start(route.actor, exchange)
+        except Exception as exc:  # the request could not reach the actor
+            exchange.fail(str(exc))
+            return self._refused(route.actor, exc)
+        remaining = max(0.0, timeout - (time.monotonic() - started))
+        timer = self.loop.call_later(remaining, exchange.fail, TIMED_OUT)
+        try:
+            await exchange.done
+        finally:
+            timer.cancel()
+        if exchange.failure == TIMED_OUT:
             log.warning("http: actor %s did not answer %s %s within %d ms", route.actor, request.method,
                         request.path, self.settings.request_timeout_ms)
             self.failures += 1
             return plain(504)
-        if refused:
-            return self._refused(route.actor, refused[0])
+        if exchange.refusal is not None:
+            return self._refused(route.actor, exchange.refusal)
         if exchange.failure is not None:
             log.warning("http: actor %s failed %s %s: %s", route.actor, request.method, request.path,
                         exchange.failure)
@@ -301,6 +302,29 @@ class HttpServer:
             if name not in DROPPED_HEADERS:
                 response.headers.add(name, value.decode("latin-1"))
         return response
+
+    def _start(self, actor: str, exchange: LocalExchange) -> None:
+        """Hand the request to the actor: queued at once when it runs here; across the
+        lattice, a task whose error refuses the exchange. An error raised here means the
+        request could not reach the actor."""
+        pending = self.serve(actor, exchange)
+        if pending is None:
+            return
+
+        async def carry() -> None:
+            await pending
+
+        task = asyncio.ensure_future(carry())
+        self._tasks.add(task)
+
+        def ended(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            error = None if t.cancelled() else t.exception()
+            if error is not None and not exchange.settled:
+                exchange.refusal = error
+                exchange.fail(str(error))
+
+        task.add_done_callback(ended)
 
     def _refused(self, actor: str, exc: BaseException | None) -> web.Response:
         """The request could not reach the actor: 503 when it runs nowhere or is busy."""
