@@ -146,3 +146,10 @@ def http_counter_wasm() -> Path:
 def http_probe_wasm() -> Path:
     """The ``http-probe`` test actor (tests/fixtures/http-probe): echoes, traps, fetches."""
     return cached_python_actor(FIXTURES / "http-probe", "http-probe")
+
+
+@pytest.fixture(scope="session")
+def shared_compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One compile cache for the session's nodes that run the HTTP test components: each
+    is compiled once (~10 s for a componentize-py or componentize-js component)."""
+    return tmp_path_factory.mktemp("compile-cache")

@@ -28,10 +28,10 @@ def hello() -> bytes:
     return read_component(WAT / "http-hello.wat")
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One compile cache for the module: each 18 MB componentize-py actor is compiled once."""
-    return tmp_path_factory.mktemp("compile-cache")
+@pytest.fixture
+def compile_cache(shared_compile_cache: Path) -> Path:
+    """The session's compile cache: each 18 MB componentize-py actor is compiled once."""
+    return shared_compile_cache
 
 
 def http_node(tmp_path: Path, url: str, cache: Path, **http: Any) -> Node:

@@ -22,14 +22,14 @@ Nodes = tuple[Node, Node, LatticeClient]
 
 
 @pytest.fixture
-async def lattice(tmp_path: Path) -> AsyncIterator[Nodes]:
+async def lattice(tmp_path: Path, shared_compile_cache: Path) -> AsyncIterator[Nodes]:
     hub, leaf = await start_hub_and_leaf(tmp_path, "pi1")
-    # a 1 MiB body crosses in ~2 s (wasmtime-py lowers a list<u8> byte by byte): the default time
+    # a 600 KiB body crosses in ~1 s (wasmtime-py lowers a list<u8> byte by byte): the default time
     http = {"http": {**HTTP_LIMITS, "max_body_bytes": 2 << 20, "request_timeout_ms": 30_000}}
     laptop = Node(node_config(tmp_path / "laptop", hub.url, name="laptop", nats_jetstream_domain="hub",
-                              call_deadline_ms=5000, providers=http))
+                              call_deadline_ms=5000, providers=http, cache_dir=shared_compile_cache))
     pi = Node(node_config(tmp_path / "pi", leaf.url, name="pi-1", nats_jetstream_domain="hub",
-                          call_deadline_ms=5000, providers=http))
+                          call_deadline_ms=5000, providers=http, cache_dir=shared_compile_cache))
     client = await LatticeClient.connect(hub.url, "test")
     try:
         await pi.start()
@@ -76,7 +76,7 @@ async def test_an_actor_on_the_laptop_answers_requests_arriving_at_the_pi(
     assert laptop.host.provider("http").describe()["listeners"] == []  # type: ignore[union-attr]
     assert await get(web, f"http://{address}/hello?x=1") == (200, "probe GET /hello\n")
     # a body larger than one lattice chunk both ways: read and written through the Pi's provider
-    body = bytes(range(256)) * 4096  # 1 MiB
+    body = bytes(range(256)) * 2400  # 600 KiB: three chunks
     async with web.post(f"http://{address}/echo", data=body) as response:
         assert response.status == 200
         assert response.headers["x-body-bytes"] == str(len(body))
