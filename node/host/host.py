@@ -15,6 +15,7 @@ already live in their own modules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -388,40 +389,29 @@ class Host:
             raise HandlerError(f"actor {actor!r} failed the message: {err}", actor=actor)
 
     def serve_http(self, actor: str, exchange: HttpExchange) -> Awaitable[None] | None:
-        """Have ``actor`` answer an HTTP request, here or wherever in the lattice it runs.
-
-        Here, the request is queued for an instance at once and None is returned (the
-        exchange is told the response, or the failure, from the instance's thread);
-        elsewhere, the awaitable that sends it across the lattice and gives the exchange
-        the answer. Raises when no instance can take it (ActorNotFound, Overloaded…)."""
+        """Have ``actor`` answer an HTTP request: queued for an instance here at once (None;
+        the instance settles the exchange), or the awaitable that carries it across the
+        lattice. Raises when no instance can take it (ActorNotFound, Overloaded…)."""
         target = self.actors.get(actor)
         if target is None:
             if self.port is None:
                 raise ActorNotFound(f"no actor named {actor!r} runs on node {self.name}", actor=actor)
             return self.port.serve_http(actor, exchange)
         if target.loaded.http_export is None:
-            raise CallFailed(f"actor {actor!r} exports no wasi:http/incoming-handler and cannot take HTTP requests",
-                             actor=actor)
-        target.submit_http(exchange).add_done_callback(self._http_answered(actor, exchange))
-        return None
-
-    def _http_answered(self, actor: str, exchange: HttpExchange) -> Callable[[Any], None]:
-        """Once the handler returned (on the instance's thread) or the request was dropped
-        unanswered (the actor stopped): an exchange without its response fails, and a
-        trap becomes the ``actor_failed`` event on the loop."""
+            raise CallFailed(f"actor {actor!r} exports no wasi:http/incoming-handler", actor=actor)
         loop = self._loop()
 
-        def answered(fut: Any) -> None:
+        def answered(fut: Any) -> None:  # on the instance's thread: a dropped request fails, a trap is told
             exc = None if fut.cancelled() else fut.exception()
             if exc is not None or fut.cancelled():
                 exchange.fail(str(exc) if exc is not None else "the request was dropped")
             if isinstance(exc, Trapped):
-                data = {"actor": actor, "code": exc.code, "message": exc.message}
-                try:
-                    loop.call_soon_threadsafe(self.emit, "actor_failed", data)
-                except RuntimeError:  # the loop closed meanwhile
-                    pass
-        return answered
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(self.emit, "actor_failed",
+                                              {"actor": actor, "code": exc.code, "message": exc.message})
+
+        target.submit_http(exchange).add_done_callback(answered)
+        return None
 
     async def invoke(self, actor: str, export: str, *args: Any, deadline_ms: int | None = None) -> Any:
         """Call a top-level exported function of ``actor`` on one of its instances."""
