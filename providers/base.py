@@ -24,6 +24,7 @@ What a provider may override:
                      declares no schema and checks its table itself at start.
                      ``parse_config(table)`` returns the validated struct; override it
                      for checks across keys.
+    ``actor_started(actor)``  an actor started on this node (every provider is told).
     ``relink_when_actor_stops``  True: when a linked actor stops (on this node for a
                      ``local/`` link; on any node for a link that names this node), the
                      node calls ``link_removed`` then ``link_added``, so what the actor held
@@ -57,7 +58,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -166,6 +167,68 @@ def current_reply() -> str | None:
     return value if isinstance(value, str) else None
 
 
+Fields = list[tuple[str, bytes]]
+"""HTTP header or trailer fields: (lower-case name, value) pairs, in order."""
+
+
+@dataclass(frozen=True)
+class HttpHead:
+    """The head of an HTTP request on its way to an actor's ``wasi:http/incoming-handler``."""
+
+    method: str
+    """As sent (``GET``, ``POST``, ``PURGE``…)."""
+    scheme: str
+    """``http`` or ``https``."""
+    authority: str
+    """The Host header (``pi-1:8080``); empty when the request had none."""
+    path_with_query: str
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class HttpExchange(Protocol):
+    """One HTTP request and its response, between the provider that took the request and
+    the actor instance that answers it. Every method is called from the instance's worker
+    thread, never from the event loop; each may raise :class:`ProviderError` (the client
+    went away, a limit was reached), which the component sees as a stream error.
+
+    The node calls, in order: ``read_body`` any number of times (and
+    ``request_trailers`` after the body's end), then either ``respond`` (the status and
+    headers the component set), ``write_body`` any number of times and ``finish``, or
+    ``fail`` at any point (the component answered with an error code, trapped, or
+    returned without a whole response): the client then gets a 500 that says nothing
+    of the component's internals."""
+
+    head: HttpHead
+    exchange_id: int
+    """Unique among the requests in progress on the provider's node (named in the
+    provider's operations, when the actor runs on another node)."""
+    reuse_instance: bool
+    """False: the request gets an instance of its own (created for it, dropped after it),
+    as wasmtime serve and wasmCloud do; True: any running instance may answer it."""
+
+    def read_body(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` of the request body; ``b""`` at its end."""
+        ...
+
+    def request_trailers(self) -> Fields | None: ...
+
+    def respond(self, status: int, headers: Fields) -> None: ...
+
+    def write_body(self, data: bytes) -> None: ...
+
+    def finish(self, trailers: Fields | None) -> None: ...
+
+    def fail(self, reason: str) -> None: ...
+
+
+ServeHttp = Callable[[str, HttpExchange], "Awaitable[None] | None"]
+"""``serve_http(actor, exchange)``: the actor answers the request wherever it runs. For an
+actor on this node the request is queued at once and None returned; for one elsewhere,
+an awaitable that carries it across the lattice. Either way the exchange is told the
+response, or the failure; an error raised (or by the awaitable) means the request never
+reached the actor (it runs nowhere, it is overloaded…)."""
+
+
 @dataclass(frozen=True)
 class Health:
     status: Literal["ok", "degraded", "failed"] = "ok"
@@ -198,6 +261,8 @@ class ProviderContext:
     call_timeout_s: float = 5.0
     runs_here: Callable[[str], bool] = lambda actor: True
     """Whether an actor (by name) has instances on this node."""
+    serve_http: ServeHttp | None = None
+    """Hand an HTTP request to an actor's ``wasi:http/incoming-handler`` (by actor name)."""
 
     def run(self, coro: Awaitable[T], timeout_s: float | None = None) -> T:
         """Run ``coro`` on the node's event loop from a worker thread and wait for it.
@@ -267,6 +332,9 @@ class Provider:
 
     async def link_removed(self, link: Link) -> None:
         """A link targeting this provider was deleted or its actor stopped."""
+
+    async def actor_started(self, actor: str) -> None:
+        """An actor started on this node (a ``local/`` link may now have work here)."""
 
     def describe(self) -> dict[str, Any]:
         return {}

@@ -25,13 +25,16 @@ ensure_venv() {
     fi
 }
 
-# The unit tests run systemd-analyze and systemd-sysusers (tests/test_systemd.py) and
-# util-linux's setpriv (the embedded nats-server dies with its node). A minimal Debian
-# container may lack systemd; as root with apt-get, install it.
+# The unit tests run systemd-analyze and systemd-sysusers (tests/test_systemd.py),
+# util-linux's setpriv (the embedded nats-server dies with its node), and node with npm
+# (the JavaScript test component is built with componentize-js from npm). A minimal
+# Debian container may lack them; as root with apt-get, install them.
 ensure_system_tools() {
     local missing=()
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
     [[ ${#missing[@]} -eq 0 ]] && return 0
     if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${missing[*]} for the tests" >&2

@@ -24,7 +24,8 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
 from drupelet.node.lattice.natsserver import EmbeddedNatsServer, NatsServerConfig
-from fixtures_actors import counter_wasm, thermometer_wasm  # noqa: F401  (session fixtures: built examples)
+from fixtures_actors import (counter_wasm, http_counter_wasm, http_probe_wasm,  # noqa: F401  (session fixtures)
+                             js_http_counter_wasm, shared_compile_cache, thermometer_wasm)
 from waiting import poll_until
 
 REPO = Path(__file__).resolve().parent.parent

@@ -241,6 +241,7 @@ async def test_a_node_s_credentials_cannot_control_another_node_write_the_state_
                 subjects.jetstream_api(f"STREAM.PURGE.OBJ_{objects}"),  # purge the artifacts
                 subjects.events("home", "pi-1", "actor_stopped"),  # speak for another node
                 subjects.provider_calls("home", "pi-1", "keyvalue", "pi-1"),  # call as another node
+                subjects.http("home", "echo", "pi-1"),  # hand an HTTP request over as another node's listener
             ]
             before = len(stolen.violations)
             for subject in attempts:

@@ -16,7 +16,9 @@ def test_bench_json_reports_every_key() -> None:
     for key in ("import_call_ratio", "message_ratio", "import_call_us", "message_us", "import_call_raw_us",
                 "message_raw_us", "actor_start_cached_ms", "node_rss_mb", "instance_rss_mb", "remote_call_ratio",
                 "remote_call_us", "remote_call_raw_us", "remote_calls_per_s", "gpio_edge_to_actor_us",
-                "gpio_edge_to_actor_us_local", "gpio_edge_to_actor_us_remote"):
+                "gpio_edge_to_actor_us_local", "gpio_edge_to_actor_us_remote", "http_request_us",
+                "http_request_raw_us", "http_ratio", "http_request_fresh_us", "http_requests_per_s",
+                "http_requests_per_s_raw"):
         assert isinstance(report[key], (int, float)) and math.isfinite(report[key]), key
         assert report[key] > 0, key
     # ratios are the node's figure over the raw baseline taken in the same run
@@ -25,7 +27,9 @@ def test_bench_json_reports_every_key() -> None:
                         rel_tol=0.01)
     assert math.isclose(report["remote_call_ratio"], report["remote_call_us"] / report["remote_call_raw_us"],
                         rel_tol=0.01)
+    assert math.isclose(report["http_ratio"], report["http_request_us"] / report["http_request_raw_us"], rel_tol=0.01)
     assert report["targets"]["import_call_ratio"] == 1.3
+    assert report["targets"]["http_ratio"] == 3.0
 
 
 def test_bench_table_for_people() -> None:
@@ -59,7 +63,9 @@ def test_the_report_marks_exactly_the_figures_over_their_target() -> None:
                "message_raw_us": 1.0, "message_ratio": 1.0, "actor_start_cached_ms": 1.0, "remote_call_us": 2.0,
                "remote_call_raw_us": 1.0, "remote_call_ratio": TARGETS["remote_call_ratio"] + 0.1,
                "remote_calls_per_s": 1.0, "gpio_edge_to_actor_us_local": 1.0, "gpio_edge_to_actor_us_remote": 1.0,
-               "node_rss_mb": TARGETS["node_rss_mb"], "instance_rss_mb": 1.0}
+               "node_rss_mb": TARGETS["node_rss_mb"], "instance_rss_mb": 1.0, "http_request_us": 3.0,
+               "http_request_raw_us": 1.0, "http_ratio": 3.0, "http_request_fresh_us": 2.0,
+               "http_requests_per_s": 1.0, "http_requests_per_s_raw": 1.0}
     assert missed(results) == ["remote_call_ratio"]  # a figure at its target meets it
     rows = report_rows(results)
     assert [row[0] for row in rows if row[-1] == "MISSED"] == ["actor → provider on another node (node / raw NATS)"]

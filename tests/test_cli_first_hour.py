@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,8 +180,9 @@ def external_nats(tmp_path: Path) -> Iterator[str]:
 @pytest.mark.slow
 def test_up_demo_joins_a_server_given_with_nats(tmp_path: Path, external_nats: str) -> None:
     data = tmp_path / "data"
+    page = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen([*drupelet(), "up", "--demo", "--no-auto-press", "--name", "laptop", "--lattice",
-                             LATTICE, "--nats", external_nats, "--data-dir", str(data)],
+                             LATTICE, "--nats", external_nats, "--data-dir", str(data), "--http", page],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=env(COLUMNS="80"))
     out = Output(proc)
@@ -191,6 +194,9 @@ def test_up_demo_joins_a_server_given_with_nats(tmp_path: Path, external_nats: s
         assert sorted(n["name"] for n in json.loads(nodes.stdout)) == ["laptop", demo.PI_NODE]
         reading = run("--nats", external_nats, "--lattice", LATTICE, "call", "thermometer", "now", "read")
         assert reading.returncode == 0 and " C" in reading.stdout, reading.stderr
+        # the thermometer's page on the laptop node shows the Pi's reading now
+        with urllib.request.urlopen(f"http://{page}/", timeout=CALL_TIMEOUT_S) as answer:
+            assert re.fullmatch(r"temperature -?\d+\.\d C\n", answer.read().decode()), answer
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=CALL_TIMEOUT_S)
@@ -198,6 +204,7 @@ def test_up_demo_joins_a_server_given_with_nats(tmp_path: Path, external_nats: s
     text = out.text()
     assert proc.returncode == 0 and "Traceback" not in text, text
     assert f"--nats {external_nats} nodes" in text  # the hints name the server the demo joined
+    assert f"curl http://{page}/" in text
     assert "pressing the button" not in text  # --no-auto-press
     # two nodes, one log: each node's lines say which node wrote them
     assert "drupelet.node.node: [pi-1] node pi-1 is up" in text

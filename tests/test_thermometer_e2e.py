@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import contextlib
 import io
 import os
@@ -20,7 +21,7 @@ from drupelet.node.tools import demo
 from drupelet.node.lattice.client import LatticeClient
 from drupelet.node.host.errors import HandlerError
 from drupelet.node.node import Node
-from drupelet.node.lattice.natsserver import start_hub_and_leaf
+from drupelet.node.lattice.natsserver import free_port, start_hub_and_leaf
 from drupelet.node.runtime import read_component
 
 from test_host import node_config
@@ -84,12 +85,28 @@ async def two_nodes(tmp_path: Path, wasm: Path, providers: dict[str, dict[str, A
 
 @pytest.fixture
 async def lattice(tmp_path: Path, thermometer_wasm: Path) -> AsyncIterator[tuple[Node, Node, LatticeClient]]:
-    links = demo.demo_links()
+    links = demo.demo_links(http_address=f"127.0.0.1:{free_port()}")
     for entry in links:
         if entry["interface"] == "wasmcloud:messaging/handler":
             entry["config"] = {"timers": "reading=300"}
     async with two_nodes(tmp_path, thermometer_wasm, demo.pi_providers(), links) as nodes:
         yield nodes
+
+
+async def test_the_thermometer_page_on_the_laptop_shows_the_pis_reading(
+        lattice: tuple[Node, Node, LatticeClient]) -> None:
+    import aiohttp
+
+    laptop, pi, _ = lattice
+    link = laptop.host.link_for("thermometer", "wasi:http/incoming-handler")
+    assert link is not None and link.target == "local/http"
+    address = link.config["address"]
+    await wait_until(lambda: address in laptop.host.provider("http").describe()["listeners"],  # type: ignore[union-attr]
+                     "the laptop to serve the page")
+    assert pi.host.provider("http").describe()["listeners"] == []  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as session, session.get(f"http://{address}/") as response:
+        text = await response.text()
+    assert response.status == 200 and re.fullmatch(r"temperature -?\d+\.\d C\n", text), text
 
 
 async def test_the_pis_sensor_reading_appears_on_the_pis_oled(lattice: tuple[Node, Node, LatticeClient]) -> None:
@@ -164,7 +181,8 @@ async def test_on_a_pi_the_real_reading_shows_on_the_real_oled_and_the_button_to
                     "port": int(_env("DRUPELET_TEST_DISPLAY_PORT", "1")),
                     "address": int(_env("DRUPELET_TEST_DISPLAY_ADDR", "0x3c"), 0)},
     }
-    links = [entry for entry in demo.demo_links() if entry["interface"] != "wasmcloud:messaging/handler"]
+    links = [entry for entry in demo.demo_links(http_address=f"127.0.0.1:{free_port()}")
+             if entry["interface"] != "wasmcloud:messaging/handler"]
     for entry in links:
         if entry["interface"] == "drupelet:hardware/i2c-bus":
             entry["config"] = {"buses": "testbus", "addresses": sensor}

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 
+from drupelet.node.cli.common import CliError
 from drupelet.node.cli.output import emit, table
 
 
 def bench(args: argparse.Namespace) -> int:
     from drupelet.node.tools.bench import report_rows, run_bench
 
-    results = run_bench(iterations=args.iterations)
+    if args.http_counter is not None and not args.http_counter.is_file():
+        raise CliError(f"--http-counter {args.http_counter}: no such file (build it with: drupelet actor build "
+                       "actors/examples/http-counter -o http-counter.wasm)")
+    results = run_bench(iterations=args.iterations, http_counter=args.http_counter)
     over = results["missed"]
     summary = (f"\n{len(over)} figure(s) missed their target: {', '.join(over)}" if over
                else "\nevery figure met its target")

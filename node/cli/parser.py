@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-auto-press", action="store_true",
                     help="with --demo: do not press the simulated button every few seconds "
                          "(press it yourself with gpio simulate)")
+    up.add_argument("--http", metavar="HOST:PORT",
+                    help="with --demo: where the thermometer's page listens (default 127.0.0.1:8080)")
 
     actor = commands.group("actor", "build, start, stop, scale and list actors", "actor_command")
     # -- actor build and actor new
@@ -319,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add("bench", "measure the node against raw wasmtime-py baselines", Command("misc", "bench"))
     bench.add_argument("--iterations", type=int, default=2000, help="calls per measurement")
+    bench.add_argument("--http-counter", type=Path, metavar="FILE",
+                       help="a built http-counter example (drupelet actor build actors/examples/http-counter): "
+                            "also measure the requests per second it answers")
 
     # -- completion
     commands.add("completion", "print a bash completion script: source <(drupelet completion bash)",

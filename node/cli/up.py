@@ -59,10 +59,13 @@ async def _up(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     if args.demo and cfg.nats_hub_url:
         raise CliError("--demo runs its own hub and leaf servers; leave out --hub (or nats.hub_url)")
+    if args.http and not args.demo:
+        raise CliError("--http is where the demo's thermometer page listens; it goes with --demo")
     if args.demo:
         from drupelet.node.tools import demo
 
-        status: int = await demo.run(cfg, stop, auto_press=not args.no_auto_press)
+        status: int = await demo.run(cfg, stop, auto_press=not args.no_auto_press,
+                                     http_address=args.http or demo.HTTP_ADDRESS)
         return status
     return await serve(cfg, stop)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drupelet.providers.base import Link, NotLinked, Provider, handling
+from drupelet.providers.base import HttpExchange, Link, NotLinked, Provider, handling
 
 from drupelet.node.host.errors import ActorStopped, Overloaded, PayloadTooLarge
 from drupelet.node.runtime.errors import CallFailed, StartRefused, Trapped
@@ -172,6 +172,13 @@ class Actor:
 
         return self._enqueue(handle, len(delivery.body))
 
+    def submit_http(self, exchange: HttpExchange, deadline_ms: int | None = None) -> concurrent.futures.Future[Any]:
+        """Queue an HTTP request for the actor's ``wasi:http/incoming-handler``; the future
+        ends when the handler returns (the exchange has its response by then). Unless the
+        exchange allows reuse, the instance that answers is replaced by a new one after it."""
+        work = _HttpWork(exchange, deadline_ms)
+        return self._enqueue(work, 0)
+
     def invoke(self, export: str, args: tuple[Any, ...], deadline_ms: int | None = None) -> concurrent.futures.Future[Any]:
         """Queue a call of a top-level exported function (tests, benchmarks)."""
         return self._enqueue(lambda inst: inst.call(export, *args, deadline_ms=deadline_ms), 0)
@@ -251,6 +258,18 @@ class Actor:
         }
 
 
+class _HttpWork:
+    """An HTTP request as a queued call; ``fresh``: its instance is used for it alone."""
+
+    def __init__(self, exchange: HttpExchange, deadline_ms: int | None) -> None:
+        self.exchange = exchange
+        self.deadline_ms = deadline_ms
+        self.fresh = not exchange.reuse_instance
+
+    def __call__(self, instance: ActorInstance) -> None:
+        instance.handle_http(self.exchange, self.deadline_ms)
+
+
 class _Worker:
     """One instance and the thread that drives it."""
 
@@ -306,6 +325,12 @@ class _Worker:
                     actor.calls += 1
                     self.consecutive_traps = 0
                     fut.set_result(result)
+                    if getattr(work, "fresh", False):  # the next request gets an instance nobody used
+                        instance.close()
+                        renewed = self._renew()
+                        if renewed is None:
+                            return
+                        instance = renewed
                 except Trapped as exc:
                     actor.calls += 1
                     actor.traps += 1
@@ -326,6 +351,18 @@ class _Worker:
             except Exception:
                 log.debug("closing instance of %s failed", actor.name, exc_info=True)
 
+    def _renew(self) -> ActorInstance | None:
+        """A new instance in place of one that trapped or answered its single request;
+        None if the worker is retired meanwhile."""
+        actor = self.actor
+        while True:
+            try:
+                return actor.new_instance()
+            except StartRefused as err:
+                log.error("actor %s: cannot replace instance %d: %s", actor.name, self.serial, err)
+                if self.retired.wait(actor.backoff_max_ms / 1000.0) or actor.stopping:
+                    return None
+
     def _replace(self, exc: Trapped) -> ActorInstance | None:
         actor = self.actor
         self.consecutive_traps += 1
@@ -337,13 +374,7 @@ class _Worker:
                 return None
         else:
             log.info("actor %s instance %d trapped (%s); replacing it", actor.name, self.serial, exc.message)
-        while True:
-            try:
-                return actor.new_instance()
-            except StartRefused as err:
-                log.error("actor %s: cannot replace instance %d: %s", actor.name, self.serial, err)
-                if self.retired.wait(actor.backoff_max_ms / 1000.0) or actor.stopping:
-                    return None
+        return self._renew()
 
 
 __all__ = ["Actor", "ActorImports", "Delivery", "NotLinked"]

@@ -12,10 +12,10 @@ with none is a single node on its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from drupelet.providers.base import Message, Provider
+from drupelet.providers.base import HttpExchange, Message, Provider
 
 from drupelet.node.host.links import LinkDef
 
@@ -51,6 +51,11 @@ class LatticePort(Protocol):
 
     async def forward(self, actor: str, message: Message) -> None:
         """Deliver ``message`` to ``actor`` wherever in the lattice it runs."""
+        ...
+
+    async def serve_http(self, actor: str, exchange: HttpExchange) -> None:
+        """Have ``actor``, running on another node, answer an HTTP request; returns once
+        the exchange has its response or failure. Raises when no node takes it."""
         ...
 
     async def reply_error(self, reply_to: str, code: str, message: str) -> None:
@@ -97,6 +102,8 @@ class HostApi(Protocol):
 
     async def deliver(self, actor: str, subject: str, body: bytes, reply_to: str | None = None,
                       deadline_ms: int | None = None) -> None: ...
+
+    def serve_http(self, actor: str, exchange: HttpExchange) -> Awaitable[None] | None: ...
 
     async def actor_stopped(self, actor: str, node: str) -> None: ...
 

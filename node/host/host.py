@@ -15,13 +15,14 @@ already live in their own modules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from drupelet.providers.base import Link, Message, NotLinked, Provider, ProviderContext, ProviderError
+from drupelet.providers.base import HttpExchange, Link, Message, NotLinked, Provider, ProviderContext, ProviderError
 
 from drupelet.node import __version__
 from drupelet.node.config import LABEL_KEY, NAME, ActorSpec, NodeConfig
@@ -239,7 +240,8 @@ class Host:
             config=provider_table(self.config.providers, name), nats=self.port.nats if self.port else None,
             synced=self.port.synced if self.port else None,
             deliver=self._provider_deliver, max_payload_bytes=self.config.max_payload_bytes,
-            call_timeout_s=self.config.call_deadline_ms / 1000.0, runs_here=lambda actor: actor in self.actors)
+            call_timeout_s=self.config.call_deadline_ms / 1000.0, runs_here=lambda actor: actor in self.actors,
+            serve_http=self.serve_http)
         ctx.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             await provider.start(ctx)
@@ -280,7 +282,7 @@ class Host:
         if not loaded.exports:
             raise StartRefused(f"actor {name!r}: the component exports nothing, so a node has nothing to deliver "
                                "messages to or call (an actor exports wasmcloud:messaging/handler)", actor=name)
-        if not loaded.has_handler:
+        if not loaded.has_handler and loaded.http_export is None:
             log.info("actor %s exports no wasmcloud:messaging/handler; it cannot receive messages", name)
         async with self._actor_lock:
             if self._stopped:
@@ -300,6 +302,11 @@ class Host:
                 del self.actors[name]
                 await asyncio.to_thread(actor.stop, self.config.stop_timeout_s)
                 raise
+        for pname, provider in list(self.providers.items()):
+            try:
+                await provider.actor_started(name)
+            except ProviderError as exc:
+                log.warning("provider %s: actor %s started: %s", pname, name, exc.message)
         log.info("actor %s started: %d instance(s) of %s (%s, %.1f ms to load)", name, instances,
                  loaded.digest[:12], "cached" if loaded.from_cache else "compiled", loaded.load_ms)
         self.emit("actor_started", {"actor": name, "digest": loaded.digest, "instances": instances,
@@ -380,6 +387,31 @@ class Host:
             raise
         if err is not None:
             raise HandlerError(f"actor {actor!r} failed the message: {err}", actor=actor)
+
+    def serve_http(self, actor: str, exchange: HttpExchange) -> Awaitable[None] | None:
+        """Have ``actor`` answer an HTTP request: queued for an instance here at once (None;
+        the instance settles the exchange), or the awaitable that carries it across the
+        lattice. Raises when no instance can take it (ActorNotFound, Overloaded…)."""
+        target = self.actors.get(actor)
+        if target is None:
+            if self.port is None:
+                raise ActorNotFound(f"no actor named {actor!r} runs on node {self.name}", actor=actor)
+            return self.port.serve_http(actor, exchange)
+        if target.loaded.http_export is None:
+            raise CallFailed(f"actor {actor!r} exports no wasi:http/incoming-handler", actor=actor)
+        loop = self._loop()
+
+        def answered(fut: Any) -> None:  # on the instance's thread: a dropped request fails, a trap is told
+            exc = None if fut.cancelled() else fut.exception()
+            if exc is not None or fut.cancelled():
+                exchange.fail(str(exc) if exc is not None else "the request was dropped")
+            if isinstance(exc, Trapped):
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(self.emit, "actor_failed",
+                                              {"actor": actor, "code": exc.code, "message": exc.message})
+
+        target.submit_http(exchange).add_done_callback(answered)
+        return None
 
     async def invoke(self, actor: str, export: str, *args: Any, deadline_ms: int | None = None) -> Any:
         """Call a top-level exported function of ``actor`` on one of its instances."""

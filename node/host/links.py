@@ -15,9 +15,12 @@ from typing import Any
 
 from drupelet.providers.base import Link, Provider
 
-from drupelet.node.runtime import NODE_SERVED, SERVED_VERSIONS
+from drupelet.node.runtime import HTTP_INCOMING, NODE_SERVED, SERVED_VERSIONS
 
 from drupelet.node.host.errors import LinkError
+
+__all__ = ["HTTP_INCOMING", "LinkDef", "LinkTable", "check_target", "link_interfaces", "package_matches",
+           "parse_interface"]
 
 INTERFACE = re.compile(r"^[a-z][a-z0-9-]*:[a-z][a-z0-9-]*(/[a-z][a-z0-9-]*)?$")
 TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}/[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

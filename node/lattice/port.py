@@ -25,17 +25,23 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from drupelet.providers.base import Message, Provider
+from drupelet.providers.base import HttpExchange, Message, Provider
 
 from drupelet.node.errors import DrupeletError
 from drupelet.node.host.api import HostApi
-from drupelet.node.lattice import subjects
+from drupelet.node.host.errors import ActorNotFound
+from drupelet.node.host.links import HTTP_INCOMING
+from drupelet.node.lattice import http, subjects
 from drupelet.node.lattice.calls import RemoteProvider, ReplyInbox
 from drupelet.node.lattice.connect import synced, unsubscribe_all
-from drupelet.node.lattice.errors import NatsUnavailable
+from drupelet.node.lattice.errors import BadRequest, NatsUnavailable
 from drupelet.node.runtime.errors import CallFailed, NoReply
 
 log = logging.getLogger(__name__)
+
+HTTP_ANSWER_TIMEOUT_S = 120.0
+"""How long the node that took an HTTP request waits for the actor's node to answer it;
+the http provider's own ``request_timeout_ms`` answers the client sooner."""
 
 
 class NatsPort:
@@ -50,6 +56,7 @@ class NatsPort:
         self._host: HostApi | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deliveries: dict[str, Any] = {}
+        self._http: dict[str, Any] = {}
         self._remotes: dict[tuple[str, str], RemoteProvider] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -72,8 +79,9 @@ class NatsPort:
     async def close(self) -> None:
         """Stop taking deliveries and answering for remote calls. Idempotent."""
         self._closed = True
-        subs = list(self._deliveries.values())
+        subs = list(self._deliveries.values()) + list(self._http.values())
         self._deliveries.clear()
+        self._http.clear()
         await unsubscribe_all(subs)
         await self.inbox.close()
         for task in list(self._tasks):
@@ -94,13 +102,73 @@ class NatsPort:
         async def on_delivery(msg: Msg) -> None:
             self._spawn(self._handle_delivery(actor, msg))
 
+        async def on_http(msg: Msg) -> None:
+            self._spawn(self._handle_http(actor, msg))
+
         self._deliveries[actor] = await self._nc.subscribe(subject, queue=actor, cb=on_delivery)
+        self._http[actor] = await self._nc.subscribe(subjects.http_to(self.lattice, actor), queue=actor, cb=on_http)
         await synced(self._nc)  # the server knows the subscription before the start returns
 
     async def actor_removed(self, actor: str) -> None:
-        sub = self._deliveries.pop(actor, None)
-        if sub is not None:
-            await unsubscribe_all([sub])
+        subs = [s for s in (self._deliveries.pop(actor, None), self._http.pop(actor, None)) if s is not None]
+        if subs:
+            await unsubscribe_all(subs)
+
+    # -- HTTP requests --------------------------------------------------------------------
+
+    async def serve_http(self, actor: str, exchange: HttpExchange) -> None:
+        """An HTTP request taken here, for ``actor`` running elsewhere (:mod:`.http`)."""
+        if not self._nc.is_connected:
+            raise NatsUnavailable("the node is not connected to NATS")
+        payload = http.delivery(self.node, "http", exchange)
+        try:
+            reply = await self._nc.request(subjects.http(self.lattice, actor, self.node), payload,
+                                           timeout=HTTP_ANSWER_TIMEOUT_S)
+        except nats.errors.NoRespondersError:
+            raise ActorNotFound(f"no actor {actor!r} runs in lattice {self.lattice!r}", actor=actor) from None
+        except nats.errors.TimeoutError:
+            exchange.fail(f"actor {actor!r} sent no answer within {HTTP_ANSWER_TIMEOUT_S:.0f} s")
+            return
+        headers = reply.headers or {}
+        if subjects.HEADER_ERROR in headers:
+            raise CallFailed(f"{headers[subjects.HEADER_ERROR]}: {headers.get(subjects.HEADER_MESSAGE, '')}",
+                             actor=actor)
+        http.apply_answer(exchange, bytes(reply.data))
+
+    async def _handle_http(self, actor: str, msg: Msg) -> None:
+        """An HTTP request for ``actor``, which runs here, taken on another node."""
+        host = self._host
+        if host is None or not msg.reply:
+            return
+        try:
+            request = http.parse_delivery(msg.data)
+        except BadRequest as exc:
+            await self.reply_error(msg.reply, exc.code, exc.message)
+            return
+        if request.node != subjects.caller_of(msg.subject):  # who took the request is who NATS let publish it
+            await self.reply_error(msg.reply, "bad-request", f"an HTTP request from node "
+                                   f"{subjects.caller_of(msg.subject)} names node {request.node}")
+            return
+        link = host.link_for(actor, HTTP_INCOMING)
+        if link is None or link.target != f"{request.node}/{request.provider}" or not host.has_actor(actor):
+            await self.reply_error(msg.reply, "not-linked", f"actor {actor!r} on node {self.node} has no link of "
+                                                            f"{HTTP_INCOMING} to {request.node}/{request.provider}")
+            return
+        assert self._loop is not None
+        exchange = http.RemoteExchange(request, self.remote_provider(request.node, request.provider), link.as_link(),
+                                       self._loop)
+        try:
+            pending = host.serve_http(actor, exchange)  # None: the actor runs here, as checked
+            if pending is not None:
+                await pending
+        except DrupeletError as exc:
+            await self.reply_error(msg.reply, exc.code, exc.message)
+            return
+        await exchange.done  # the instance settles it: its response, or why there is none
+        try:
+            await self._nc.publish(msg.reply, exchange.answer())
+        except Exception as exc:
+            log.warning("cannot send the answer to an HTTP request for %s: %s", actor, exc)
 
     async def _handle_delivery(self, actor: str, msg: Msg) -> None:
         host = self._host

@@ -277,6 +277,36 @@ class ProviderCall(Request):
         "provider; honoured for a reply inbox (_INBOX.…) only"))] = None
 
 
+class HttpDelivery(Request):
+    """An HTTP request for an actor on another node (``drupelet.<lattice>.http.<actor>``)."""
+
+    node: Annotated[Name, Meta(description="the node whose http provider took the request")]
+    exchange: Annotated[int, Meta(ge=1, description="the request's id on that node, named in read_body, respond "
+                                                    "and write_body calls to the provider")]
+    method: Annotated[str, Meta(min_length=1, max_length=32, description="as sent (GET, POST…)")]
+    path: Annotated[str, Meta(min_length=1, max_length=16384, description="the path with the query")]
+    provider: Annotated[Name, Meta(description="that provider's name")] = "http"
+    scheme: Annotated[str, Meta(max_length=16, description="http or https")] = "http"
+    authority: Annotated[str, Meta(max_length=1024, description="the Host header")] = ""
+    headers: Annotated[list[tuple[str, Any]], Meta(description="[name, value] pairs; values as {\"$b\": …}")] = []
+    body: Annotated[Any, Meta(description="the body's first chunk, as {\"$b\": \"<base64>\"}")] = None
+    more: Annotated[bool, Meta(description="true: the rest of the body is read with read_body calls")] = False
+    reuse: Annotated[bool, Meta(description="true: any running instance may answer (the link's instances = "
+                                            "reuse); false: an instance of its own")] = False
+
+
+class HttpAnswer(Request):
+    """The reply to an :class:`HttpDelivery`: the end of the actor's response."""
+
+    status: Annotated[int, Meta(ge=100, le=999, description=(
+        "the response status, unless a respond call sent it already"))] | None = None
+    headers: Annotated[list[tuple[str, Any]], Meta(description="the response fields, with status")] = []
+    body: Annotated[Any, Meta(description="the rest of the body (earlier chunks went by write_body)")] = None
+    trailers: Annotated[list[tuple[str, Any]] | None, Meta(description="the trailers, if any")] = None
+    failure: Annotated[str, Meta(max_length=1024, description=(
+        "why the actor gave no whole response; the client gets a 500"))] | None = None
+
+
 def parse(verb: str, body: Mapping[str, Any]) -> Request:
     """``body`` (a JSON object) as the request ``verb`` declares; :class:`UnknownRequest`
     for a verb with no declaration, :class:`BadRequest` for a body that does not fit."""

@@ -17,7 +17,8 @@ role          may
               and logs, read the lattice state and the artifact store
 ``node``      one per node, scoped to its name: answer its own control requests and
               provider calls, publish its own events and logs, call other nodes'
-              providers *as itself*, deliver to actors, read the lattice state and the
+              providers *as itself*, deliver to actors, hand the HTTP requests its
+              listeners take to the actors' nodes *as itself* (and take them), read the lattice state and the
               artifacts, write its own records (its labels); plus the application
               subjects it was enrolled with (``messaging``)
 ``client``    an application: deliver to actors (``drupelet call``) and publish and
@@ -130,13 +131,15 @@ def _permissions(role: str, lattice: str, name: str, apps: tuple[str, ...]) -> P
         return Permissions(
             pub_allow=tuple([subjects.events_of(lattice, name), subjects.logs_of(lattice, name),
                              subjects.provider_calls_from(lattice, name), subjects.deliver_all(lattice),
+                             subjects.http_from(lattice, name),
                              subjects.ping(lattice), subjects.INBOXES, *lattice_reads(lattice),
                              *own_state_writes(lattice, name), *apps]),
             sub_allow=tuple([subjects.ping(lattice), subjects.node_control_all(lattice, name),
                              *(subjects.lattice_control(lattice, v)
                                for v in requests.read_verbs(requests.LATTICE_REQUESTS)),
                              *(subjects.events_of_kind(lattice, kind) for kind in NODE_FOLLOWS),
-                             subjects.provider_calls_all(lattice, name), subjects.deliver_all(lattice), inbox,
+                             subjects.provider_calls_all(lattice, name), subjects.deliver_all(lattice),
+                             subjects.http_all(lattice), inbox,
                              *apps]))
     if role == CLIENT:
         return Permissions(pub_allow=(subjects.deliver_all(lattice), *apps), sub_allow=(inbox, *apps),

@@ -30,6 +30,29 @@ def deliver(lattice: str, actor: str) -> str:
     return f"{PREFIX}.{token(lattice, 'lattice')}.deliver.{token(actor, 'actor')}"
 
 
+def http(lattice: str, actor: str, origin: str) -> str:
+    """HTTP requests to an actor's ``wasi:http/incoming-handler``, taken by the http provider
+    of node ``origin``: the origin is part of the subject, and a node's credentials let it
+    publish only requests that name itself (:func:`http_from`), so the actor's node knows
+    which listener a request came from by NATS alone (:func:`caller_of`)."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.http.{token(actor, 'actor')}.{token(origin, 'node')}"
+
+
+def http_to(lattice: str, actor: str) -> str:
+    """HTTP requests to ``actor`` from every node; queue group = the actor's name."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.http.{token(actor, 'actor')}.*"
+
+
+def http_from(lattice: str, origin: str) -> str:
+    """HTTP requests taken by node ``origin``'s listeners, for any actor."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.http.*.{token(origin, 'node')}"
+
+
+def http_all(lattice: str) -> str:
+    """HTTP requests to every actor from every node."""
+    return f"{PREFIX}.{token(lattice, 'lattice')}.http.*.*"
+
+
 def logs(lattice: str, node: str, actor: str) -> str:
     return f"{PREFIX}.{token(lattice, 'lattice')}.logs.{token(node, 'node')}.{token(actor, 'actor')}"
 
@@ -93,7 +116,8 @@ def provider_calls_from(lattice: str, caller: str) -> str:
 
 
 def caller_of(subject: str) -> str:
-    """The calling node of a provider call's subject (its last token)."""
+    """The calling node of a provider call's subject, or the origin of an HTTP request's
+    (its last token)."""
     return subject.rpartition(".")[2]
 
 

@@ -9,14 +9,14 @@ Imports: ``wasmtime``, ``drupelet.node.errors`` and ``drupelet.providers.base``;
 else of the node.
 """
 
-from drupelet.node.runtime.bindings import (HANDLER_EXPORT, NODE_SERVED, SERVED_VERSIONS, WASI_P2_PACKAGES, Imports,
+from drupelet.node.runtime.bindings import (HANDLER_EXPORT, HTTP_INCOMING, NODE_SERVED, SERVED_VERSIONS, WASI_P2_PACKAGES, Imports,
                                             missing_imports, split_version)
 from drupelet.node.runtime.engine import (ActorInstance, Limits, LoadedComponent, Runtime, RuntimeConfig,
                                           read_component, wat_to_wasm)
 from drupelet.node.runtime.errors import CompileError
 
 __all__ = [
-    "ActorInstance", "CompileError", "HANDLER_EXPORT", "Imports", "Limits", "LoadedComponent",
+    "ActorInstance", "CompileError", "HANDLER_EXPORT", "HTTP_INCOMING", "Imports", "Limits", "LoadedComponent",
     "NODE_SERVED", "Runtime", "RuntimeConfig", "SERVED_VERSIONS", "missing_imports", "read_component",
     "WASI_P2_PACKAGES", "split_version", "wat_to_wasm",
 ]

@@ -5,12 +5,18 @@ instance through a thread-local :class:`Imports`, resolves the link for the
 interface, calls the provider with plain Python values, and turns the provider's
 :class:`~drupelet.providers.base.ProviderError` into the interface's error value. Nothing
 here raises into the guest for an expected failure: a trap is only for host bugs.
+
+Why this module is past 500 lines: it is the one table of the interfaces the node serves
+itself or through links, each a few short functions that share the resource table and
+the error mapping; ``wasi:io`` and ``wasi:http``, which need resources of their own, are
+in their own modules.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -38,6 +44,9 @@ DISPLAY = "drupelet:hardware/display"
 I2C_BUS = "drupelet:hardware/i2c-bus"
 HW_TYPES = "drupelet:hardware/types"
 I2C = "wasi:i2c/i2c"
+HTTP_TYPES = "wasi:http/types"
+HTTP_INCOMING = "wasi:http/incoming-handler"
+HTTP_OUTGOING = "wasi:http/outgoing-handler"
 
 SERVED_VERSIONS: dict[str, tuple[str, ...]] = {
     LOGGING: ("0.1.0-draft",),
@@ -52,10 +61,15 @@ SERVED_VERSIONS: dict[str, tuple[str, ...]] = {
     DISPLAY: ("0.1.0",),
     I2C_BUS: ("0.1.0",),
     I2C: ("0.2.0-draft",),
+    HTTP_TYPES: ("0.2.0",),
+    HTTP_INCOMING: ("0.2.0",),
+    HTTP_OUTGOING: ("0.2.0",),
 }
-"""Every versioned import this module defines, besides WASI preview 2 itself."""
+"""Every versioned interface served (``wasi:http`` at any 0.2.x, by semver: see
+:data:`SEMVER_PACKAGES`), besides WASI preview 2 itself. ``wasi:http/incoming-handler``
+is exported, not imported: its link names the provider that takes the requests."""
 
-NODE_SERVED = frozenset({LOGGING, CONFIG, MSG_TYPES, HW_TYPES, I2C})
+NODE_SERVED = frozenset({LOGGING, CONFIG, MSG_TYPES, HW_TYPES, I2C, HTTP_TYPES})
 """Interfaces the node serves itself; they need no link (``wasi:i2c/i2c`` is reached
 through a bus that ``drupelet:hardware/i2c-bus`` opened)."""
 
@@ -64,6 +78,9 @@ HANDLER_EXPORT = f"{MSG_HANDLER}@0.2.0"
 WASI_P2_PACKAGES = ("wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/")
 """Served by wasmtime's WASI preview 2 (any 0.2.x, by semver): filesystem with no
 preopens, sockets with no addresses allowed, no environment."""
+
+SEMVER_PACKAGES = (*WASI_P2_PACKAGES, "wasi:http/")
+"""Packages served at any 0.2.x version (``wasi:http`` from Python, :mod:`.wasi_http`)."""
 
 BUCKET_TYPE = 1
 I2C_TYPE = 2
@@ -106,6 +123,17 @@ class InstanceContext:
         """The reply subject of the message being handled, if it asked for a reply."""
         self.replied = False
         """Whether the handler has published to ``reply_to`` yet."""
+        self.stdout: Callable[[bytes], None] = _discard
+        self.stderr: Callable[[bytes], None] = _discard
+        """Where the component's ``wasi:cli`` stdout and stderr go (the actor's log)."""
+        self.http_call: object = None
+        """The ``wasi:http`` request being handled, if any (:mod:`.wasi_http`)."""
+        self.call_deadline: float = 0.0
+        """``time.monotonic()`` when the call in progress runs out of time."""
+
+    def wait_limit_s(self) -> float:
+        """How long a blocking import may still wait in the call in progress."""
+        return max(0.0, self.call_deadline - time.monotonic())
 
     def release(self, rep: int) -> None:
         """Forget a resource and close it if it can be (a bus, a handle on another node)."""
@@ -126,6 +154,10 @@ class InstanceContext:
         self._next_rep = (rep + 1) & 0xFFFFFFFF or 1
         self.resources[rep] = value
         return rep
+
+
+def _discard(data: bytes) -> None:
+    """Output of an instance that has nowhere to send it."""
 
 
 _current = threading.local()
@@ -159,7 +191,7 @@ def missing_imports(import_names: list[str]) -> list[str]:
         if name in served:
             continue
         base, version = split_version(name)
-        if base.startswith(WASI_P2_PACKAGES) and version.startswith("0.2."):
+        if base.startswith(SEMVER_PACKAGES) and version.startswith("0.2."):
             continue
         if base in SERVED_VERSIONS:
             have = ", ".join(SERVED_VERSIONS[base])
@@ -442,47 +474,54 @@ def _define(root: LinkerInstance, name: str, funcs: dict[str, Callable[..., Any]
 
 
 def define_all(linker: Linker) -> None:
-    """Add WASI preview 2 and every interface in :data:`SERVED_VERSIONS` to ``linker``."""
+    """Add WASI preview 2 and every interface in :data:`SERVED_VERSIONS` but ``wasi:http``
+    to ``linker``."""
     linker.add_wasip2()
     with linker.root() as root:
-        for version in SERVED_VERSIONS[LOGGING]:
-            _define(root, f"{LOGGING}@{version}", {"log": _log})
-        for version in SERVED_VERSIONS[CONFIG]:
-            _define(root, f"{CONFIG}@{version}", {"get": _config_get, "get-all": _config_get_all})
-        for version in SERVED_VERSIONS[KV_STORE]:
-            _define(root, f"{KV_STORE}@{version}", {
-                "open": _kv_open,
-                "[method]bucket.get": _kv("get"),
-                "[method]bucket.set": _kv("set", size_arg=1),
-                "[method]bucket.delete": _kv("delete"),
-                "[method]bucket.exists": _kv("exists"),
-                "[method]bucket.list-keys": _kv_list_keys,
-            }, {"bucket": BUCKET_TYPE})
-        for version in SERVED_VERSIONS[KV_ATOMICS]:
-            _define(root, f"{KV_ATOMICS}@{version}", {"increment": _kv("increment")})
-        for version in SERVED_VERSIONS[KV_BATCH]:
-            _define(root, f"{KV_BATCH}@{version}", {
-                "get-many": _kv_get_many, "set-many": _kv_set_many, "delete-many": _kv("delete_many"),
-            })
-        for version in SERVED_VERSIONS[MSG_TYPES]:
-            _define(root, f"{MSG_TYPES}@{version}", {})
-        for version in SERVED_VERSIONS[MSG_CONSUMER]:
-            _define(root, f"{MSG_CONSUMER}@{version}", {"publish": _msg_publish, "request": _msg_request})
-        for version in SERVED_VERSIONS[HW_TYPES]:
-            _define(root, f"{HW_TYPES}@{version}", {})
-        for version in SERVED_VERSIONS[GPIO]:
-            _define(root, f"{GPIO}@{version}", {
-                name: _gpio(name.replace("-", "_"))
-                for name in ("configure-input", "configure-output", "read", "write", "toggle", "set-pwm")})
-        for version in SERVED_VERSIONS[DISPLAY]:
-            funcs = {name: _display(name) for name in ("clear", "text", "line", "rectangle", "flush", "contrast", "power")}
-            _define(root, f"{DISPLAY}@{version}", {**funcs, "info": _display_info, "image": _display_image})
-        for version in SERVED_VERSIONS[I2C]:
-            _define(root, f"{I2C}@{version}", {
-                "[method]i2c.transaction": _i2c_transaction,
-                "[method]i2c.read": _i2c("read"),
-                "[method]i2c.write": _i2c("write", size_arg=1),
-                "[method]i2c.write-read": _i2c("write_read", size_arg=1),
-            }, {"i2c": I2C_TYPE})
-        for version in SERVED_VERSIONS[I2C_BUS]:
-            _define(root, f"{I2C_BUS}@{version}", {"open": _i2c_open, "buses": _i2c_buses})
+        define_served(root)
+
+
+def define_served(root: LinkerInstance) -> None:
+    """Every interface in :data:`SERVED_VERSIONS` but ``wasi:http`` (defined per component
+    with the Python WASI it needs, :mod:`.wasi_http`)."""
+    for version in SERVED_VERSIONS[LOGGING]:
+        _define(root, f"{LOGGING}@{version}", {"log": _log})
+    for version in SERVED_VERSIONS[CONFIG]:
+        _define(root, f"{CONFIG}@{version}", {"get": _config_get, "get-all": _config_get_all})
+    for version in SERVED_VERSIONS[KV_STORE]:
+        _define(root, f"{KV_STORE}@{version}", {
+            "open": _kv_open,
+            "[method]bucket.get": _kv("get"),
+            "[method]bucket.set": _kv("set", size_arg=1),
+            "[method]bucket.delete": _kv("delete"),
+            "[method]bucket.exists": _kv("exists"),
+            "[method]bucket.list-keys": _kv_list_keys,
+        }, {"bucket": BUCKET_TYPE})
+    for version in SERVED_VERSIONS[KV_ATOMICS]:
+        _define(root, f"{KV_ATOMICS}@{version}", {"increment": _kv("increment")})
+    for version in SERVED_VERSIONS[KV_BATCH]:
+        _define(root, f"{KV_BATCH}@{version}", {
+            "get-many": _kv_get_many, "set-many": _kv_set_many, "delete-many": _kv("delete_many"),
+        })
+    for version in SERVED_VERSIONS[MSG_TYPES]:
+        _define(root, f"{MSG_TYPES}@{version}", {})
+    for version in SERVED_VERSIONS[MSG_CONSUMER]:
+        _define(root, f"{MSG_CONSUMER}@{version}", {"publish": _msg_publish, "request": _msg_request})
+    for version in SERVED_VERSIONS[HW_TYPES]:
+        _define(root, f"{HW_TYPES}@{version}", {})
+    for version in SERVED_VERSIONS[GPIO]:
+        _define(root, f"{GPIO}@{version}", {
+            name: _gpio(name.replace("-", "_"))
+            for name in ("configure-input", "configure-output", "read", "write", "toggle", "set-pwm")})
+    for version in SERVED_VERSIONS[DISPLAY]:
+        funcs = {name: _display(name) for name in ("clear", "text", "line", "rectangle", "flush", "contrast", "power")}
+        _define(root, f"{DISPLAY}@{version}", {**funcs, "info": _display_info, "image": _display_image})
+    for version in SERVED_VERSIONS[I2C]:
+        _define(root, f"{I2C}@{version}", {
+            "[method]i2c.transaction": _i2c_transaction,
+            "[method]i2c.read": _i2c("read"),
+            "[method]i2c.write": _i2c("write", size_arg=1),
+            "[method]i2c.write-read": _i2c("write_read", size_arg=1),
+        }, {"i2c": I2C_TYPE})
+    for version in SERVED_VERSIONS[I2C_BUS]:
+        _define(root, f"{I2C_BUS}@{version}", {"open": _i2c_open, "buses": _i2c_buses})

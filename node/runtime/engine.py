@@ -14,18 +14,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import wasmtime
 from wasmtime import Store, WasiConfig
-from wasmtime.component import Component, Func, Linker
+from wasmtime.component import Component, ComponentInstanceType, Func, FuncType, Linker
 
 from drupelet.providers.base import atomic_write
 
 from drupelet.node.runtime.errors import CompileError, DeadlineExceeded, NoReply, StartRefused, Trapped
 from drupelet.node.runtime import bindings
 from drupelet.node.runtime import aot as aot
-from drupelet.node.runtime import values
+from drupelet.node.runtime import handles, values
+from drupelet.node.runtime import wasi_http, wasi_io
 from drupelet.node.runtime.bindings import Imports, InstanceContext
+from drupelet.providers.base import HttpExchange
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +61,24 @@ class LoadedComponent:
     from_cache: bool
     load_ms: float
     size_bytes: int
+    import_funcs: dict[str, list[str]] = field(default_factory=dict)
+    """Of a component served with the Python WASI: per imported WASI or ``wasi:http``
+    interface, the functions it imports."""
 
     @property
     def has_handler(self) -> bool:
         return bindings.HANDLER_EXPORT in self.exports
+
+    @property
+    def http_export(self) -> str | None:
+        """The exported ``wasi:http/incoming-handler@0.2.x``, if any."""
+        return next((e for e in self.exports if e.startswith(f"{bindings.HTTP_INCOMING}@0.2.")), None)
+
+    @property
+    def speaks_http(self) -> bool:
+        """Whether the component exports or imports ``wasi:http``: it then runs on the
+        Python WASI (:mod:`.wasi_io`), since ``wasi:http`` is served from Python."""
+        return self.http_export is not None or any(i.startswith("wasi:http/") for i in self.imports)
 
 
 def check_wasm_header(wasm: bytes) -> None:
@@ -80,6 +97,7 @@ class Runtime:
 
     def __init__(self, config: RuntimeConfig) -> None:
         values.install()
+        handles.install()
         self.config = config
         self.engine = wasmtime.Engine(aot.engine_config())
         self.linker = Linker(self.engine)
@@ -89,6 +107,7 @@ class Runtime:
         self._ticker = threading.Thread(target=self._tick, name="drupelet-epoch", daemon=True)
         self._ticker.start()
         self._loaded: dict[str, LoadedComponent] = {}
+        self._http_linkers: dict[str, Linker] = {}
         self._load_lock = threading.Lock()
         self._compile_lock = threading.Lock()
         self._compiling: subprocess.Popen[str] | None = None
@@ -147,21 +166,47 @@ class Runtime:
                 self._compile(wasm, path)
                 component = Component.deserialize_file(self.engine, str(path))
             ctype = component.type
+            imports = ctype.imports(self.engine)
             loaded = LoadedComponent(
                 digest=digest,
                 component=component,
-                imports=sorted(ctype.imports(self.engine)),
+                imports=sorted(imports),
                 exports=sorted(ctype.exports(self.engine)),
                 from_cache=from_cache,
-                load_ms=(time.perf_counter() - started) * 1000.0,
+                load_ms=0.0,
                 size_bytes=len(wasm),
             )
+            if loaded.speaks_http:
+                loaded.import_funcs = _python_wasi_imports(self.engine, imports)
+            loaded.load_ms = (time.perf_counter() - started) * 1000.0
             self._loaded[digest] = loaded
             return loaded
 
     def forget(self, digest: str) -> None:
         with self._load_lock:
             self._loaded.pop(digest, None)
+            self._http_linkers.pop(digest, None)
+
+    def linker_for(self, loaded: LoadedComponent) -> Linker:
+        """The node's linker (wasmtime's WASI), or for a component that speaks
+        ``wasi:http`` one of its own with the Python WASI (built once per component)."""
+        if not loaded.speaks_http:
+            return self.linker
+        with self._load_lock:
+            linker = self._http_linkers.get(loaded.digest)
+            if linker is None:
+                linker = Linker(self.engine)
+                with linker.root() as root:
+                    bindings.define_served(root)
+                    for name, funcs in sorted(loaded.import_funcs.items()):
+                        base = name.partition("@")[0]
+                        if base in wasi_http.FUNCS:
+                            wasi_http.define(root, name, funcs)
+                        else:
+                            wasi_io.define_instance(root, name, wasi_io.FUNCS[base], wasi_io.RESOURCES.get(base, {}),
+                                                    funcs)
+                self._http_linkers[loaded.digest] = linker
+            return linker
 
     def _compile(self, wasm: bytes, dst: Path) -> None:
         started = time.perf_counter()
@@ -223,6 +268,19 @@ class Runtime:
         return ActorInstance(self, loaded, host, limits, stdout, stderr)
 
 
+def _python_wasi_imports(engine: wasmtime.Engine, imports: dict[str, Any]) -> dict[str, list[str]]:
+    """Per imported interface served by the Python WASI: the function names imported."""
+    out: dict[str, list[str]] = {}
+    for name, ext in imports.items():
+        base = name.partition("@")[0]
+        if base not in wasi_io.FUNCS and base not in wasi_http.FUNCS:
+            continue
+        ty = ext.ty
+        if isinstance(ty, ComponentInstanceType):
+            out[name] = sorted(n for n, e in ty.exports(engine).items() if isinstance(e.ty, FuncType))
+    return out
+
+
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
@@ -252,6 +310,7 @@ class ActorInstance:
         self.loaded = loaded
         self.limits = limits
         self.ctx = InstanceContext(host)
+        self.ctx.stdout, self.ctx.stderr = stdout, stderr
         self.stats = CallStats()
         self.store = Store(runtime.engine)
         wasi = WasiConfig()
@@ -262,9 +321,11 @@ class ActorInstance:
         self.store.set_limits(memory_size=limits.max_memory_bytes)
         self.store.set_epoch_deadline(self._ticks(limits.call_deadline_ms))
         bindings.set_current(self.ctx)
+        self.ctx.call_deadline = time.monotonic() + limits.call_deadline_ms / 1000.0
         try:
+            linker = runtime.linker_for(loaded)
             with runtime._linker_lock:
-                self.instance = runtime.linker.instantiate(self.store, loaded.component)
+                self.instance = linker.instantiate(self.store, loaded.component)
         except wasmtime.WasmtimeError as exc:
             raise StartRefused(f"actor {host.actor!r} failed to instantiate: {_first_line(str(exc))}",
                                actor=host.actor) from exc
@@ -275,6 +336,12 @@ class ActorInstance:
             idx = self.instance.get_export_index(self.store, bindings.HANDLER_EXPORT)
             fidx = self.instance.get_export_index(self.store, "handle-message", idx) if idx else None
             self._handler = self.instance.get_func(self.store, fidx) if fidx else None
+        self._http: handles.TypedFunc | None = None
+        if loaded.http_export is not None:
+            idx = self.instance.get_export_index(self.store, loaded.http_export)
+            fidx = self.instance.get_export_index(self.store, "handle", idx) if idx else None
+            func = self.instance.get_func(self.store, fidx) if fidx else None
+            self._http = handles.TypedFunc(func, self.store) if func is not None else None
 
     def _ticks(self, deadline_ms: int) -> int:
         return max(1, -(-deadline_ms // self.runtime.tick_ms))
@@ -303,10 +370,22 @@ class ActorInstance:
             raise NoReply(f"actor {self.ctx.host.actor!r}: handler finished without replying", actor=self.ctx.host.actor)
         return None if result is None else str(result)
 
-    def _invoke(self, func: Func, args: tuple[object, ...], deadline_ms: int | None) -> object:
+    def handle_http(self, exchange: HttpExchange, deadline_ms: int | None = None) -> None:
+        """Deliver an HTTP request to ``wasi:http/incoming-handler``; the exchange gets the
+        response (or a failure: the component trapped, or answered with an error code)."""
+        if self._http is None:
+            raise LookupError(f"actor {self.ctx.host.actor!r} does not export {bindings.HTTP_INCOMING}")
+        bindings.set_current(self.ctx)
+        try:
+            wasi_http.handle_incoming(self._http, exchange, lambda func, args: self._invoke(func, args, deadline_ms))
+        finally:
+            bindings.set_current(None)
+
+    def _invoke(self, func: Func | handles.TypedFunc, args: tuple[object, ...], deadline_ms: int | None) -> object:
         deadline = self.limits.call_deadline_ms if deadline_ms is None else deadline_ms
         actor = self.ctx.host.actor
         self.store.set_epoch_deadline(self._ticks(deadline))
+        self.ctx.call_deadline = time.monotonic() + deadline / 1000.0
         bindings.set_current(self.ctx)
         self.stats.calls += 1
         try:

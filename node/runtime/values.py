@@ -42,8 +42,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import LinkerInstance, Record
 from wasmtime.component._enter import catch_exceptions
 from wasmtime.component._linker import FUNCTIONS
-from wasmtime.component._linker import func_finalize as _func_finalize
-from wasmtime.component._types import FuncType, OptionType, ResultType
+from wasmtime.component._types import FuncType, OptionType, ResultType, VariantLikeType, VariantType
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,19 +88,25 @@ def _convert_to_c(self: ResultType, store: Any, val: Any, ptr: Any) -> None:
 
 
 def _lower(ty: Any, store: Any, val: Any, ptr: Any) -> None:
-    """``ty.convert_to_c``, with ``option<T>`` (T not itself an option) lowered directly:
-    wasmtime-py would re-read the option's payload type and re-derive which case a
-    Python value belongs to on every call; here ``None`` is ``none`` and anything else
-    is ``some``, which is what that derivation concludes for such a T."""
-    if type(ty) is not OptionType:
-        ty.convert_to_c(store, val, ptr)
-        return
-    inner = getattr(ty, "_drupelet_payload", None)
+    """``ty.convert_to_c`` (an option is lowered by :func:`_convert_option_to_c`)."""
+    ty.convert_to_c(store, val, ptr)
+
+
+_original_option = OptionType.convert_to_c
+
+
+def _convert_option_to_c(self: OptionType, store: Any, val: Any, ptr: Any) -> None:
+    """``option<T>`` (T not itself an option) lowered directly: wasmtime-py would re-read
+    the option's payload type and re-derive which case a Python value belongs to on every
+    call (and finds none for a payload it cannot classify, such as an explicit
+    :class:`Ok`); here ``None`` is ``none`` and anything else is ``some``, which is what
+    that derivation concludes for such a T."""
+    inner = getattr(self, "_drupelet_payload", None)
     if inner is None:
-        inner = ty.payload
-        setattr(ty, "_drupelet_payload", inner)
+        inner = self.payload
+        setattr(self, "_drupelet_payload", inner)
     if type(inner) is OptionType:
-        ty.convert_to_c(store, val, ptr)
+        _original_option(self, store, val, ptr)
         return
     some = None
     if val is not None:
@@ -112,10 +117,37 @@ def _lower(ty: Any, store: Any, val: Any, ptr: Any) -> None:
     ptr.contents.of.option = some
 
 
+_original_tagged = VariantLikeType._tagged
+_original_variant_cases = VariantType._cases
+
+
+def _cached_tagged(self: VariantLikeType) -> bool:
+    """Whether a variant-like type lowers tagged, worked out once per type object: for
+    ``wasi:http``'s ``error-code`` (39 cases) wasmtime-py's answer costs ~0.5 ms, and it
+    asks on every conversion of a value of the type, or of a result holding one."""
+    found: bool | None = self.__dict__.get("_drupelet_tagged")
+    if found is None:
+        found = _original_tagged(self)
+        self.__dict__["_drupelet_tagged"] = found
+    return found
+
+
+def _cached_variant_cases(self: VariantType) -> Any:
+    """A variant's cases, read from the C API once per type object (types are immutable)."""
+    found = self.__dict__.get("_drupelet_variant_cases")
+    if found is None:
+        found = _original_variant_cases(self)
+        self.__dict__["_drupelet_variant_cases"] = found
+    return found
+
+
 def install() -> None:
     global _installed
     if not _installed:
+        VariantLikeType._tagged = _cached_tagged  # type: ignore[method-assign]
+        VariantType._cases = _cached_variant_cases  # type: ignore[method-assign]
         ResultType.convert_to_c = _convert_to_c  # type: ignore[method-assign]
+        OptionType.convert_to_c = _convert_option_to_c  # type: ignore[method-assign]
         _installed = True
 
 
@@ -123,6 +155,20 @@ def install() -> None:
 
 _TYPES: dict[int, tuple[list[Any], Any]] = {}
 """Per host function (by its slab index): its parameter types and its result type."""
+
+FUNC_CACHES: list[dict[int, Any]] = [_TYPES]
+"""Caches keyed by a host function's slab index, emptied of it when its linker drops the
+function: the index is then free for another function with other types."""
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # type: ignore[untyped-decorator]
+def func_finalize(idx: Any) -> None:
+    """wasmtime-py's finaliser of a host function, which also forgets what was cached of it."""
+    key = idx or 0
+    for cache in FUNC_CACHES:
+        cache.pop(key, None)
+    if FUNCTIONS:
+        FUNCTIONS.deallocate(key)
 
 
 def _types_of(idx: int, ty_raw: Any, store: Any) -> tuple[list[Any], Any]:
@@ -146,8 +192,9 @@ def _func_impl(idx: Any, context: Any, ty_raw: Any, args: Any, nargs: int, resul
     return catch_exceptions(context, run)
 
 
-def add_func(inst: LinkerInstance, name: str, func: Callable[..., Any]) -> None:
-    """``inst.add_func`` with the function's WIT types read on its first call and kept.
+def add_func(inst: LinkerInstance, name: str, func: Callable[..., Any], trampoline: Any = None) -> None:
+    """``inst.add_func`` with the function's WIT types read on its first call and kept
+    (``trampoline``: another C callback that converts values its own way).
 
     wasmtime-py's own trampoline asks the C API for the parameter and result types on
     every call and builds Python type objects from them; for the node's short import
@@ -159,6 +206,7 @@ def add_func(inst: LinkerInstance, name: str, func: Callable[..., Any]) -> None:
     name_bytes = name.encode("utf-8")
     idx = FUNCTIONS.allocate(func)
     err = ffi.wasmtime_component_linker_instance_add_func(inst.ptr(), ctypes.create_string_buffer(name_bytes),
-                                                          len(name_bytes), _func_impl, idx, _func_finalize)
+                                                          len(name_bytes), trampoline or _func_impl, idx,
+                                                          func_finalize)
     if err:
         raise WasmtimeError._from_ptr(err)

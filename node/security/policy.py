@@ -26,6 +26,8 @@ CONTRACT_IDS = {
     "wasmcloud:keyvalue": "wasi:keyvalue",
     "wasmcloud:builtin:logging": "wasi:logging",
     "wasmcloud:messaging": "wasmcloud:messaging",
+    "wasmcloud:httpserver": "wasi:http/incoming-handler",
+    "wasmcloud:httpclient": "wasi:http/outgoing-handler",
 }
 """wasmCloud 0.x capability contract ids and the package each stands for here."""
 

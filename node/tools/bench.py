@@ -17,6 +17,8 @@ Each figure is taken in this process, against a baseline taken in the same run:
   to the ``led`` actor's write of GPIO 27 reaching the gpio provider, with the actor on
   the Pi's node (``_local``) and on the other node, across hub and leaf (``_remote``).
   No raw baseline: a figure to watch.
+- ``http_request_us``, ``http_ratio``, ``http_requests_per_s`` and the rest of the HTTP
+  figures: :mod:`drupelet.node.tools.bench_http`.
 - ``node_rss_mb``: a fresh node process, idle, with no actors (its embedded nats-server is
   a separate process and not counted); ``instance_rss_mb``: what each further instance of
   a small actor adds.
@@ -53,6 +55,7 @@ TARGETS = {
     "actor_start_cached_ms": 30.0,
     "node_rss_mb": 80.0,
     "instance_rss_mb": 3.0,
+    "http_ratio": 3.0,
 }
 
 
@@ -76,7 +79,7 @@ def _best_of(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
-async def _measure(iterations: int, workdir: Path) -> dict[str, Any]:
+async def _measure(iterations: int, workdir: Path, http_counter: Path | None = None) -> dict[str, Any]:
     kvloop = read_component(wat_path("kvloop"))
     noop = read_component(wat_path("noop"))
     cfg = NodeConfig(name="bench", lattice="bench", data_dir=workdir / "data", nats_embedded_port=0,
@@ -127,6 +130,9 @@ async def _measure(iterations: int, workdir: Path) -> dict[str, Any]:
         results["actor_start_cached_ms"] = _best_of(starts)
         await asyncio.to_thread(raw_kv.close)
         await asyncio.to_thread(raw_msg.close)
+    from drupelet.node.tools.bench_http import measure_http
+
+    results.update(await measure_http(iterations, workdir, wat_path("http-hello"), http_counter))
     results.update(await _measure_remote(max(50, iterations // 4), workdir, kvloop))
     results.update(await _measure_gpio_edge(max(20, iterations // 20), workdir / "gpio"))
     results.update(await asyncio.to_thread(_memory_in_child, workdir))
@@ -331,16 +337,17 @@ class _Once(logging.Filter):
         return True
 
 
-def run_bench(*, iterations: int = 2000) -> dict[str, Any]:
+def run_bench(*, iterations: int = 2000, http_counter: Path | None = None) -> dict[str, Any]:
     """Every figure (rounded), ``targets``, and ``missed``: the target keys whose figure is over
-    its target. What ``drupelet bench --json`` prints."""
+    its target. What ``drupelet bench --json`` prints. ``http_counter``: a built
+    http-counter example, for ``http_counter_requests_per_s``."""
     once = _Once()
     handlers = logging.getLogger().handlers
     for handler in handlers:
         handler.addFilter(once)
     try:
         with tempfile.TemporaryDirectory(prefix="drupelet-bench-") as tmp:
-            results = asyncio.run(_measure(iterations, Path(tmp)))
+            results = asyncio.run(_measure(iterations, Path(tmp), http_counter))
     finally:
         for handler in handlers:
             handler.removeFilter(once)
@@ -374,6 +381,16 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
          f"{results['remote_call_us']:.1f} µs / {results['remote_call_raw_us']:.1f} µs",
          f"{results['remote_call_ratio']:.2f}×", f"≤ {TARGETS['remote_call_ratio']}×", mark("remote_call_ratio")],
         ["remote calls per second, 4 instances", f"{results['remote_calls_per_s']:.0f}/s", "", "", ""],
+        ["HTTP request to a minimal component, instances reused (node / plain aiohttp handler)",
+         f"{results['http_request_us']:.0f} µs / {results['http_request_raw_us']:.0f} µs",
+         f"{results['http_ratio']:.2f}×", f"≤ {TARGETS['http_ratio']}×", mark("http_ratio")],
+        ["HTTP request, an instance of its own per request (the link's default)",
+         f"{results['http_request_fresh_us']:.0f} µs", "", "", ""],
+        ["HTTP requests per second, 2 instances, 8 clients (plain aiohttp)",
+         f"{results['http_requests_per_s']:.0f}/s ({results['http_requests_per_s_raw']:.0f}/s)", "", "", ""],
+        *([["HTTP requests per second to the counter example, 2 instances",
+            f"{results['http_counter_requests_per_s']:.0f}/s", "", "", ""]]
+          if "http_counter_requests_per_s" in results else []),
         ["GPIO edge to the actor's LED write, same node",
          f"{results['gpio_edge_to_actor_us_local']:.0f} µs", "", "", ""],
         ["GPIO edge to the actor's LED write, across hub and leaf",

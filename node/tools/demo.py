@@ -42,6 +42,8 @@ SENSOR_ADDRESS = 0x48
 READING_PERIOD_MS = 5000
 PRESS_EVERY_S = 7.0
 COUNTER_SUBJECT = "demo.counter"
+HTTP_ADDRESS = "127.0.0.1:8080"
+"""Where the thermometer's page listens on the laptop node (``up --demo --http``)."""
 CLI_DEFAULT_NATS = "nats://127.0.0.1:4222"
 """The server a ``drupelet`` command talks to without ``--nats`` (``cli.common.DEFAULT_NATS``:
 the tools do not import the CLI)."""
@@ -62,7 +64,8 @@ def built_example(name: str, data_dir: Path) -> Path:
 
 DEMO_CAPS = {
     "thermometer": ("drupelet:hardware/i2c-bus", "drupelet:hardware/display", "drupelet:hardware/gpio",
-                    "wasmcloud:messaging", "wasi:keyvalue"),  # its world imports wasi:keyvalue too
+                    "wasmcloud:messaging", "wasi:keyvalue",  # its world imports wasi:keyvalue too
+                    "wasi:http"),  # its page (and its world's outgoing-handler)
     "counter": ("wasi:keyvalue", "wasmcloud:messaging"),
 }
 """What each demo actor's claims allow: the interfaces its links give it."""
@@ -78,8 +81,9 @@ def signed_example(name: str, built: Path, issuer: Any) -> Path:
     return out
 
 
-def demo_links(actor: str = "thermometer", pi: str = PI_NODE) -> list[dict[str, Any]]:
-    """The thermometer's lattice links: hardware on the Pi, the clock and messaging here."""
+def demo_links(actor: str = "thermometer", pi: str = PI_NODE, http_address: str = HTTP_ADDRESS) -> list[dict[str, Any]]:
+    """The thermometer's lattice links: hardware on the Pi, the clock, messaging and its
+    page (on ``http_address``) here."""
     return [
         {"source": actor, "interface": "drupelet:hardware/i2c-bus", "target": f"{pi}/i2c",
          "config": {"buses": "i2c1", "addresses": f"{SENSOR_ADDRESS:#04x}"}},
@@ -89,6 +93,8 @@ def demo_links(actor: str = "thermometer", pi: str = PI_NODE) -> list[dict[str, 
         {"source": actor, "interface": "wasmcloud:messaging/handler", "target": "local/clock",
          "config": {"timers": f"reading={READING_PERIOD_MS}"}},
         {"source": actor, "interface": "wasmcloud:messaging/consumer", "target": "local/messaging"},
+        {"source": actor, "interface": "wasi:http/incoming-handler", "target": "local/http",
+         "config": {"address": http_address, "instances": "reuse"}},
     ]
 
 
@@ -159,9 +165,10 @@ def cli_command(url: str | None, *, lattice_dir: Path | None = None) -> str:
     return command if url in (None, CLI_DEFAULT_NATS) else f"{command} --nats {url}"
 
 
-def hints(pi: str, cmd: str) -> list[str]:
+def hints(pi: str, cmd: str, http_address: str = HTTP_ADDRESS) -> list[str]:
     """What to try from another shell while the demo runs (``cmd``: :func:`cli_command`)."""
-    return [f"{cmd} nodes",
+    return [f"curl http://{http_address}/     (the thermometer's page: the Pi's reading now)",
+            f"{cmd} nodes",
             f"{cmd} inventory {pi}",
             f"{cmd} display snapshot {pi} -o oled.png",
             f"{cmd} gpio simulate {pi} {BUTTON_PIN} low     (press the button: the LED toggles)",
@@ -223,7 +230,8 @@ def show_hints(tips: list[str]) -> None:
         log.info("demo:   %s", tip)
 
 
-async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) -> int:
+async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True,
+              http_address: str = HTTP_ADDRESS) -> int:
     """Run both nodes and the demo until ``stop`` is set.
 
     Without ``nats_url`` the demo runs an authenticated lattice of its own: a lattice
@@ -245,16 +253,17 @@ async def run(cfg: NodeConfig, stop: asyncio.Event, *, auto_press: bool = True) 
     try:
         if cfg.nats_url:
             assert issuer is not None
-            await _run_open(cfg, stop, demo_dir, issuer, auto_press=auto_press)
+            await _run_open(cfg, stop, demo_dir, issuer, auto_press=auto_press, http_address=http_address)
         else:
-            await _run_secured(cfg, stop, demo_dir, auto_press=auto_press)
+            await _run_secured(cfg, stop, demo_dir, auto_press=auto_press, http_address=http_address)
     finally:
         for handler in handlers:
             handler.removeFilter(tag)
     return 0
 
 
-async def _run_open(cfg: NodeConfig, stop: asyncio.Event, demo_dir: Path, issuer: Any, *, auto_press: bool) -> None:
+async def _run_open(cfg: NodeConfig, stop: asyncio.Event, demo_dir: Path, issuer: Any, *, auto_press: bool,
+                    http_address: str) -> None:
     """Both nodes on the server ``cfg.nats_url`` names, as it is."""
     from drupelet.node.lattice.client import LatticeClient
     from drupelet.node.node import Node
@@ -281,11 +290,11 @@ async def _run_open(cfg: NodeConfig, stop: asyncio.Event, demo_dir: Path, issuer
             hosts.append((node, node_context(node.name)))
             await asyncio.create_task(node.start(), context=hosts[-1][1])
         async with await LatticeClient.connect(cfg.nats_url, cfg.lattice) as client:
-            for link in demo_links():
+            for link in demo_links(http_address=http_address):
                 await client.lattice_request("link.put", link)
         log.info("demo: node %s runs the thermometer actor; node %s serves its I2C sensor, OLED and GPIO "
                  "(simulated).", cfg.name, PI_NODE)
-        tips = hints(PI_NODE, cli_command(cfg.nats_url))
+        tips = hints(PI_NODE, cli_command(cfg.nats_url), http_address)
         show_hints(tips)
         await _drive(hosts[0][0].host, demo_dir, stop, tips, auto_press=auto_press)
     finally:
@@ -293,7 +302,8 @@ async def _run_open(cfg: NodeConfig, stop: asyncio.Event, demo_dir: Path, issuer
             await asyncio.create_task(host.stop(), context=ctx)
 
 
-async def _run_secured(cfg: NodeConfig, stop: asyncio.Event, demo_dir: Path, *, auto_press: bool) -> None:
+async def _run_secured(cfg: NodeConfig, stop: asyncio.Event, demo_dir: Path, *, auto_press: bool,
+                       http_address: str) -> None:
     """The demo's own authenticated lattice: see :func:`run`."""
     from drupelet.node.lattice import latticedir
     from drupelet.node.lattice.client import LatticeClient
@@ -329,10 +339,10 @@ async def _run_secured(cfg: NodeConfig, stop: asyncio.Event, demo_dir: Path, *, 
                 node = Node(node_cfg)
                 hosts.append((node, node_context(node.name)))
                 await asyncio.create_task(node.start(), context=hosts[-1][1])
-            await _place_actors(admin, built, issuer, demo_dir, cfg.name)
+            await _place_actors(admin, built, issuer, demo_dir, cfg.name, http_address)
         log.info("demo: node %s runs the thermometer actor; node %s serves its I2C sensor, OLED and GPIO "
                  "(simulated).", cfg.name, PI_NODE)
-        tips = hints(PI_NODE, cli_command(None, lattice_dir=lattice.path))
+        tips = hints(PI_NODE, cli_command(None, lattice_dir=lattice.path), http_address)
         show_hints(tips)
         await _drive(hosts[0][0].host, demo_dir, stop, tips, auto_press=auto_press)
     finally:
@@ -367,7 +377,8 @@ def _enroll(lattice: Any, node: str, demo_dir: Path, *, messaging: list[str] | N
     return Path(path)
 
 
-async def _place_actors(admin: Any, built: dict[str, Path], issuer: Any, demo_dir: Path, laptop: str) -> None:
+async def _place_actors(admin: Any, built: dict[str, Path], issuer: Any, demo_dir: Path, laptop: str,
+                        http_address: str) -> None:
     """Push the signed examples, start them on the laptop node and link them, as the admin."""
     from drupelet.node.lattice.artifacts import ArtifactStore
 
@@ -375,7 +386,7 @@ async def _place_actors(admin: Any, built: dict[str, Path], issuer: Any, demo_di
     for name, path in built.items():
         digest = (await store.put(signed_example(name, path, issuer).read_bytes(), name=name)).digest
         await admin.start_actor(laptop, {"name": name, "digest": digest})
-    for link in [*demo_links(), *counter_links()]:
+    for link in [*demo_links(http_address=http_address), *counter_links()]:
         await admin.lattice_request("link.put", link)
 
 

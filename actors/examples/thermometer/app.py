@@ -10,6 +10,9 @@ It only imports interfaces; whichever node its links point at serves them.
 - ``gpio.<button>.falling`` (a press of a button wired to ground, from the gpio
   provider): toggle the LED pin (``drupelet:hardware/gpio``), configuring it as an output
   the first time. The reply, if asked for, is ``led on`` or ``led off``.
+- an HTTP request (``wasi:http/incoming-handler``): a fresh reading as plain text,
+  ``temperature 21.5 C``; the display is left as it is. A failed reading is a 503 with
+  the reason (``i2c write-read 0x48: no-acknowledge: address``).
 
 Config (``wasi:config/store``; all optional):
 
@@ -28,11 +31,18 @@ operation and the WIT error case, e.g. ``i2c write-read 0x48: no-acknowledge: ad
 
 from typing import NoReturn
 
-from componentize_py_types import Err
+from componentize_py_types import Err, Ok
 from wit_world import exports
 from wit_world.imports import consumer, display, gpio, i2c_bus
 from wit_world.imports import logging as wasi_logging
 from wit_world.imports import wasi_config_store as config
+from wit_world.imports.wasi_http_types import (
+    Fields,
+    IncomingRequest,
+    OutgoingBody,
+    OutgoingResponse,
+    ResponseOutparam,
+)
 from wit_world.imports.wasmcloud_messaging_types import BrokerMessage
 
 LOG_CONTEXT = "thermometer"
@@ -57,6 +67,24 @@ class Handler(exports.Handler):
                 consumer.publish(BrokerMessage(subject=msg.reply_to, body=reply.encode(), reply_to=None))
             except Err as e:
                 _fail(f"messaging publish {msg.reply_to!r}", e)
+
+
+class IncomingHandler(exports.IncomingHandler):
+    """Exports ``wasi:http/incoming-handler@0.2.0``: the page is the current reading."""
+
+    def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
+        try:
+            celsius = read_celsius(_config("bus", "i2c1"), int(_config("sensor_address", "0x48"), 0))
+            status, text = 200, f"temperature {celsius:.1f} C\n"
+        except Err as e:
+            status, text = 503, f"{e.value}\n"
+        response = OutgoingResponse(Fields.from_list([("content-type", b"text/plain; charset=utf-8")]))
+        response.set_status_code(status)
+        body = response.body()
+        ResponseOutparam.set(response_out, Ok(response))
+        with body.write() as stream:
+            stream.blocking_write_and_flush(text.encode())
+        OutgoingBody.finish(body, None)
 
 
 def read_celsius(bus_name: str, address: int) -> float:
