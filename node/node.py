@@ -89,7 +89,7 @@ class Node:
             await self.port.start()
             await self.host.start(self.port)
             domain = cfg.nats_jetstream_domain or (HUB_JETSTREAM_DOMAIN if cfg.nats_hub_url else None)
-            self.artifacts = ArtifactStore(nc, self.lattice, cfg.data_dir / "artifacts", domain=domain)
+            self.artifacts = ArtifactStore(nc, self.lattice, cfg.artifact_cache_dir, domain=domain)
             self.state = LatticeState(self.lattice, self.name, cfg.data_dir / "state.json")
             self.desired = DesiredState(self.host, self.state, self.artifacts, config_links=cfg.links,
                                         boot_labels=cfg.labels)

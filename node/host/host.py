@@ -28,6 +28,7 @@ from drupelet.node.config import LABEL_KEY, NAME, ActorSpec, NodeConfig
 from drupelet.node.errors import DrupeletError
 from drupelet.node.host.actors import LEVELS, Actor, Delivery
 from drupelet.node.host.api import EventListener, LatticePort
+from drupelet.node.host.budgets import ByteBudget, LogLimiter, check_memory, memory_budget, prune_caches
 from drupelet.node.host.errors import (ActorExists, ActorNotFound, HandlerError, InvalidRequest, LinkError,
                                        ProviderFailed, ProviderNotFound, hardware_error)
 from drupelet.node.host.links import LinkDef, LinkTable, link_interfaces, package_matches, parse_interface
@@ -64,6 +65,9 @@ class Host:
         self._event_listeners: list[EventListener] = []
         self.logbook = Logbook(config.name)
         self.trust = ActorTrust(config, self.emit)
+        self.queue_budget = ByteBudget(config.node_queue_bytes)
+        """Message bytes waiting for all actors (``limits.node_queue_bytes``)."""
+        self.memory_budget_bytes = memory_budget(config.memory_budget_bytes)
 
     # -- who this is ------------------------------------------------------------------
 
@@ -136,7 +140,10 @@ class Host:
         try:
             self.runtime = await asyncio.to_thread(
                 Runtime, RuntimeConfig(cache_dir=cfg.compile_cache_dir, epoch_tick_ms=cfg.epoch_tick_ms,
-                                       compile_in_subprocess=cfg.compile_in_subprocess))
+                                       compile_in_subprocess=cfg.compile_in_subprocess,
+                                       compile_timeout_s=cfg.compile_timeout_s,
+                                       compile_memory_bytes=cfg.compile_memory_bytes,
+                                       compile_queue=cfg.compile_queue))
             for name, cls in sorted(discover_providers().items()):
                 if not enabled(cfg.providers, name):
                     log.info("provider %s is disabled by config", name)
@@ -261,6 +268,7 @@ class Host:
             raise StartRefused(f"{name!r} is not a valid actor name: use 1-63 of A-Z a-z 0-9 _ -", actor=name)
         if instances < 1:
             raise StartRefused("instances must be at least 1", actor=name)
+        self._check_instances(name, instances)
         for k, v in (config or {}).items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise StartRefused("config keys and values must be strings", actor=name)
@@ -287,10 +295,14 @@ class Host:
                 raise StartRefused(f"actor {name!r}: node {self.name} is stopping", actor=name)
             if name in self.actors:
                 raise ActorExists(f"actor {name!r} is already running; stop it or scale it", actor=name)
+            self._check_memory(name, instances)
+            cfg = self.config
             actor = Actor(name, loaded, runtime, self.limits, config=dict(config or {}), resolver=self._resolve,
-                          link_config=self._link_config, log_sink=self._actor_log, max_queue=self.config.max_queue,
-                          backoff_base_ms=self.config.trap_backoff_base_ms,
-                          backoff_max_ms=self.config.trap_backoff_max_ms, source=source, identity=identity)
+                          link_config=self._link_config, log_sink=self._actor_log, max_queue=cfg.max_queue,
+                          backoff_base_ms=cfg.trap_backoff_base_ms, backoff_max_ms=cfg.trap_backoff_max_ms,
+                          source=source, identity=identity,
+                          budget=ByteBudget(cfg.actor_queue_bytes, parent=self.queue_budget),
+                          logs=LogLimiter(cfg.log_line_bytes, cfg.log_lines_per_s, cfg.log_burst_lines))
             await asyncio.to_thread(actor.scale, instances)
             self.actors[name] = actor
             try:
@@ -302,6 +314,8 @@ class Host:
                 raise
         log.info("actor %s started: %d instance(s) of %s (%s, %.1f ms to load)", name, instances,
                  loaded.digest[:12], "cached" if loaded.from_cache else "compiled", loaded.load_ms)
+        if not loaded.from_cache:
+            await self.prune_caches()
         self.emit("actor_started", {"actor": name, "digest": loaded.digest, "instances": instances,
                                     **identity.describe()})
         return actor.describe() | {"from_cache": loaded.from_cache, "load_ms": loaded.load_ms}
@@ -339,10 +353,34 @@ class Host:
     async def scale_actor(self, name: str, instances: int) -> dict[str, Any]:
         if instances < 1:
             raise StartRefused("instances must be at least 1; use stop to stop an actor", actor=name)
+        self._check_instances(name, instances)
         async with self._actor_lock:
             actor = self._actor(name)
+            self._check_memory(name, instances)
             await asyncio.to_thread(actor.scale, instances)
             return actor.describe()
+
+    def _check_instances(self, name: str, instances: int) -> None:
+        cap = self.config.max_instances
+        if instances > cap:
+            raise StartRefused(f"actor {name!r}: {instances} instances asked for; at most {cap} run per actor on "
+                               f"node {self.name} (limits.max_instances)", actor=name)
+
+    def _check_memory(self, name: str, instances: int) -> None:
+        """The node's memory budget: every actor's instances × the per-instance memory cap."""
+        per_instance = self.limits.max_memory_bytes
+        others = sum(a.instances for n, a in self.actors.items() if n != name) * per_instance
+        why = check_memory(name, instances, per_instance, others, self.memory_budget_bytes)
+        if why is not None:
+            raise StartRefused(f"actor {name!r} on node {self.name}: {why}", actor=name)
+
+    async def prune_caches(self) -> None:
+        """Keep the compile and artifact caches within ``cache_budget_bytes``, sparing what
+        running actors use."""
+        cfg = self.config
+        in_use = {a.loaded.digest for a in self.actors.values()}
+        await asyncio.to_thread(prune_caches, [cfg.compile_cache_dir, cfg.artifact_cache_dir],
+                                cfg.cache_budget_bytes, in_use)
 
     def _actor(self, name: str) -> Actor:
         actor = self.actors.get(name)

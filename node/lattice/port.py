@@ -29,6 +29,7 @@ from drupelet.providers.base import Message, Provider
 
 from drupelet.node.errors import DrupeletError
 from drupelet.node.host.api import HostApi
+from drupelet.node.host.errors import Overloaded, PayloadTooLarge
 from drupelet.node.lattice import subjects
 from drupelet.node.lattice.calls import RemoteProvider, ReplyInbox
 from drupelet.node.lattice.connect import synced, unsubscribe_all
@@ -118,7 +119,10 @@ class NatsPort:
             if msg.reply:
                 await self.reply_error(msg.reply, exc.code, exc.message)
         except DrupeletError as exc:
-            log.info("delivery to actor %s failed: %s", actor, exc.message)
+            # a refusal for load (overloaded, payload-too-large) can come thousands of times a
+            # second: the sender gets it; the node's log does not repeat it
+            log.log(logging.DEBUG if isinstance(exc, (Overloaded, PayloadTooLarge)) else logging.INFO,
+                    "delivery to actor %s failed: %s", actor, exc.message)
             if msg.reply:
                 await self.reply_error(msg.reply, exc.code, exc.message)
 
@@ -204,4 +208,10 @@ class NatsPort:
     def _publish_soon(self, subject: str, payload: bytes) -> None:
         if self._closed or not self._nc.is_connected:
             return
-        self._spawn(self._nc.publish(subject, payload))
+        self._spawn(self._publish_quietly(subject, payload))
+
+    async def _publish_quietly(self, subject: str, payload: bytes) -> None:
+        try:
+            await self._nc.publish(subject, payload)
+        except Exception as exc:  # too large for the server, or the connection went: the local log has the line
+            log.debug("log line not published on %s: %s", subject, exc)

@@ -43,7 +43,7 @@ from wasmtime.component import LinkerInstance, Record
 from wasmtime.component._enter import catch_exceptions
 from wasmtime.component._linker import FUNCTIONS
 from wasmtime.component._linker import func_finalize as _func_finalize
-from wasmtime.component._types import FuncType, OptionType, ResultType
+from wasmtime.component._types import FuncType, ListType, OptionType, ResultType, U8
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +112,76 @@ def _lower(ty: Any, store: Any, val: Any, ptr: Any) -> None:
     ptr.contents.of.option = some
 
 
+# -- list<u8> as bytes, in one copy ----------------------------------------------------
+#
+# The C API holds a ``list<u8>`` as an array of tagged values (``wasmtime_component_val_t``,
+# 32 bytes each: the kind in byte 0, the u8 at byte 8). wasmtime-py fills and reads that
+# array one Python call per byte, which made a 1 MB message cost a second of CPU with the
+# GIL held. Here the array is filled and read with two strided copies of a memoryview.
+
+_VAL_SIZE = ctypes.sizeof(ffi.wasmtime_component_val_t)
+_KIND_OFFSET = ffi.wasmtime_component_val_t.kind.offset
+_U8_OFFSET = ffi.wasmtime_component_val_t.of.offset
+_U8_KIND = bytes([ffi.WASMTIME_COMPONENT_U8.value])
+
+_original_list_to_c = ListType.convert_to_c
+_original_list_from_c = ListType.convert_from_c
+
+
+def _is_bytes(ty: ListType) -> bool:
+    known: bool | None = getattr(ty, "_drupelet_bytes", None)
+    if known is None:  # an element type is made anew on every read: read it once per list type
+        known = isinstance(ty.element, U8)
+        setattr(ty, "_drupelet_bytes", known)
+    return known
+
+
+def _vals(address: int, count: int) -> memoryview:
+    return memoryview((ctypes.c_ubyte * (count * _VAL_SIZE)).from_address(address)).cast("B")
+
+
+def _list_to_c(self: ListType, store: Any, val: Any, ptr: Any) -> None:
+    if not _is_bytes(self):
+        _original_list_to_c(self, store, val, ptr)
+        return
+    if isinstance(val, (bytearray, memoryview)):
+        val = bytes(val)
+    if not isinstance(val, bytes):
+        raise TypeError("expected bytes value")
+    count = len(val)
+    raw = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(raw, count)
+    if count:
+        view = _vals(ctypes.addressof(raw.data.contents), count)
+        view[_KIND_OFFSET::_VAL_SIZE] = _U8_KIND * count
+        view[_U8_OFFSET::_VAL_SIZE] = val
+        view.release()
+    ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
+    ptr.contents.of.list = raw
+
+
+def _list_from_c(self: ListType, c: Any) -> Any:
+    if not _is_bytes(self):
+        return _original_list_from_c(self, c)
+    try:
+        count = int(c.of.list.size)
+        if not count:
+            return b""
+        view = _vals(ctypes.addressof(c.of.list.data.contents), count)
+        try:
+            return bytes(view[_U8_OFFSET::_VAL_SIZE])
+        finally:
+            view.release()
+    finally:  # u8 values own nothing: the array goes as a whole
+        ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
+
+
 def install() -> None:
     global _installed
     if not _installed:
         ResultType.convert_to_c = _convert_to_c  # type: ignore[method-assign]
+        ListType.convert_to_c = _list_to_c  # type: ignore[method-assign]
+        ListType.convert_from_c = _list_from_c  # type: ignore[method-assign]
         _installed = True
 
 
