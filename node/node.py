@@ -140,6 +140,8 @@ class Node:
         assert self.state is not None and self.desired is not None and self.nats is not None
         await asyncio.to_thread(self.state.load_local)
         await self.desired.restore()
+        if self.control is not None:
+            self.control.mark_ready()  # the disk copy is applied: requests see this node as it is
         if not await self.state.connect(self.nats, domain=domain):
             log.warning("lattice state bucket unreachable; running from the local copy and retrying")
 
