@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +20,10 @@ from drupelet.node.lattice.natsserver import EmbeddedNatsServer
 from drupelet.node.node import Node
 
 from test_host import node_config, wat
+from test_races import client, node, push  # noqa: F401  (fixtures: a node pi-1, a lattice client)
 from waiting import wait_for_async
 
 KV = "wasi:keyvalue/store"
-
-
-@pytest.fixture
-async def node(tmp_path: Path, nats_server: EmbeddedNatsServer) -> AsyncIterator[Node]:
-    n = Node(node_config(tmp_path, nats_server.url, name="pi-1"))
-    await n.start()
-    try:
-        yield n
-    finally:
-        await n.stop()
-
-
-@pytest.fixture
-async def client(nats_server: EmbeddedNatsServer) -> AsyncIterator[LatticeClient]:
-    c = await LatticeClient.connect(nats_server.url, "test", timeout_s=10)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def call(nc: Any, node: str, body: dict[str, Any] | bytes, provider: str = "keyvalue") -> dict[str, Any]:
@@ -155,7 +136,7 @@ async def test_requests_during_a_restart_see_the_restored_state_or_are_told_it_i
     first = Node(node_config(tmp_path, nats_server.url, name="pi-1"))
     await first.start()
     try:
-        digest = await push(client, tmp_path)
+        digest = await push(client, "echo", tmp_path / "cli-cache")
         await client.node("pi-1", "actor.start", {"name": "e1", "digest": digest})
         await client.lattice_request("link.put", {"source": "e1", "interface": "wasmcloud:messaging",
                                                   "target": "local/messaging"})
@@ -195,13 +176,6 @@ async def test_requests_during_a_restart_see_the_restored_state_or_are_told_it_i
         await second.stop()
 
 
-async def push(client: LatticeClient, tmp_path: Path, name: str = "echo") -> str:
-    from drupelet.node.lattice.artifacts import ArtifactStore
-
-    store = ArtifactStore(client.nc, "test", tmp_path / "cli-cache")
-    return (await store.put(wat(name), name=name)).digest
-
-
 # -- a wildcard subscription storm ----------------------------------------------------------
 
 
@@ -215,7 +189,7 @@ async def test_wildcard_subscriptions_are_refused_and_no_delivery_is_forwarded_o
     await one.start()
     await two.start()
     try:
-        digest = await push(client, tmp_path)
+        digest = await push(client, "echo", tmp_path / "cli-cache")
         for node in ("pi-1", "pi-2"):
             await client.node(node, "actor.start", {"name": "e1", "digest": digest})
         for pattern in (">", "_INBOX.>", "drupelet.>", "drupelet.test.deliver.*", "*.>"):
