@@ -116,6 +116,9 @@ class LimitsSection(_Section):
     node_queue_bytes: Annotated[int, Meta(ge=1, le=1 << 40, description=(
         "message bytes waiting for all actors of the node together before deliveries are refused with "
         "overloaded; at least actor_queue_bytes"))] = 32 * MIB
+    publish_bytes_per_s: Annotated[int, Meta(ge=1024, le=1 << 40, description=(
+        "bytes per second one actor may publish or send as requests (bursts of twice max_payload_bytes); past "
+        "it a publish waits, and after a second is refused with busy"))] = 8 * MIB
     log_line_bytes: Annotated[int, Meta(ge=64, le=MIB, description=(
         "longest actor log line; a longer one is cut there and says how much was cut"))] = 4096
     log_lines_per_s: Annotated[float, Meta(ge=0.1, le=100_000, description=(
@@ -272,6 +275,7 @@ class NodeConfig:
     max_queue: int = _d(LimitsSection, "max_queue")
     actor_queue_bytes: int = _d(LimitsSection, "actor_queue_bytes")
     node_queue_bytes: int = _d(LimitsSection, "node_queue_bytes")
+    publish_bytes_per_s: int = _d(LimitsSection, "publish_bytes_per_s")
     log_line_bytes: int = _d(LimitsSection, "log_line_bytes")
     log_lines_per_s: float = _d(LimitsSection, "log_lines_per_s")
     log_burst_lines: int = _d(LimitsSection, "log_burst_lines")

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drupelet.providers.base import Link, NotLinked, Provider
+from drupelet.providers.base import Busy, Link, NotLinked, Provider
 
-from drupelet.node.host.budgets import ByteBudget, LogLimiter
+from drupelet.node.host.budgets import ByteBudget, ByteRate, LogLimiter
 from drupelet.node.host.errors import ActorStopped, Overloaded, PayloadTooLarge
 from drupelet.node.runtime.errors import CallFailed, StartRefused, Trapped
 from drupelet.node.runtime import ActorInstance, Limits, LoadedComponent, Runtime
@@ -44,6 +44,8 @@ class Delivery:
 
 
 _STOP = object()
+LOG_DROP_PAUSE_S = 0.001
+"""How long an instance waits after each log line it had dropped."""
 LOG_DROP_REPORT_S = 5.0
 """How often at most the node's log says how many of an actor's lines were dropped."""
 RETIRE_POLL_S = 0.5
@@ -74,6 +76,12 @@ class ActorImports:
     def config_all(self) -> list[tuple[str, str]]:
         return sorted(self._actor.config_values().items())
 
+    def outbound(self, size: int) -> None:
+        rate = self._actor.send_rate
+        if not rate.spend(size):
+            raise Busy(f"actor {self.actor!r} sends more than limits.publish_bytes_per_s ({rate.per_s:.0f} bytes "
+                       f"a second); this message of {size} bytes would wait more than {rate.max_wait_s:g} s")
+
     def resolve(self, interface: str) -> tuple[Provider, Link]:
         return self._actor.resolver(self.actor, interface)
 
@@ -83,7 +91,7 @@ class Actor:
                  config: dict[str, str], resolver: Resolver, link_config: Callable[[str], dict[str, str]],
                  log_sink: LogSink, max_queue: int, backoff_base_ms: int, backoff_max_ms: int,
                  source: str = "", identity: Identity | None = None, budget: ByteBudget | None = None,
-                 logs: LogLimiter | None = None) -> None:
+                 logs: LogLimiter | None = None, send_rate: ByteRate | None = None) -> None:
         self.name = name
         self.loaded = loaded
         self.runtime = runtime
@@ -98,6 +106,7 @@ class Actor:
         self.budget = budget or ByteBudget(1 << 62)
         """Message bytes queued or being handled (``limits.actor_queue_bytes``; its parent is the node's)."""
         self.logs = logs or LogLimiter(1 << 20, 1e9, 1 << 30)
+        self.send_rate = send_rate or ByteRate(1e12, 1 << 40)
         self._logs_reported_at = 0.0
         self.imports = ActorImports(self)
         self.backoff_base_ms = backoff_base_ms
@@ -134,6 +143,8 @@ class Actor:
                         "%d since it started", self.name, gone, self.logs.per_s, self.logs.burst, self.logs.dropped)
         if admitted:
             self.log_sink(self.name, level, context, self.logs.cut(message))
+        else:  # the actor is logging past its rate: it waits a little (others get the CPU and the GIL)
+            time.sleep(LOG_DROP_PAUSE_S)
 
     def _stdout(self, stream: str) -> Callable[[bytes], None]:
         buffer = bytearray()

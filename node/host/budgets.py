@@ -7,10 +7,13 @@ Each budget here is a ``[limits]`` or ``[runtime]`` key of the node config (the 
   actor (``actor_queue_bytes``) and for the whole node (``node_queue_bytes``). A delivery
   that does not fit is refused at once with ``overloaded``: shedding load early keeps the
   node reading from NATS, so the server never cuts it off as a slow consumer.
+* :class:`ByteRate`: the bytes an actor publishes or sends as requests, per second
+  (``publish_bytes_per_s``); past the rate its call waits, then is refused.
 * :class:`LogLimiter`: an actor's log lines, cut at ``log_line_bytes`` and rate-limited
   (``log_lines_per_s``, bursts of ``log_burst_lines``); the lines dropped are counted.
-* :func:`memory_budget` and :func:`check_memory`: instances × ``max_memory_bytes`` of every
-  actor against ``memory_budget_bytes``, at start and scale.
+* :func:`memory_budget` and :func:`admit`: at most ``max_instances`` per actor, and
+  instances × ``max_memory_bytes`` of every actor against ``memory_budget_bytes``, at start
+  and scale.
 * :func:`prune_caches`: the compile and artifact caches against ``cache_budget_bytes``,
   least recently used first, never what a running actor uses.
 """
@@ -104,6 +107,37 @@ class LogLimiter:
         return f"{kept}… [{len(raw) - len(kept.encode())} bytes cut: limits.log_line_bytes]"
 
 
+class ByteRate:
+    """Bytes an actor may send per second (a token bucket holding ``burst`` bytes): a
+    message past the rate waits for it, at most ``max_wait_s``. Thread-safe."""
+
+    def __init__(self, per_s: float, burst: int, max_wait_s: float = 1.0) -> None:
+        self.per_s = per_s
+        self.burst = burst
+        self.max_wait_s = max_wait_s
+        self.waited_s = 0.0
+        """Time the actor's messages waited for the rate, in all."""
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def spend(self, size: int) -> bool:
+        """Take ``size`` bytes, waiting (in this thread) until the rate allows them; False
+        if that would take longer than ``max_wait_s`` (nothing is taken then)."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.per_s) - size
+            self._at = now
+            wait = max(0.0, -self._tokens / self.per_s)  # until the bytes this message owes have come
+            if wait > self.max_wait_s:
+                self._tokens += size
+                return False
+        if wait > 0:
+            self.waited_s += wait
+            time.sleep(wait)
+        return True
+
+
 def physical_memory_bytes() -> int:
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
@@ -120,14 +154,17 @@ def mib(size: int) -> str:
     return f"{size / (1 << 20):,.0f} MiB"
 
 
-def check_memory(actor: str, instances: int, per_instance: int, others: int, budget: int) -> str | None:
-    """Why ``instances`` of ``actor`` at ``per_instance`` bytes each, beside ``others`` bytes
-    the node's other actors may take, do not fit ``budget``; None if they do."""
-    need = instances * per_instance
-    if need + others <= budget:
+def admit(instances: int, others: int, *, cap: int, per_instance: int, budget: int) -> str | None:
+    """Why ``instances`` of an actor may not run beside ``others`` instances of the node's
+    other actors: over the per-actor ``cap``, or instances × ``per_instance`` bytes of
+    memory over ``budget``; None if they may."""
+    if instances > cap:
+        return f"{instances} instances asked for; at most {cap} run per actor (limits.max_instances)"
+    need, taken = instances * per_instance, others * per_instance
+    if need + taken <= budget:
         return None
     return (f"{instances} instance(s) × {mib(per_instance)} (limits.max_memory_bytes) = {mib(need)}, with the "
-            f"{mib(others)} the node's other actors may take, exceeds the node's memory budget of {mib(budget)} "
+            f"{mib(taken)} the node's other actors may take, exceeds the node's memory budget of {mib(budget)} "
             "(limits.memory_budget_bytes)")
 
 
@@ -183,4 +220,4 @@ def prune_caches(dirs: Iterable[Path], budget: int, in_use: set[str]) -> list[Pa
     return gone
 
 
-__all__ = ["ByteBudget", "LogLimiter", "check_memory", "memory_budget", "physical_memory_bytes", "prune_caches"]
+__all__ = ["ByteBudget", "ByteRate", "LogLimiter", "admit", "memory_budget", "physical_memory_bytes", "prune_caches"]

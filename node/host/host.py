@@ -28,7 +28,7 @@ from drupelet.node.config import LABEL_KEY, NAME, ActorSpec, NodeConfig
 from drupelet.node.errors import DrupeletError
 from drupelet.node.host.actors import LEVELS, Actor, Delivery
 from drupelet.node.host.api import EventListener, LatticePort
-from drupelet.node.host.budgets import ByteBudget, LogLimiter, check_memory, memory_budget, prune_caches
+from drupelet.node.host.budgets import ByteBudget, ByteRate, LogLimiter, admit, memory_budget, prune_caches
 from drupelet.node.host.errors import (ActorExists, ActorNotFound, HandlerError, InvalidRequest, LinkError,
                                        ProviderFailed, ProviderNotFound, hardware_error)
 from drupelet.node.host.links import LinkDef, LinkTable, link_interfaces, package_matches, parse_interface
@@ -268,7 +268,6 @@ class Host:
             raise StartRefused(f"{name!r} is not a valid actor name: use 1-63 of A-Z a-z 0-9 _ -", actor=name)
         if instances < 1:
             raise StartRefused("instances must be at least 1", actor=name)
-        self._check_instances(name, instances)
         for k, v in (config or {}).items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise StartRefused("config keys and values must be strings", actor=name)
@@ -295,14 +294,15 @@ class Host:
                 raise StartRefused(f"actor {name!r}: node {self.name} is stopping", actor=name)
             if name in self.actors:
                 raise ActorExists(f"actor {name!r} is already running; stop it or scale it", actor=name)
-            self._check_memory(name, instances)
+            self._admit(name, instances)
             cfg = self.config
             actor = Actor(name, loaded, runtime, self.limits, config=dict(config or {}), resolver=self._resolve,
                           link_config=self._link_config, log_sink=self._actor_log, max_queue=cfg.max_queue,
                           backoff_base_ms=cfg.trap_backoff_base_ms, backoff_max_ms=cfg.trap_backoff_max_ms,
                           source=source, identity=identity,
                           budget=ByteBudget(cfg.actor_queue_bytes, parent=self.queue_budget),
-                          logs=LogLimiter(cfg.log_line_bytes, cfg.log_lines_per_s, cfg.log_burst_lines))
+                          logs=LogLimiter(cfg.log_line_bytes, cfg.log_lines_per_s, cfg.log_burst_lines),
+                          send_rate=ByteRate(cfg.publish_bytes_per_s, 2 * cfg.max_payload_bytes))
             await asyncio.to_thread(actor.scale, instances)
             self.actors[name] = actor
             try:
@@ -353,24 +353,18 @@ class Host:
     async def scale_actor(self, name: str, instances: int) -> dict[str, Any]:
         if instances < 1:
             raise StartRefused("instances must be at least 1; use stop to stop an actor", actor=name)
-        self._check_instances(name, instances)
         async with self._actor_lock:
             actor = self._actor(name)
-            self._check_memory(name, instances)
+            self._admit(name, instances)
             await asyncio.to_thread(actor.scale, instances)
             return actor.describe()
 
-    def _check_instances(self, name: str, instances: int) -> None:
-        cap = self.config.max_instances
-        if instances > cap:
-            raise StartRefused(f"actor {name!r}: {instances} instances asked for; at most {cap} run per actor on "
-                               f"node {self.name} (limits.max_instances)", actor=name)
-
-    def _check_memory(self, name: str, instances: int) -> None:
-        """The node's memory budget: every actor's instances × the per-instance memory cap."""
-        per_instance = self.limits.max_memory_bytes
-        others = sum(a.instances for n, a in self.actors.items() if n != name) * per_instance
-        why = check_memory(name, instances, per_instance, others, self.memory_budget_bytes)
+    def _admit(self, name: str, instances: int) -> None:
+        """The per-actor instance cap, and the node's memory budget: every actor's instances
+        × the per-instance memory cap. StartRefused naming the budget."""
+        others = sum(a.instances for n, a in self.actors.items() if n != name)
+        why = admit(instances, others, cap=self.config.max_instances, per_instance=self.limits.max_memory_bytes,
+                    budget=self.memory_budget_bytes)
         if why is not None:
             raise StartRefused(f"actor {name!r} on node {self.name}: {why}", actor=name)
 
@@ -400,6 +394,14 @@ class Host:
 
     def list_actors(self) -> list[dict[str, Any]]:
         return [a.describe() for _, a in sorted(self.actors.items())]
+
+    def actor_load(self, name: str) -> float:
+        actor = self.actors.get(name)
+        if actor is None:
+            return 0.0
+        node = self.queue_budget
+        return max(actor.queue.qsize() / max(1, actor.queue.maxsize), actor.budget.used / actor.budget.limit,
+                   node.used / node.limit)
 
     # -- deliveries -----------------------------------------------------------------
 

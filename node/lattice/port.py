@@ -38,6 +38,12 @@ from drupelet.node.runtime.errors import CallFailed, NoReply
 
 log = logging.getLogger(__name__)
 
+RESUME_LOAD = 0.5
+"""A paused actor takes deliveries again once its queue is at most this full."""
+PAUSE_POLL_S = 0.02
+PAUSE_LOG_INTERVAL_S = 30.0
+"""At most one INFO line per this many seconds says an actor's deliveries paused."""
+
 
 class NatsPort:
     """One node's NATS side of the host. :meth:`start` before the host starts, :meth:`close` after it stopped."""
@@ -54,6 +60,8 @@ class NatsPort:
         self._remotes: dict[tuple[str, str], RemoteProvider] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._paused: set[str] = set()
+        self._paused_logged_at = 0.0
 
     @property
     def nats(self) -> NatsClient:
@@ -90,18 +98,51 @@ class NatsPort:
     # -- deliveries ---------------------------------------------------------------------
 
     async def actor_added(self, actor: str) -> None:
-        subject = subjects.deliver(self.lattice, actor)
+        await self._subscribe(actor)
+        await synced(self._nc)  # the server knows the subscription before the start returns
 
+    async def _subscribe(self, actor: str) -> None:
         async def on_delivery(msg: Msg) -> None:
             self._spawn(self._handle_delivery(actor, msg))
 
-        self._deliveries[actor] = await self._nc.subscribe(subject, queue=actor, cb=on_delivery)
-        await synced(self._nc)  # the server knows the subscription before the start returns
+        self._deliveries[actor] = await self._nc.subscribe(subjects.deliver(self.lattice, actor), queue=actor,
+                                                           cb=on_delivery)
 
     async def actor_removed(self, actor: str) -> None:
+        self._paused.discard(actor)
         sub = self._deliveries.pop(actor, None)
         if sub is not None:
             await unsubscribe_all([sub])
+
+    async def _pause(self, actor: str) -> None:
+        """Stop taking ``actor``'s deliveries until its queue has drained to half.
+
+        An actor's queue refuses what does not fit its budgets, but a client that sends
+        faster than the node reads would still fill the server's buffer for this
+        connection, and the server would cut the node off as a slow consumer, losing every
+        message and request in flight. Unsubscribed, the server sends the node none of the
+        flood (requesters get no-responders at once, or another node's instance answers)."""
+        sub = self._deliveries.get(actor)
+        if sub is None or actor in self._paused or self._closed:
+            return
+        self._paused.add(actor)
+        now = time.monotonic()
+        level = logging.INFO if now - self._paused_logged_at >= PAUSE_LOG_INTERVAL_S else logging.DEBUG
+        self._paused_logged_at = now if level == logging.INFO else self._paused_logged_at
+        log.log(level, "actor %s is overloaded: this node takes none of its messages until its queue has drained",
+                actor)
+        await unsubscribe_all([sub])
+        self._spawn(self._resume_when_drained(actor))
+
+    async def _resume_when_drained(self, actor: str) -> None:
+        host = self._host
+        while host is not None and actor in self._paused and not self._closed and host.has_actor(actor):
+            if host.actor_load(actor) <= RESUME_LOAD:
+                self._paused.discard(actor)
+                await self._subscribe(actor)
+                log.debug("actor %s takes messages again", actor)
+                return
+            await asyncio.sleep(PAUSE_POLL_S)
 
     async def _handle_delivery(self, actor: str, msg: Msg) -> None:
         host = self._host
@@ -125,6 +166,8 @@ class NatsPort:
                     "delivery to actor %s failed: %s", actor, exc.message)
             if msg.reply:
                 await self.reply_error(msg.reply, exc.code, exc.message)
+            if isinstance(exc, Overloaded):
+                await self._pause(actor)
 
     async def forward(self, actor: str, message: Message) -> None:
         await self._nc.publish(subjects.deliver(self.lattice, actor), message.body, reply=message.reply_to or "",

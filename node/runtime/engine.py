@@ -26,6 +26,7 @@ from drupelet.node.runtime import bindings
 from drupelet.node.runtime import aot as aot
 from drupelet.node.runtime import values
 from drupelet.node.runtime.bindings import Imports, InstanceContext
+from drupelet.node.runtime.sched import LongCalls, can_demote
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class Runtime:
         bindings.define_all(self.linker)
         self._linker_lock = threading.Lock()
         self._stop = threading.Event()
+        self.long_calls = LongCalls(can_demote())
+        """Calls past LONG_CALL_MS go on at idle priority (sched.py); the ticker demotes them."""
         self._ticker = threading.Thread(target=self._tick, name="drupelet-epoch", daemon=True)
         self._ticker.start()
         self._loaded: dict[str, LoadedComponent] = {}
@@ -110,6 +113,7 @@ class Runtime:
         interval = self.config.epoch_tick_ms / 1000.0
         while not self._stop.wait(interval):
             self.engine.increment_epoch()
+            self.long_calls.sweep()
 
     def stop_compiling(self) -> None:
         """Kill a compile in progress and refuse new ones (the node is stopping). Idempotent."""
@@ -358,6 +362,7 @@ class ActorInstance:
         self.store.set_epoch_deadline(self._ticks(deadline))
         bindings.set_current(self.ctx)
         self.stats.calls += 1
+        tid = self.runtime.long_calls.started()
         try:
             result = func(self.store, *args)
             func.post_return(self.store)
@@ -371,6 +376,7 @@ class ActorInstance:
                                        actor=actor, trap="interrupt", deadline_ms=deadline) from exc
             raise Trapped(f"actor {actor!r} trapped: {_trap_reason(text)}", actor=actor, trap=text) from exc
         finally:
+            self.runtime.long_calls.ended(tid)
             bindings.set_current(None)
 
     def memory_bytes(self) -> int:

@@ -117,7 +117,8 @@ def _lower(ty: Any, store: Any, val: Any, ptr: Any) -> None:
 # The C API holds a ``list<u8>`` as an array of tagged values (``wasmtime_component_val_t``,
 # 32 bytes each: the kind in byte 0, the u8 at byte 8). wasmtime-py fills and reads that
 # array one Python call per byte, which made a 1 MB message cost a second of CPU with the
-# GIL held. Here the array is filled and read with two strided copies of a memoryview.
+# GIL held. Here the array is filled and read in chunks: a strided copy in a bytearray
+# (with the GIL) and a memmove to or from the C array (without it).
 
 _VAL_SIZE = ctypes.sizeof(ffi.wasmtime_component_val_t)
 _KIND_OFFSET = ffi.wasmtime_component_val_t.kind.offset
@@ -136,8 +137,9 @@ def _is_bytes(ty: ListType) -> bool:
     return known
 
 
-def _vals(address: int, count: int) -> memoryview:
-    return memoryview((ctypes.c_ubyte * (count * _VAL_SIZE)).from_address(address)).cast("B")
+_CHUNK = 32768
+"""Bytes handled per step: each step holds the GIL for a fraction of a millisecond, so the
+event loop's thread is not kept waiting behind a large message."""
 
 
 def _list_to_c(self: ListType, store: Any, val: Any, ptr: Any) -> None:
@@ -152,10 +154,14 @@ def _list_to_c(self: ListType, store: Any, val: Any, ptr: Any) -> None:
     raw = ffi.wasmtime_component_vallist_t()
     ffi.wasmtime_component_vallist_new_uninit(raw, count)
     if count:
-        view = _vals(ctypes.addressof(raw.data.contents), count)
-        view[_KIND_OFFSET::_VAL_SIZE] = _U8_KIND * count
-        view[_U8_OFFSET::_VAL_SIZE] = val
-        view.release()
+        base = ctypes.addressof(raw.data.contents)
+        step = bytearray(min(count, _CHUNK) * _VAL_SIZE)
+        step[_KIND_OFFSET::_VAL_SIZE] = _U8_KIND * (len(step) // _VAL_SIZE)
+        for start in range(0, count, _CHUNK):
+            part = val[start:start + _CHUNK]
+            size = len(part) * _VAL_SIZE
+            step[_U8_OFFSET:size:_VAL_SIZE] = part
+            ctypes.memmove(base + start * _VAL_SIZE, (ctypes.c_char * size).from_buffer(step), size)
     ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
     ptr.contents.of.list = raw
 
@@ -167,11 +173,15 @@ def _list_from_c(self: ListType, c: Any) -> Any:
         count = int(c.of.list.size)
         if not count:
             return b""
-        view = _vals(ctypes.addressof(c.of.list.data.contents), count)
-        try:
-            return bytes(view[_U8_OFFSET::_VAL_SIZE])
-        finally:
-            view.release()
+        base = ctypes.addressof(c.of.list.data.contents)
+        out = bytearray(count)
+        step = bytearray(min(count, _CHUNK) * _VAL_SIZE)
+        for start in range(0, count, _CHUNK):
+            n = min(_CHUNK, count - start)
+            ctypes.memmove((ctypes.c_char * (n * _VAL_SIZE)).from_buffer(step), base + start * _VAL_SIZE,
+                           n * _VAL_SIZE)
+            out[start:start + n] = step[_U8_OFFSET:n * _VAL_SIZE:_VAL_SIZE]
+        return bytes(out)
     finally:  # u8 values own nothing: the array goes as a whole
         ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
 

@@ -17,6 +17,9 @@ Each figure is taken in this process, against a baseline taken in the same run:
   to the ``led`` actor's write of GPIO 27 reaching the gpio provider, with the actor on
   the Pi's node (``_local``) and on the other node, across hub and leaf (``_remote``).
   No raw baseline: a figure to watch.
+- ``p99_alone_ms``, ``p99_beside_hostile_ms`` (``spin``, ``log_flood``, ``publish_flood``,
+  ``inbound_flood``) and ``p99_hostile_ratio``: a normal actor's round trip through NATS,
+  alone and beside each kind of hostile actor or client (:mod:`drupelet.node.tools.bench_hostile`).
 - ``node_rss_mb``: a fresh node process, idle, with no actors (its embedded nats-server is
   a separate process and not counted); ``instance_rss_mb``: what each further instance of
   a small actor adds.
@@ -43,6 +46,7 @@ from drupelet.node.config import NodeConfig
 from drupelet.node.host.host import Host
 from drupelet.node.node import Node
 from drupelet.node.runtime import baseline, read_component
+from drupelet.node.tools.bench_hostile import KINDS, measure_hostile
 
 WAT_DIR = Path(__file__).resolve().parents[2] / "actors" / "wat"
 
@@ -53,6 +57,7 @@ TARGETS = {
     "actor_start_cached_ms": 30.0,
     "node_rss_mb": 80.0,
     "instance_rss_mb": 3.0,
+    "p99_hostile_ratio": 5.0,
 }
 
 
@@ -129,6 +134,7 @@ async def _measure(iterations: int, workdir: Path) -> dict[str, Any]:
         await asyncio.to_thread(raw_msg.close)
     results.update(await _measure_remote(max(50, iterations // 4), workdir, kvloop))
     results.update(await _measure_gpio_edge(max(20, iterations // 20), workdir / "gpio"))
+    results.update(await measure_hostile(max(100, iterations // 7), workdir, wat_path("hostile")))
     results.update(await asyncio.to_thread(_memory_in_child, workdir))
     return results
 
@@ -344,10 +350,16 @@ def run_bench(*, iterations: int = 2000) -> dict[str, Any]:
     finally:
         for handler in handlers:
             handler.removeFilter(once)
-    results = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
+    results = {k: _rounded(v) for k, v in results.items()}
     results["targets"] = TARGETS
     results["missed"] = missed(results)
     return results
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 3) if isinstance(value, float) else value
 
 
 def missed(results: dict[str, Any]) -> list[str]:
@@ -382,4 +394,10 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
          mark("node_rss_mb")],
         ["per small actor instance", f"{results['instance_rss_mb']:.2f} MB", "", f"≤ {TARGETS['instance_rss_mb']:.0f} MB",
          mark("instance_rss_mb")],
+        ["p99 of a normal actor's round trip, alone", f"{results['p99_alone_ms']:.2f} ms", "", "", ""],
+        *[[f"  beside {kind.replace('_', ' ')}", f"{results['p99_beside_hostile_ms'][kind]:.2f} ms",
+           f"{results['p99_beside_hostile_ms'][kind] / results['p99_alone_ms']:.2f}×",
+           f"≤ {TARGETS['p99_hostile_ratio']:.0f}×",
+           "MISSED" if results['p99_beside_hostile_ms'][kind] / results['p99_alone_ms'] > TARGETS['p99_hostile_ratio']
+           else ""] for kind in KINDS],
     ]

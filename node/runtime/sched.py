@@ -1,0 +1,100 @@
+"""Long calls yield the CPU: an actor call that has run for ``long_call_ms`` goes on at the
+kernel's idle priority (``SCHED_IDLE``) until it returns.
+
+An actor that spins until its deadline (or just computes for a long time) would otherwise
+take a core from everything else on a small board: the event loop, NATS, the other actors'
+short calls. At idle priority it only runs on CPU time nobody else wants; when its call
+returns, its worker thread goes back to the normal policy.
+
+Going back needs the right to raise a thread's priority (root, ``CAP_SYS_NICE``, or a
+``RLIMIT_NICE`` that allows nice 0): :func:`can_demote` tries it once on a thread of its
+own, and without that right long calls keep the normal policy (the node says so at debug).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+LONG_CALL_MS = 20.0
+"""How long a call runs at the normal priority before it yields."""
+
+
+def _set_policy(tid: int, policy: int) -> None:
+    os.sched_setscheduler(tid, policy, os.sched_param(0))
+
+
+def can_demote() -> bool:
+    """Whether a thread here may go to SCHED_IDLE and come back (tried on a throwaway thread)."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            _set_policy(0, os.SCHED_IDLE)
+            _set_policy(0, os.SCHED_OTHER)
+            result.append(True)
+        except OSError as exc:
+            log.debug("long actor calls keep the normal priority: %s", exc.strerror)
+            result.append(False)
+
+    thread = threading.Thread(target=probe, name="drupelet-sched-probe")
+    thread.start()
+    thread.join()
+    return bool(result and result[0])
+
+
+class LongCalls:
+    """The calls running now, by worker thread; :meth:`sweep` (from the epoch ticker)
+    demotes those past :data:`LONG_CALL_MS`."""
+
+    def __init__(self, enabled: bool, long_call_ms: float = LONG_CALL_MS) -> None:
+        self.enabled = enabled
+        self.long_call_s = long_call_ms / 1000.0
+        self._running: dict[int, float] = {}
+        self._demoted: set[int] = set()
+        self._lock = threading.Lock()
+        self.demotions = 0
+
+    def started(self) -> int:
+        tid = threading.get_native_id()
+        if self.enabled:
+            with self._lock:
+                self._running[tid] = time.monotonic()
+        return tid
+
+    def ended(self, tid: int) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._running.pop(tid, None)
+            demoted = tid in self._demoted
+            self._demoted.discard(tid)
+        if demoted:
+            try:
+                _set_policy(0, os.SCHED_OTHER)
+            except OSError as exc:  # the right to come back was there at start; keep going
+                log.warning("an actor worker thread stays at idle priority: %s", exc.strerror)
+
+    def sweep(self) -> None:
+        if not self.enabled or not self._running:
+            return
+        now = time.monotonic()
+        with self._lock:
+            late = [tid for tid, since in self._running.items()
+                    if now - since >= self.long_call_s and tid not in self._demoted]
+            for tid in late:
+                try:
+                    _set_policy(tid, os.SCHED_IDLE)
+                except OSError:  # the thread has just ended
+                    continue
+                self._demoted.add(tid)
+                self.demotions += 1
+
+
+__all__ = ["LONG_CALL_MS", "LongCalls", "can_demote"]
