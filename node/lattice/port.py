@@ -38,8 +38,10 @@ from drupelet.node.runtime.errors import CallFailed, NoReply
 
 log = logging.getLogger(__name__)
 
-RESUME_LOAD = 0.5
-"""A paused actor takes deliveries again once its queue is at most this full."""
+RESUME_LOAD = 0.0
+"""A paused actor takes deliveries again once its queue is at most this full (empty)..."""
+PAUSE_MIN_S = 0.25
+"""...and it has been paused this long: a flood gets in at most in bursts of a queue's worth."""
 PAUSE_POLL_S = 0.02
 PAUSE_LOG_INTERVAL_S = 30.0
 """At most one INFO line per this many seconds says an actor's deliveries paused."""
@@ -115,7 +117,7 @@ class NatsPort:
             await unsubscribe_all([sub])
 
     async def _pause(self, actor: str) -> None:
-        """Stop taking ``actor``'s deliveries until its queue has drained to half.
+        """Stop taking ``actor``'s deliveries until its queue has drained.
 
         An actor's queue refuses what does not fit its budgets, but a client that sends
         faster than the node reads would still fill the server's buffer for this
@@ -136,6 +138,7 @@ class NatsPort:
 
     async def _resume_when_drained(self, actor: str) -> None:
         host = self._host
+        await asyncio.sleep(PAUSE_MIN_S)
         while host is not None and actor in self._paused and not self._closed and host.has_actor(actor):
             if host.actor_load(actor) <= RESUME_LOAD:
                 self._paused.discard(actor)

@@ -1,5 +1,6 @@
-"""Long calls yield the CPU: an actor call that has run for ``long_call_ms`` goes on at the
-kernel's idle priority (``SCHED_IDLE``) until it returns.
+"""Long calls yield the CPU: an actor call that has used ``LONG_CALL_MS`` of CPU time, and
+spent at least ``BUSY_SHARE`` of its time computing, goes on at the kernel's idle priority
+(``SCHED_IDLE``) until it returns.
 
 An actor that spins until its deadline (or just computes for a long time) would otherwise
 take a core from everything else on a small board: the event loop, NATS, the other actors'
@@ -21,7 +22,10 @@ import time
 log = logging.getLogger(__name__)
 
 LONG_CALL_MS = 20.0
-"""How long a call runs at the normal priority before it yields."""
+"""CPU time a call uses at the normal priority before it yields."""
+BUSY_SHARE = 0.2
+"""Only a call that used at least this share of its wall time on the CPU yields: one that
+mostly waits (on a remote provider, say) keeps the normal priority for its short bursts."""
 
 
 def _set_policy(tid: int, policy: int) -> None:
@@ -56,7 +60,8 @@ class LongCalls:
     def __init__(self, enabled: bool, long_call_ms: float = LONG_CALL_MS) -> None:
         self.enabled = enabled
         self.long_call_s = long_call_ms / 1000.0
-        self._running: dict[int, float] = {}
+        self._running: dict[int, tuple[float, int, float]] = {}
+        """Per worker thread: when its call started, its CPU clock, its CPU time then."""
         self._demoted: set[int] = set()
         self._lock = threading.Lock()
         self.demotions = 0
@@ -64,8 +69,9 @@ class LongCalls:
     def started(self) -> int:
         tid = threading.get_native_id()
         if self.enabled:
+            clock = time.pthread_getcpuclockid(threading.get_ident())
             with self._lock:
-                self._running[tid] = time.monotonic()
+                self._running[tid] = (time.monotonic(), clock, time.clock_gettime(clock))
         return tid
 
     def ended(self, tid: int) -> None:
@@ -86,8 +92,16 @@ class LongCalls:
             return
         now = time.monotonic()
         with self._lock:
-            late = [tid for tid, since in self._running.items()
-                    if now - since >= self.long_call_s and tid not in self._demoted]
+            late = []
+            for tid, (since, clock, cpu_then) in self._running.items():
+                if tid in self._demoted or now - since < self.long_call_s:
+                    continue
+                try:
+                    cpu = time.clock_gettime(clock) - cpu_then
+                except OSError:  # the thread has just ended
+                    continue
+                if cpu >= self.long_call_s and cpu >= BUSY_SHARE * (now - since):
+                    late.append(tid)
             for tid in late:
                 try:
                     _set_policy(tid, os.SCHED_IDLE)
@@ -97,4 +111,4 @@ class LongCalls:
                 self.demotions += 1
 
 
-__all__ = ["LONG_CALL_MS", "LongCalls", "can_demote"]
+__all__ = ["BUSY_SHARE", "LONG_CALL_MS", "LongCalls", "can_demote"]
