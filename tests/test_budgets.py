@@ -278,6 +278,18 @@ async def test_a_long_call_goes_on_at_idle_priority_and_its_thread_comes_back_af
                              "the worker back at the normal policy")
 
 
+async def test_a_long_call_that_keeps_calling_imports_keeps_the_normal_priority(tmp_path: Path) -> None:
+    async with Host(solo(tmp_path, call_deadline_ms=20000)) as host:
+        runtime = host.runtime
+        assert runtime is not None
+        await host.start_actor("kv", wat("kvloop"))
+        await host.put_link("kv", "wasi:keyvalue/store", "local/keyvalue")
+        t0 = time.monotonic()
+        assert await host.invoke("kv", "run", 20000) == 20000
+        assert time.monotonic() - t0 > 0.1, "the call was too short to tell"
+        assert runtime.long_calls.demotions == 0
+
+
 def test_a_send_rate_waits_for_its_bytes_and_refuses_what_would_wait_too_long() -> None:
     rate = ByteRate(per_s=100_000, burst=10_000, max_wait_s=0.2)
     assert rate.spend(10_000) and rate.waited_s == 0  # the burst

@@ -38,10 +38,16 @@ from drupelet.node.runtime.errors import CallFailed, NoReply
 
 log = logging.getLogger(__name__)
 
+PAUSE_LOAD = 0.5
+"""An actor whose queue is this full takes no more deliveries for a while (before its queue
+refuses them: the sooner the server stops sending, the less of a flood is on its way)."""
 RESUME_LOAD = 0.0
 """A paused actor takes deliveries again once its queue is at most this full (empty)..."""
 PAUSE_MIN_S = 0.25
-"""...and it has been paused this long: a flood gets in at most in bursts of a queue's worth."""
+PAUSE_MAX_S = 4.0
+"""...and it has been paused at least PAUSE_MIN_S; a pause that comes again soon after
+lasts twice as long as the last, up to PAUSE_MAX_S: a sustained flood gets in only in
+short bursts."""
 PAUSE_POLL_S = 0.02
 PAUSE_LOG_INTERVAL_S = 30.0
 """At most one INFO line per this many seconds says an actor's deliveries paused."""
@@ -64,6 +70,8 @@ class NatsPort:
         self._closed = False
         self._paused: set[str] = set()
         self._paused_logged_at = 0.0
+        self._pause_s: dict[str, tuple[float, float]] = {}
+        """Per actor: the length of its last pause and when it ended."""
 
     @property
     def nats(self) -> NatsClient:
@@ -112,6 +120,7 @@ class NatsPort:
 
     async def actor_removed(self, actor: str) -> None:
         self._paused.discard(actor)
+        self._pause_s.pop(actor, None)
         sub = self._deliveries.pop(actor, None)
         if sub is not None:
             await unsubscribe_all([sub])
@@ -129,19 +138,23 @@ class NatsPort:
             return
         self._paused.add(actor)
         now = time.monotonic()
+        last, ended = self._pause_s.get(actor, (0.0, 0.0))
+        length = min(PAUSE_MAX_S, last * 2) if now - ended < max(1.0, 2 * last) else PAUSE_MIN_S
+        self._pause_s[actor] = (max(length, PAUSE_MIN_S), now)
         level = logging.INFO if now - self._paused_logged_at >= PAUSE_LOG_INTERVAL_S else logging.DEBUG
         self._paused_logged_at = now if level == logging.INFO else self._paused_logged_at
         log.log(level, "actor %s is overloaded: this node takes none of its messages until its queue has drained",
                 actor)
         await unsubscribe_all([sub])
-        self._spawn(self._resume_when_drained(actor))
+        self._spawn(self._resume_when_drained(actor, max(length, PAUSE_MIN_S)))
 
-    async def _resume_when_drained(self, actor: str) -> None:
+    async def _resume_when_drained(self, actor: str, pause_s: float) -> None:
         host = self._host
-        await asyncio.sleep(PAUSE_MIN_S)
+        await asyncio.sleep(pause_s)
         while host is not None and actor in self._paused and not self._closed and host.has_actor(actor):
             if host.actor_load(actor) <= RESUME_LOAD:
                 self._paused.discard(actor)
+                self._pause_s[actor] = (pause_s, time.monotonic())
                 await self._subscribe(actor)
                 log.debug("actor %s takes messages again", actor)
                 return
@@ -153,6 +166,8 @@ class NatsPort:
             return
         headers = msg.headers or {}
         subject = headers.get(subjects.HEADER_SUBJECT) or msg.subject
+        if host.actor_load(actor) >= PAUSE_LOAD and actor not in self._paused:
+            self._spawn(self._pause(actor))
         try:
             await host.deliver(actor, subject, msg.data, msg.reply or None)
         except NoReply as exc:

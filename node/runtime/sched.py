@@ -1,6 +1,7 @@
-"""Long calls yield the CPU: an actor call that has used ``LONG_CALL_MS`` of CPU time, and
-spent at least ``BUSY_SHARE`` of its time computing, goes on at the kernel's idle priority
-(``SCHED_IDLE``) until it returns.
+"""Long calls yield the CPU: an actor call that has used ``LONG_CALL_MS`` of CPU time and
+has made no import call for as long goes on at the kernel's idle priority (``SCHED_IDLE``)
+until it returns. A call that keeps calling imports (waiting on a provider, another node)
+keeps the normal priority: it computes in short bursts.
 
 An actor that spins until its deadline (or just computes for a long time) would otherwise
 take a core from everything else on a small board: the event loop, NATS, the other actors'
@@ -22,10 +23,16 @@ import time
 log = logging.getLogger(__name__)
 
 LONG_CALL_MS = 20.0
-"""CPU time a call uses at the normal priority before it yields."""
-BUSY_SHARE = 0.2
-"""Only a call that used at least this share of its wall time on the CPU yields: one that
-mostly waits (on a remote provider, say) keeps the normal priority for its short bursts."""
+"""CPU time a call uses, and time without an import call, before it yields."""
+
+_local = threading.local()
+
+
+def import_called() -> None:
+    """Note that the calling worker thread's current call has just called an import."""
+    box = getattr(_local, "box", None)
+    if box is not None:
+        box[0] = time.monotonic()
 
 
 def _set_policy(tid: int, policy: int) -> None:
@@ -60,8 +67,9 @@ class LongCalls:
     def __init__(self, enabled: bool, long_call_ms: float = LONG_CALL_MS) -> None:
         self.enabled = enabled
         self.long_call_s = long_call_ms / 1000.0
-        self._running: dict[int, tuple[float, int, float]] = {}
-        """Per worker thread: when its call started, its CPU clock, its CPU time then."""
+        self._running: dict[int, tuple[float, int, float, list[float]]] = {}
+        """Per worker thread: when its call started, its CPU clock, its CPU time then, and
+        (in a box its thread updates) when it last called an import."""
         self._demoted: set[int] = set()
         self._lock = threading.Lock()
         self.demotions = 0
@@ -70,13 +78,16 @@ class LongCalls:
         tid = threading.get_native_id()
         if self.enabled:
             clock = time.pthread_getcpuclockid(threading.get_ident())
+            now = time.monotonic()
+            box = _local.box = [now]
             with self._lock:
-                self._running[tid] = (time.monotonic(), clock, time.clock_gettime(clock))
+                self._running[tid] = (now, clock, time.clock_gettime(clock), box)
         return tid
 
     def ended(self, tid: int) -> None:
         if not self.enabled:
             return
+        _local.box = None
         with self._lock:
             self._running.pop(tid, None)
             demoted = tid in self._demoted
@@ -93,14 +104,14 @@ class LongCalls:
         now = time.monotonic()
         with self._lock:
             late = []
-            for tid, (since, clock, cpu_then) in self._running.items():
-                if tid in self._demoted or now - since < self.long_call_s:
+            for tid, (_, clock, cpu_then, box) in self._running.items():
+                if tid in self._demoted or now - box[0] < self.long_call_s:
                     continue
                 try:
                     cpu = time.clock_gettime(clock) - cpu_then
                 except OSError:  # the thread has just ended
                     continue
-                if cpu >= self.long_call_s and cpu >= BUSY_SHARE * (now - since):
+                if cpu >= self.long_call_s:
                     late.append(tid)
             for tid in late:
                 try:
@@ -111,4 +122,4 @@ class LongCalls:
                 self.demotions += 1
 
 
-__all__ = ["BUSY_SHARE", "LONG_CALL_MS", "LongCalls", "can_demote"]
+__all__ = ["LONG_CALL_MS", "LongCalls", "can_demote", "import_called"]

@@ -17,6 +17,7 @@ from typing import Any
 from collections.abc import Callable
 
 from drupelet.node.runtime.errors import WasmtimeVersionError
+from drupelet.node.runtime.sched import import_called
 
 WASMTIME_SERIES = (50, 0)
 """The wasmtime-py release series whose internals this module relies on (pyproject pins
@@ -213,6 +214,7 @@ def _types_of(idx: int, ty_raw: Any, store: Any) -> tuple[list[Any], Any]:
 @ffi.wasmtime_component_func_callback_t  # type: ignore[untyped-decorator]
 def _func_impl(idx: Any, context: Any, ty_raw: Any, args: Any, nargs: int, results: Any, nresults: int) -> Any:
     def run(store: StoreContext) -> None:
+        import_called()
         key = idx or 0
         params, result_ty = _types_of(key, ty_raw, store)
         pyargs = [ty.convert_from_c(args[i]) for i, ty in enumerate(params)]
