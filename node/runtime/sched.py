@@ -23,16 +23,18 @@ import time
 log = logging.getLogger(__name__)
 
 LONG_CALL_MS = 20.0
-"""CPU time a call uses, and time without an import call, before it yields."""
+"""CPU time a call uses, and time computing since its last import call returned, before it yields."""
 
 _local = threading.local()
+IN_IMPORT = float("inf")
+"""The box's value while the call is inside an import: waiting there is not computing."""
 
 
-def import_called() -> None:
-    """Note that the calling worker thread's current call has just called an import."""
-    box = getattr(_local, "box", None)
-    if box is not None:
-        box[0] = time.monotonic()
+def import_box() -> list[float] | None:
+    """The calling worker thread's box: set it to IN_IMPORT while an import runs, and to
+    ``time.monotonic()`` when it returns. None outside an actor call (or when disabled)."""
+    box: list[float] | None = getattr(_local, "box", None)
+    return box
 
 
 def _set_policy(tid: int, policy: int) -> None:
@@ -105,7 +107,7 @@ class LongCalls:
         with self._lock:
             late = []
             for tid, (_, clock, cpu_then, box) in self._running.items():
-                if tid in self._demoted or now - box[0] < self.long_call_s:
+                if tid in self._demoted or box[0] == IN_IMPORT or now - box[0] < self.long_call_s:
                     continue
                 try:
                     cpu = time.clock_gettime(clock) - cpu_then
@@ -122,4 +124,4 @@ class LongCalls:
                 self.demotions += 1
 
 
-__all__ = ["LONG_CALL_MS", "LongCalls", "can_demote", "import_called"]
+__all__ = ["IN_IMPORT", "LONG_CALL_MS", "LongCalls", "can_demote", "import_box"]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from collections.abc import Callable
 
 from drupelet.node.runtime.errors import WasmtimeVersionError
-from drupelet.node.runtime.sched import import_called
+from drupelet.node.runtime.sched import IN_IMPORT, import_box
 
 WASMTIME_SERIES = (50, 0)
 """The wasmtime-py release series whose internals this module relies on (pyproject pins
@@ -214,13 +215,19 @@ def _types_of(idx: int, ty_raw: Any, store: Any) -> tuple[list[Any], Any]:
 @ffi.wasmtime_component_func_callback_t  # type: ignore[untyped-decorator]
 def _func_impl(idx: Any, context: Any, ty_raw: Any, args: Any, nargs: int, results: Any, nresults: int) -> Any:
     def run(store: StoreContext) -> None:
-        import_called()
-        key = idx or 0
-        params, result_ty = _types_of(key, ty_raw, store)
-        pyargs = [ty.convert_from_c(args[i]) for i, ty in enumerate(params)]
-        result = FUNCTIONS.get(key)(store, *pyargs)
-        if result_ty is not None:
-            result_ty.convert_to_c(store, result, results)
+        box = import_box()  # the call is in an import, not computing (sched.py)
+        if box is not None:
+            box[0] = IN_IMPORT
+        try:
+            key = idx or 0
+            params, result_ty = _types_of(key, ty_raw, store)
+            pyargs = [ty.convert_from_c(args[i]) for i, ty in enumerate(params)]
+            result = FUNCTIONS.get(key)(store, *pyargs)
+            if result_ty is not None:
+                result_ty.convert_to_c(store, result, results)
+        finally:
+            if box is not None:
+                box[0] = time.monotonic()
     return catch_exceptions(context, run)
 
 

@@ -375,6 +375,9 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
     def mark(key: str) -> str:
         return "MISSED" if key in over else ""
 
+    beside = results["p99_beside_hostile_ms"]
+    worst = max(beside, key=beside.__getitem__)  # p99_hostile_ratio is the worst kind's: its row carries the mark
+
     return [
         ["import call (node / raw wasmtime-py)", f"{results['import_call_us']:.1f} µs / {results['import_call_raw_us']:.1f} µs",
          f"{results['import_call_ratio']:.2f}×", f"≤ {TARGETS['import_call_ratio']}×", mark("import_call_ratio")],
@@ -395,9 +398,7 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
         ["per small actor instance", f"{results['instance_rss_mb']:.2f} MB", "", f"≤ {TARGETS['instance_rss_mb']:.0f} MB",
          mark("instance_rss_mb")],
         ["p99 of a normal actor's round trip, alone", f"{results['p99_alone_ms']:.2f} ms", "", "", ""],
-        *[[f"  beside {kind.replace('_', ' ')}", f"{results['p99_beside_hostile_ms'][kind]:.2f} ms",
-           f"{results['p99_beside_hostile_ms'][kind] / results['p99_alone_ms']:.2f}×",
-           f"≤ {TARGETS['p99_hostile_ratio']:.0f}×",
-           "MISSED" if results['p99_beside_hostile_ms'][kind] / results['p99_alone_ms'] > TARGETS['p99_hostile_ratio']
-           else ""] for kind in KINDS],
+        *[[f"  beside {kind.replace('_', ' ')}", f"{beside[kind]:.2f} ms", f"{beside[kind] / results['p99_alone_ms']:.2f}×",
+           f"≤ {TARGETS['p99_hostile_ratio']:.0f}×", mark("p99_hostile_ratio") if kind == worst else ""]
+          for kind in KINDS],
     ]
