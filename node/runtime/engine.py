@@ -362,7 +362,7 @@ class ActorInstance:
         self.store.set_epoch_deadline(self._ticks(deadline))
         bindings.set_current(self.ctx)
         self.stats.calls += 1
-        tid = self.runtime.long_calls.started()
+        tid = self.runtime.long_calls.started(deadline / 1000.0)
         try:
             result = func(self.store, *args)
             func.post_return(self.store)

@@ -66,24 +66,30 @@ class LongCalls:
     """The calls running now, by worker thread; :meth:`sweep` (from the epoch ticker)
     demotes those past :data:`LONG_CALL_MS`."""
 
-    def __init__(self, enabled: bool, long_call_ms: float = LONG_CALL_MS) -> None:
+    def __init__(self, enabled: bool, long_call_ms: float = LONG_CALL_MS, spare_s: float = 0.03) -> None:
         self.enabled = enabled
         self.long_call_s = long_call_ms / 1000.0
+        self.spare_s = spare_s
+        """A demoted call gets its priority back this long before its deadline: the trap that
+        ends it takes the GIL, and a thread holding the GIL at idle priority would keep the
+        event loop waiting while other processes have the CPU."""
         self._running: dict[int, tuple[float, int, float, list[float]]] = {}
-        """Per worker thread: when its call started, its CPU clock, its CPU time then, and
-        (in a box its thread updates) when it last called an import."""
+        """Per worker thread: its call's deadline, its CPU clock, its CPU time at the start,
+        and (in a box its thread updates) when it last returned from an import."""
         self._demoted: set[int] = set()
+        self._spared: set[int] = set()
         self._lock = threading.Lock()
         self.demotions = 0
 
-    def started(self) -> int:
+    def started(self, deadline_s: float) -> int:
+        """A call starts on this thread; it will be interrupted ``deadline_s`` from now."""
         tid = threading.get_native_id()
         if self.enabled:
             clock = time.pthread_getcpuclockid(threading.get_ident())
             now = time.monotonic()
             box = _local.box = [now]
             with self._lock:
-                self._running[tid] = (now, clock, time.clock_gettime(clock), box)
+                self._running[tid] = (now + deadline_s, clock, time.clock_gettime(clock), box)
         return tid
 
     def ended(self, tid: int) -> None:
@@ -94,6 +100,7 @@ class LongCalls:
             self._running.pop(tid, None)
             demoted = tid in self._demoted
             self._demoted.discard(tid)
+            self._spared.discard(tid)
         if demoted:
             try:
                 _set_policy(0, os.SCHED_OTHER)
@@ -105,8 +112,12 @@ class LongCalls:
             return
         now = time.monotonic()
         with self._lock:
-            late = []
-            for tid, (_, clock, cpu_then, box) in self._running.items():
+            late, spare = [], []
+            for tid, (deadline, clock, cpu_then, box) in self._running.items():
+                if deadline - now <= self.spare_s:
+                    if tid not in self._spared:
+                        spare.append(tid)
+                    continue
                 if tid in self._demoted or box[0] == IN_IMPORT or now - box[0] < self.long_call_s:
                     continue
                 try:
@@ -122,6 +133,14 @@ class LongCalls:
                     continue
                 self._demoted.add(tid)
                 self.demotions += 1
+            for tid in spare:
+                self._spared.add(tid)
+                if tid in self._demoted:
+                    try:
+                        _set_policy(tid, os.SCHED_OTHER)
+                    except OSError:
+                        continue
+                    self._demoted.discard(tid)
 
 
 __all__ = ["IN_IMPORT", "LONG_CALL_MS", "LongCalls", "can_demote", "import_box"]
