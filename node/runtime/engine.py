@@ -242,8 +242,7 @@ class Runtime:
                 [sys.executable, "-W", "ignore::RuntimeWarning:runpy", "-m", "drupelet.node.runtime.aot",
                  "--memory-limit", str(self.config.compile_memory_bytes), str(src), str(dst)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                # fewer malloc arenas: less address space reserved for nothing under the limit
-                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "MALLOC_ARENA_MAX": "2", "RUST_BACKTRACE": "0"},
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "RUST_BACKTRACE": "0"},
             )
             self._compiling = proc
         try:
