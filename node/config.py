@@ -79,7 +79,7 @@ class NatsSection(_Section):
     embedded_port: Annotated[int, Meta(ge=0, le=65535, description="client port of the embedded server "
                                                                    "(0: any free port)")] = 4222
     embedded_jetstream: Annotated[bool, Meta(description="enable JetStream on the embedded server")] = True
-    connect_timeout_s: Annotated[float, Meta(gt=0, description="how long to wait for the first connection")] = 5.0
+    connect_timeout_s: Annotated[float, Meta(gt=0, le=3600, description="how long to wait for the first connection")] = 5.0
     creds: Annotated[str, Meta(description="NATS credentials file for the connection")] = ""
     jetstream_domain: Annotated[str, Meta(description="JetStream domain of the lattice's shared artifacts and "
                                                       "state (the hub's, in a leaf setup); empty: the connected "
@@ -99,38 +99,73 @@ class NatsSection(_Section):
         "default: true when creds or hub_creds is set"))] = None
 
 
-class LimitsSection(_Section):
-    """``[limits]``"""
+MIB = 1 << 20
+NATS_MAX_PAYLOAD_BYTES = 64 * MIB
+"""nats-server's own ceiling on one message (its max_payload is 1 MiB by default)."""
 
-    call_deadline_ms: Annotated[int, Meta(gt=0, description="how long one call into an actor may run "
-                                                            "(epoch deadline)")] = 5000
-    max_memory_bytes: Annotated[int, Meta(gt=0, description="linear-memory cap per actor instance")] = 256 << 20
-    max_payload_bytes: Annotated[int, Meta(gt=0, description="largest message body or value an actor may send "
-                                                             "or receive")] = 1 << 20
-    max_queue: Annotated[int, Meta(gt=0, description="messages waiting per actor before deliveries are "
-                                                     "refused")] = 1000
-    stop_timeout_s: Annotated[float, Meta(ge=0, description="how long stopping an actor waits for in-flight "
-                                                            "calls")] = 5.0
-    remote_call_timeout_ms: Annotated[int, Meta(gt=0, description="deadline of a call to a provider on another "
-                                                                  "node (a link's timeout_ms config overrides "
-                                                                  "it)")] = 2000
-    health_check_interval_s: Annotated[float, Meta(gt=0, description="how often provider health is read; a "
-                                                                     "change is an event")] = 5.0
-    heartbeat_interval_s: Annotated[float, Meta(gt=0, description="how often the node publishes a heartbeat "
-                                                                  "event with its inventory")] = 30.0
-    trap_backoff_base_ms: Annotated[int, Meta(ge=0, description="first delay before replacing an instance that "
-                                                                "keeps trapping")] = 100
-    trap_backoff_max_ms: Annotated[int, Meta(ge=0, description="longest such delay (at least "
-                                                               "trap_backoff_base_ms)")] = 30000
+
+class LimitsSection(_Section):
+    """``[limits]``: what one actor, one message or one request may cost the node (README, "Limits")."""
+
+    call_deadline_ms: Annotated[int, Meta(ge=1, le=600_000, description="how long one call into an actor may run "
+                                                                         "(epoch deadline)")] = 5000
+    max_memory_bytes: Annotated[int, Meta(ge=64 << 10, le=4 << 30, description=(
+        "linear-memory cap per actor instance"))] = 256 * MIB
+    memory_budget_bytes: Annotated[int, Meta(ge=0, le=1 << 40, description=(
+        "the node's memory budget for actors: a start or scale whose instances × max_memory_bytes, with every "
+        "other actor's, would exceed it is refused; 0: three quarters of the machine's memory"))] = 0
+    max_instances: Annotated[int, Meta(ge=1, le=1000, description="instances one actor may run on this node")] = 100
+    max_payload_bytes: Annotated[int, Meta(ge=1, le=NATS_MAX_PAYLOAD_BYTES, description=(
+        "largest message body or value an actor may send or receive (a remote call carries it base64-encoded: "
+        "512 KiB stays under nats-server's 1 MiB default max_payload)"))] = 512 << 10
+    max_queue: Annotated[int, Meta(ge=1, le=100_000, description="messages waiting per actor before deliveries "
+                                                                  "are refused")] = 1000
+    actor_queue_bytes: Annotated[int, Meta(ge=1, le=1 << 40, description=(
+        "message bytes waiting per actor (its queue and its deliveries in flight) before deliveries are refused "
+        "with overloaded; at least max_payload_bytes"))] = 8 * MIB
+    node_queue_bytes: Annotated[int, Meta(ge=1, le=1 << 40, description=(
+        "message bytes waiting for all actors of the node together before deliveries are refused with "
+        "overloaded; at least actor_queue_bytes"))] = 32 * MIB
+    publish_bytes_per_s: Annotated[int, Meta(ge=1024, le=1 << 40, description=(
+        "bytes per second one actor may publish or send as requests (bursts of twice max_payload_bytes); past "
+        "it a publish waits, and after a second is refused with busy"))] = 8 * MIB
+    log_line_bytes: Annotated[int, Meta(ge=64, le=MIB, description=(
+        "longest actor log line; a longer one is cut there and says how much was cut"))] = 4096
+    log_lines_per_s: Annotated[float, Meta(ge=0.1, le=100_000, description=(
+        "actor log lines per second, per actor, kept on average; lines beyond the rate and its burst are dropped "
+        "and counted (actor list: logs_dropped)"))] = 50.0
+    log_burst_lines: Annotated[int, Meta(ge=1, le=100_000, description=(
+        "actor log lines let through at once above the rate"))] = 200
+    stop_timeout_s: Annotated[float, Meta(ge=0, le=600, description="how long stopping an actor waits for "
+                                                                    "in-flight calls")] = 5.0
+    remote_call_timeout_ms: Annotated[int, Meta(ge=1, le=600_000, description=(
+        "deadline of a call to a provider on another node (a link's timeout_ms config overrides it)"))] = 2000
+    health_check_interval_s: Annotated[float, Meta(ge=0.05, le=3600, description=(
+        "how often provider health is read; a change is an event"))] = 5.0
+    heartbeat_interval_s: Annotated[float, Meta(ge=0.05, le=3600, description=(
+        "how often the node publishes a heartbeat event with its inventory"))] = 30.0
+    trap_backoff_base_ms: Annotated[int, Meta(ge=0, le=3_600_000, description=(
+        "first delay before replacing an instance that keeps trapping"))] = 100
+    trap_backoff_max_ms: Annotated[int, Meta(ge=0, le=3_600_000, description=(
+        "longest such delay (at least trap_backoff_base_ms)"))] = 30000
 
 
 class RuntimeSection(_Section):
     """``[runtime]``"""
 
-    epoch_tick_ms: Annotated[int, Meta(gt=0, description="granularity of call deadlines")] = 10
+    epoch_tick_ms: Annotated[int, Meta(ge=1, le=1000, description="granularity of call deadlines")] = 10
     compile_in_subprocess: Annotated[bool, Meta(description="compile components in a short-lived child "
                                                             "process")] = True
+    compile_memory_bytes: Annotated[int, Meta(ge=0, le=1 << 40, description=(
+        "address space the compile child may take (RLIMIT_AS); a compile past it is refused, saying so; 0: no "
+        "limit"))] = 1 << 30
+    compile_timeout_s: Annotated[float, Meta(ge=1, le=3600, description="longest a compile may run")] = 600.0
+    compile_queue: Annotated[int, Meta(ge=0, le=1000, description=(
+        "compiles that may wait while one runs (one runs at a time); one more is refused"))] = 8
     cache_dir: Annotated[str, Meta(description="compile cache; default: <data_dir>/cache")] = ""
+    cache_budget_bytes: Annotated[int, Meta(ge=0, le=1 << 40, description=(
+        "disk the compile cache and the artifact cache may take together; past it, the files no running actor "
+        "uses are deleted, least recently used first; 0: no limit"))] = 2 << 30
 
 
 class TrustSection(_Section):
@@ -140,7 +175,7 @@ class TrustSection(_Section):
                                                 "[]: any valid signature")] = []
     allow_unsigned: Annotated[bool, Meta(description="run actors without claims (each with a WARNING); the SD "
                                                      "image's boot file sets false")] = True
-    clock_skew_s: Annotated[float, Meta(ge=0, description="slack allowed on the claims' expiry and not-before "
+    clock_skew_s: Annotated[float, Meta(ge=0, le=86400, description="slack allowed on the claims' expiry and not-before "
                                                           "times")] = 300.0
 
 
@@ -149,7 +184,8 @@ class ActorEntry(_Section):
 
     name: Annotated[str, Meta(description="actor name")]
     file: Annotated[str, Meta(description="path to the component, relative to the config file")]
-    instances: Annotated[int, Meta(ge=1, le=1000, description="how many instances to run")] = 1
+    instances: Annotated[int, Meta(ge=1, le=1000, description="how many instances to run (at most "
+                                                            "limits.max_instances)")] = 1
     config: Annotated[dict[str, Scalar], Meta(description="config values the actor reads through "
                                                            "wasi:config")] = {}
 
@@ -248,8 +284,16 @@ class NodeConfig:
     nats_authenticated: bool | None = _d(NatsSection, "authenticated")
     call_deadline_ms: int = _d(LimitsSection, "call_deadline_ms")
     max_memory_bytes: int = _d(LimitsSection, "max_memory_bytes")
+    memory_budget_bytes: int = _d(LimitsSection, "memory_budget_bytes")
+    max_instances: int = _d(LimitsSection, "max_instances")
     max_payload_bytes: int = _d(LimitsSection, "max_payload_bytes")
     max_queue: int = _d(LimitsSection, "max_queue")
+    actor_queue_bytes: int = _d(LimitsSection, "actor_queue_bytes")
+    node_queue_bytes: int = _d(LimitsSection, "node_queue_bytes")
+    publish_bytes_per_s: int = _d(LimitsSection, "publish_bytes_per_s")
+    log_line_bytes: int = _d(LimitsSection, "log_line_bytes")
+    log_lines_per_s: float = _d(LimitsSection, "log_lines_per_s")
+    log_burst_lines: int = _d(LimitsSection, "log_burst_lines")
     stop_timeout_s: float = _d(LimitsSection, "stop_timeout_s")
     heartbeat_interval_s: float = _d(LimitsSection, "heartbeat_interval_s")
     health_check_interval_s: float = _d(LimitsSection, "health_check_interval_s")
@@ -258,6 +302,10 @@ class NodeConfig:
     trap_backoff_max_ms: int = _d(LimitsSection, "trap_backoff_max_ms")
     epoch_tick_ms: int = _d(RuntimeSection, "epoch_tick_ms")
     compile_in_subprocess: bool = _d(RuntimeSection, "compile_in_subprocess")
+    compile_memory_bytes: int = _d(RuntimeSection, "compile_memory_bytes")
+    compile_timeout_s: float = _d(RuntimeSection, "compile_timeout_s")
+    compile_queue: int = _d(RuntimeSection, "compile_queue")
+    cache_budget_bytes: int = _d(RuntimeSection, "cache_budget_bytes")
     cache_dir: Path | None = None
     trust_keys: list[str] = _d(TrustSection, "keys")
     trust_allow_unsigned: bool = _d(TrustSection, "allow_unsigned")
@@ -278,6 +326,11 @@ class NodeConfig:
     def compile_cache_dir(self) -> Path:
         return self.cache_dir or (self.data_dir / "cache")
 
+    @property
+    def artifact_cache_dir(self) -> Path:
+        """Where the node keeps the artifacts it fetched from the lattice."""
+        return self.data_dir / "artifacts"
+
     def check(self) -> None:
         """Checks across keys and of values set in code or on the command line (the
         file's values were checked against the declarations when it was parsed)."""
@@ -297,15 +350,20 @@ class NodeConfig:
                                   key=f"nats.{key}", path=self.source)
         _convert({"clock_skew_s": self.trust_clock_skew_s}, TrustSection, "trust", self.source)
         check_issuer_keys(self.trust_keys, "trust.keys", self.source)
-        if self.trap_backoff_max_ms < self.trap_backoff_base_ms:
-            raise ConfigError(f"must be at least limits.trap_backoff_base_ms ({self.trap_backoff_base_ms}), "
-                              f"got {self.trap_backoff_max_ms}", key="limits.trap_backoff_max_ms", path=self.source)
+        for key, low_key in (("trap_backoff_max_ms", "trap_backoff_base_ms"),
+                             ("actor_queue_bytes", "max_payload_bytes"), ("node_queue_bytes", "actor_queue_bytes")):
+            if getattr(self, key) < getattr(self, low_key):
+                raise ConfigError(f"must be at least limits.{low_key} ({getattr(self, low_key)}), got "
+                                  f"{getattr(self, key)}", key=f"limits.{key}", path=self.source)
         seen: set[str] = set()
         for i, link in enumerate(self.links):
             check_config_table(link.config, f"links[{i}].config", self.source)
         for i, actor in enumerate(self.actors):
             check_config_table(actor.config, f"actors[{i}].config", self.source)
             _check_name(actor.name, f"actors[{i}].name", self.source)
+            if not 1 <= actor.instances <= self.max_instances:
+                raise ConfigError(f"must be between 1 and limits.max_instances ({self.max_instances}), got "
+                                  f"{actor.instances}", key=f"actors[{i}].instances", path=self.source)
             if actor.name in seen:
                 raise ConfigError(f"actor {actor.name!r} is declared twice", key=f"actors[{i}].name",
                                   path=self.source)

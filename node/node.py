@@ -127,7 +127,7 @@ class Node:
             await self.port.start()
             await self.host.start(self.port)
             domain = cfg.nats_jetstream_domain or (HUB_JETSTREAM_DOMAIN if cfg.nats_hub_url else None)
-            self.artifacts = ArtifactStore(nc, self.lattice, cfg.data_dir / "artifacts", domain=domain)
+            self.artifacts = ArtifactStore(nc, self.lattice, cfg.artifact_cache_dir, domain=domain)
             self.state = LatticeState(self.lattice, self.name, cfg.data_dir / "state.json",
                                       may_create=not cfg.authenticated)
             self.desired = DesiredState(self.host, self.state, self.artifacts, config_links=cfg.links,
@@ -220,6 +220,8 @@ class Node:
         assert self.state is not None and self.desired is not None and self.nats is not None
         await asyncio.to_thread(self.state.load_local)
         await self.desired.restore()
+        if self.control is not None:
+            self.control.mark_ready()  # the disk copy is applied: requests see this node as it is
         if not await self.state.connect(self.nats, domain=domain):
             log.warning("lattice state bucket unreachable; running from the local copy and retrying")
 

@@ -48,6 +48,8 @@ from .base import (Denied, Link, Message, PayloadTooLarge, Provider, ProviderCon
 log = logging.getLogger(__name__)
 
 MIN_REQUEST_TIMEOUT_MS = 1
+HEADER_ROOM_BYTES = 4096
+"""Kept free under the NATS server's max_payload for the headers and subject a message carries."""
 
 
 def subjects_of(link: Link, key: str = "subscriptions") -> list[str]:
@@ -159,7 +161,13 @@ class MessagingProvider(Provider):
         return nc
 
     def _check_body(self, body: bytes) -> None:
+        """The node's max_payload_bytes, and the NATS server's own max_payload (with room
+        for the headers a delivery carries), whichever is smaller."""
         limit = self.context.max_payload_bytes
+        nc = self.context.nats
+        server_limit = getattr(nc, "max_payload", 0) if nc is not None else 0
+        if isinstance(server_limit, int) and server_limit > 0:
+            limit = min(limit, server_limit - HEADER_ROOM_BYTES)
         if len(body) > limit:
             raise PayloadTooLarge(len(body), limit, provider=self.name)
 

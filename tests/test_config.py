@@ -212,11 +212,45 @@ def test_bad_lattice_name(tmp_path: Path) -> None:
     assert config_error(tmp_path, '[node]\nlattice = "a.b"\n').key == "node.lattice"
 
 
-@pytest.mark.parametrize("key", ["call_deadline_ms", "max_memory_bytes", "max_payload_bytes", "max_queue"])
+@pytest.mark.parametrize("key", ["call_deadline_ms", "max_payload_bytes", "max_queue", "max_instances"])
 def test_limit_must_be_positive(tmp_path: Path, key: str) -> None:
     err = config_error(tmp_path, f"[limits]\n{key} = -1\n")
     assert err.key == f"limits.{key}"
-    assert "expected an integer >= 1, got -1" in str(err)
+    assert "expected an integer >= 1" in str(err) and "got -1" in str(err)
+
+
+def test_every_numeric_key_has_a_range_in_its_declaration() -> None:
+    from drupelet.node.config import ENTRIES, SECTIONS
+    from drupelet.node.lattice.wire import meta_of
+
+    for name, cls in {**SECTIONS, **ENTRIES}.items():
+        for f in msgspec.structs.fields(cls):
+            base = f.type.__origin__ if hasattr(f.type, "__metadata__") else f.type
+            if base not in (int, float):
+                continue
+            meta = meta_of(f.type)
+            assert meta is not None, f"{name}.{f.name} has no bounds"
+            assert meta.ge is not None or meta.gt is not None, f"{name}.{f.name} has no lower bound"
+            assert meta.le is not None or meta.lt is not None, f"{name}.{f.name} has no upper bound"
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[limits]\nheartbeat_interval_s = 0.000001\n", "limits.heartbeat_interval_s"),
+    ("[limits]\nhealth_check_interval_s = 0.000001\n", "limits.health_check_interval_s"),
+    ("[limits]\nstop_timeout_s = nan\n", "limits.stop_timeout_s"),
+    ("[limits]\nstop_timeout_s = inf\n", "limits.stop_timeout_s"),
+    ("[limits]\nlog_lines_per_s = inf\n", "limits.log_lines_per_s"),
+    ("[limits]\nmax_payload_bytes = 100000000\n", "limits.max_payload_bytes"),
+    ("[limits]\nmax_payload_bytes = 4096\nactor_queue_bytes = 1024\n", "limits.actor_queue_bytes"),
+    ("[limits]\nnode_queue_bytes = 1024\nactor_queue_bytes = 4096\nmax_payload_bytes = 2048\n",
+     "limits.node_queue_bytes"),
+    ('[limits]\nmax_instances = 4\n[[actors]]\nname = "a"\nfile = "a.wasm"\ninstances = 5\n', "actors[0].instances"),
+    ('[[actors]]\nname = "a"\nfile = "a.wasm"\ninstances = 5000\n', "actors[0].instances"),
+    ('[[actors]]\nname = "a"\nfile = "a.wasm"\ninstances = 0\n', "actors[0].instances"),
+    ("[runtime]\ncompile_queue = -1\n", "runtime.compile_queue"),
+])
+def test_a_value_out_of_its_range_is_refused_at_load_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    assert config_error(tmp_path, text).key == key
 
 
 @pytest.mark.parametrize("key", ["stop_timeout_s", "trap_backoff_base_ms"])

@@ -89,8 +89,9 @@ async def _list(args: argparse.Namespace, client: LatticeClient) -> int:
         for a in await client.node(n["name"], "actor.list"):
             data.append(a | {"node": n["name"]})
             rows.append([n["name"], a["name"], str(a["instances"]), a["digest"][:12], str(a["calls"]),
-                         str(a["traps"]), *signer(a)])
-    emit(args, data, table(rows, ["node", "actor", "instances", "digest", "calls", "traps", *SIGNER_HEADERS]))
+                         str(a["traps"]), str(a.get("logs_dropped", 0)), *signer(a)])
+    emit(args, data, table(rows, ["node", "actor", "instances", "digest", "calls", "traps", "logs dropped",
+                                  *SIGNER_HEADERS]))
     return 0
 
 

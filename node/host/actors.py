@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from drupelet.providers.base import HttpExchange, Link, NotLinked, Provider, handling
+from drupelet.providers.base import Busy, HttpExchange, Link, NotLinked, Provider, handling
 
+from drupelet.node.host.budgets import ByteBudget, ByteRate, LogLimiter
 from drupelet.node.host.errors import ActorStopped, Overloaded, PayloadTooLarge
 from drupelet.node.runtime.errors import CallFailed, StartRefused, Trapped
 from drupelet.node.runtime import ActorInstance, Limits, LoadedComponent, Runtime
@@ -43,6 +44,10 @@ class Delivery:
 
 
 _STOP = object()
+LOG_DROP_PAUSE_S = 0.001
+"""How long an instance waits after each log line it had dropped."""
+LOG_DROP_REPORT_S = 5.0
+"""How often at most the node's log says how many of an actor's lines were dropped."""
 RETIRE_POLL_S = 0.5
 """How soon an idle worker that was retired notices (another worker may take its token)."""
 
@@ -63,13 +68,19 @@ class ActorImports:
         self._actor = actor
 
     def log(self, level: str, context: str, message: str) -> None:
-        self._actor.log_sink(self.actor, level, context, message)
+        self._actor.log(level, context, message)
 
     def config_get(self, key: str) -> str | None:
         return self._actor.config_values().get(key)
 
     def config_all(self) -> list[tuple[str, str]]:
         return sorted(self._actor.config_values().items())
+
+    def outbound(self, size: int) -> None:
+        rate = self._actor.send_rate
+        if not rate.spend(size):
+            raise Busy(f"actor {self.actor!r} sends more than limits.publish_bytes_per_s ({rate.per_s:.0f} bytes "
+                       f"a second); this message of {size} bytes would wait more than {rate.max_wait_s:g} s")
 
     def resolve(self, interface: str) -> tuple[Provider, Link]:
         return self._actor.resolver(self.actor, interface)
@@ -79,7 +90,8 @@ class Actor:
     def __init__(self, name: str, loaded: LoadedComponent, runtime: Runtime, limits: Limits, *,
                  config: dict[str, str], resolver: Resolver, link_config: Callable[[str], dict[str, str]],
                  log_sink: LogSink, max_queue: int, backoff_base_ms: int, backoff_max_ms: int,
-                 source: str = "", identity: Identity | None = None) -> None:
+                 source: str = "", identity: Identity | None = None, budget: ByteBudget | None = None,
+                 logs: LogLimiter | None = None, send_rate: ByteRate | None = None) -> None:
         self.name = name
         self.loaded = loaded
         self.runtime = runtime
@@ -91,6 +103,11 @@ class Actor:
         self.source = source
         self.identity = identity or Identity(None, "")
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self.budget = budget or ByteBudget(1 << 62)
+        """Message bytes queued or being handled (``limits.actor_queue_bytes``; its parent is the node's)."""
+        self.logs = logs or LogLimiter(1 << 20, 1e9, 1 << 30)
+        self.send_rate = send_rate or ByteRate(1e12, 1 << 40)
+        self._logs_reported_at = 0.0
         self.imports = ActorImports(self)
         self.backoff_base_ms = backoff_base_ms
         self.backoff_max_ms = backoff_max_ms
@@ -115,18 +132,33 @@ class Actor:
         with self._lock:
             return len(self._workers)
 
+    def log(self, level: str, context: str, message: str) -> None:
+        """One log line of the actor, through its limits: cut to ``log_line_bytes``, dropped
+        (and counted) past ``log_lines_per_s``; how many were dropped is logged every few seconds."""
+        admitted = self.logs.admit()
+        if self.logs.unreported and time.monotonic() - self._logs_reported_at >= LOG_DROP_REPORT_S:
+            self._logs_reported_at = time.monotonic()
+            gone = self.logs.take_unreported()
+            log.warning("actor %s: %d log line(s) dropped (limits.log_lines_per_s = %g, log_burst_lines = %d); "
+                        "%d since it started", self.name, gone, self.logs.per_s, self.logs.burst, self.logs.dropped)
+        if admitted:
+            self.log_sink(self.name, level, context, self.logs.cut(message))
+        else:  # the actor is logging past its rate: it waits a little (others get the CPU and the GIL)
+            time.sleep(LOG_DROP_PAUSE_S)
+
     def _stdout(self, stream: str) -> Callable[[bytes], None]:
         buffer = bytearray()
+        level = "info" if stream == "stdout" else "warn"
 
         def write(data: bytes) -> None:
             buffer.extend(data)
-            while b"\n" in buffer:
-                line, _, rest = bytes(buffer).partition(b"\n")
+            if b"\n" in data:
+                *lines, rest = bytes(buffer).split(b"\n")
                 buffer[:] = rest
-                self.log_sink(self.name, "info" if stream == "stdout" else "warn", stream,
-                              line.decode("utf-8", "replace"))
-            if len(buffer) > 4096:
-                self.log_sink(self.name, "info", stream, bytes(buffer).decode("utf-8", "replace"))
+                for line in lines:
+                    self.log(level, stream, line.decode("utf-8", "replace"))
+            if len(buffer) > self.logs.line_bytes:
+                self.log(level, stream, bytes(buffer).decode("utf-8", "replace"))
                 buffer.clear()
 
         return write
@@ -193,12 +225,20 @@ class Actor:
                 limit=self.limits.max_payload_bytes)
         if self.instances == 0:
             raise ActorStopped(f"actor {self.name!r} has no running instance", actor=self.name)
+        full = self.budget.take(size)
+        if full is not None:
+            which = "its limits.actor_queue_bytes" if full is self.budget else "the node's limits.node_queue_bytes"
+            raise Overloaded(f"actor {self.name!r}: a message of {size} bytes does not fit {which} "
+                             f"({full.used} of {full.limit} bytes wait); try again later", actor=self.name)
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         try:
             self.queue.put_nowait((work, fut))
         except queue.Full:
+            self.budget.give(size)
             raise Overloaded(f"actor {self.name!r} has {self.queue.qsize()} messages waiting; try again later",
                              actor=self.name) from None
+        if size:
+            fut.add_done_callback(lambda _: self.budget.give(size))
         return fut
 
     def stop(self, timeout_s: float) -> None:
@@ -253,6 +293,8 @@ class Actor:
             "calls": self.calls,
             "traps": self.traps,
             "queued": self.queue.qsize(),
+            "queued_bytes": self.budget.used,
+            "logs_dropped": self.logs.dropped,
             "started_at": self.started_at,
             **self.identity.describe(),
         }

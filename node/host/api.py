@@ -98,6 +98,11 @@ class HostApi(Protocol):
 
     def list_actors(self) -> list[dict[str, Any]]: ...
 
+    def actor_load(self, name: str) -> float:
+        """How full the actor's queue is, 0 to 1: the most used of its message count, its
+        bytes and the node's bytes (0 for an actor that does not run here)."""
+        ...
+
     def set_actor_config(self, name: str, config: dict[str, str]) -> None: ...
 
     async def deliver(self, actor: str, subject: str, body: bytes, reply_to: str | None = None,

@@ -29,6 +29,7 @@ from drupelet.node.config import LABEL_KEY, NAME, ActorSpec, NodeConfig
 from drupelet.node.errors import DrupeletError
 from drupelet.node.host.actors import LEVELS, Actor, Delivery
 from drupelet.node.host.api import EventListener, LatticePort
+from drupelet.node.host.budgets import ByteBudget, ByteRate, LogLimiter, admit, memory_budget, prune_caches
 from drupelet.node.host.errors import (ActorExists, ActorNotFound, HandlerError, InvalidRequest, LinkError,
                                        ProviderFailed, ProviderNotFound, hardware_error)
 from drupelet.node.host.links import LinkDef, LinkTable, link_interfaces, package_matches, parse_interface
@@ -65,6 +66,9 @@ class Host:
         self._event_listeners: list[EventListener] = []
         self.logbook = Logbook(config.name)
         self.trust = ActorTrust(config, self.emit)
+        self.queue_budget = ByteBudget(config.node_queue_bytes)
+        """Message bytes waiting for all actors (``limits.node_queue_bytes``)."""
+        self.memory_budget_bytes = memory_budget(config.memory_budget_bytes)
 
     # -- who this is ------------------------------------------------------------------
 
@@ -137,7 +141,10 @@ class Host:
         try:
             self.runtime = await asyncio.to_thread(
                 Runtime, RuntimeConfig(cache_dir=cfg.compile_cache_dir, epoch_tick_ms=cfg.epoch_tick_ms,
-                                       compile_in_subprocess=cfg.compile_in_subprocess))
+                                       compile_in_subprocess=cfg.compile_in_subprocess,
+                                       compile_timeout_s=cfg.compile_timeout_s,
+                                       compile_memory_bytes=cfg.compile_memory_bytes,
+                                       compile_queue=cfg.compile_queue))
             for name, cls in sorted(discover_providers().items()):
                 if not enabled(cfg.providers, name):
                     log.info("provider %s is disabled by config", name)
@@ -289,10 +296,15 @@ class Host:
                 raise StartRefused(f"actor {name!r}: node {self.name} is stopping", actor=name)
             if name in self.actors:
                 raise ActorExists(f"actor {name!r} is already running; stop it or scale it", actor=name)
+            self._admit(name, instances)
+            cfg = self.config
             actor = Actor(name, loaded, runtime, self.limits, config=dict(config or {}), resolver=self._resolve,
-                          link_config=self._link_config, log_sink=self._actor_log, max_queue=self.config.max_queue,
-                          backoff_base_ms=self.config.trap_backoff_base_ms,
-                          backoff_max_ms=self.config.trap_backoff_max_ms, source=source, identity=identity)
+                          link_config=self._link_config, log_sink=self._actor_log, max_queue=cfg.max_queue,
+                          backoff_base_ms=cfg.trap_backoff_base_ms, backoff_max_ms=cfg.trap_backoff_max_ms,
+                          source=source, identity=identity,
+                          budget=ByteBudget(cfg.actor_queue_bytes, parent=self.queue_budget),
+                          logs=LogLimiter(cfg.log_line_bytes, cfg.log_lines_per_s, cfg.log_burst_lines),
+                          send_rate=ByteRate(cfg.publish_bytes_per_s, 2 * cfg.max_payload_bytes))
             await asyncio.to_thread(actor.scale, instances)
             self.actors[name] = actor
             try:
@@ -309,6 +321,8 @@ class Host:
                 log.warning("provider %s: actor %s started: %s", pname, name, exc.message)
         log.info("actor %s started: %d instance(s) of %s (%s, %.1f ms to load)", name, instances,
                  loaded.digest[:12], "cached" if loaded.from_cache else "compiled", loaded.load_ms)
+        if not loaded.from_cache:
+            await self.prune_caches()
         self.emit("actor_started", {"actor": name, "digest": loaded.digest, "instances": instances,
                                     **identity.describe()})
         return actor.describe() | {"from_cache": loaded.from_cache, "load_ms": loaded.load_ms}
@@ -348,8 +362,26 @@ class Host:
             raise StartRefused("instances must be at least 1; use stop to stop an actor", actor=name)
         async with self._actor_lock:
             actor = self._actor(name)
+            self._admit(name, instances)
             await asyncio.to_thread(actor.scale, instances)
             return actor.describe()
+
+    def _admit(self, name: str, instances: int) -> None:
+        """The per-actor instance cap, and the node's memory budget: every actor's instances
+        × the per-instance memory cap. StartRefused naming the budget."""
+        others = sum(a.instances for n, a in self.actors.items() if n != name)
+        why = admit(instances, others, cap=self.config.max_instances, per_instance=self.limits.max_memory_bytes,
+                    budget=self.memory_budget_bytes)
+        if why is not None:
+            raise StartRefused(f"actor {name!r} on node {self.name}: {why}", actor=name)
+
+    async def prune_caches(self) -> None:
+        """Keep the compile and artifact caches within ``cache_budget_bytes``, sparing what
+        running actors use."""
+        cfg = self.config
+        in_use = {a.loaded.digest for a in self.actors.values()}
+        await asyncio.to_thread(prune_caches, [cfg.compile_cache_dir, cfg.artifact_cache_dir],
+                                cfg.cache_budget_bytes, in_use)
 
     def _actor(self, name: str) -> Actor:
         actor = self.actors.get(name)
@@ -369,6 +401,14 @@ class Host:
 
     def list_actors(self) -> list[dict[str, Any]]:
         return [a.describe() for _, a in sorted(self.actors.items())]
+
+    def actor_load(self, name: str) -> float:
+        actor = self.actors.get(name)
+        if actor is None:
+            return 0.0
+        node = self.queue_budget
+        return max(actor.queue.qsize() / max(1, actor.queue.maxsize), actor.budget.used / actor.budget.limit,
+                   node.used / node.limit)
 
     # -- deliveries -----------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from drupelet.node.lattice import protocol, requests, subjects
 from drupelet.node.lattice.artifacts import ArtifactStore, resolve_ref
 from drupelet.node.lattice.connect import synced, unsubscribe_all
 from drupelet.node.lattice.desired import DesiredState
-from drupelet.node.lattice.errors import BadRequest, StateUnavailable, UnknownRequest
+from drupelet.node.lattice.errors import BadRequest, Starting, StateUnavailable, UnknownRequest
 from drupelet.node.lattice.requests import (ActorList, ActorScale, ActorStart, ActorStop, ConfigGet, DisplaySnapshot,
                                             GpioRead, GpioSimulate, GpioWrite, Inventory, LabelsDel, LabelsPut,
                                             LinkList, LogsRecent, ProviderStart, ProviderStop, R, Request,
@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 30.0
 HEALTH_CHECK_INTERVAL_S = 5.0
+STARTING_WAIT_S = 2.0
+"""How long a request that comes while the node restores its state waits for it, before
+the reply says the node is starting."""
+QUIET_CODES = frozenset({"bad-request", "unknown-request"})
+"""Refusals of malformed requests, logged at debug: a flood of them must not flood the journal."""
 
 Handler = Callable[[Request], Awaitable[Any]]
 NatsInfo = Callable[[], dict[str, Any]]
@@ -78,6 +83,9 @@ class ControlPlane:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._closed = False
+        self._ready = asyncio.Event()
+        """Set once the node has applied its state (:meth:`mark_ready`): requests before
+        then would see a node without its actors and links."""
         self.node_verbs: dict[str, Handler] = {
             "inventory": Route(Inventory, self._inventory),
             "actor.start": Route(ActorStart, self._actor_start),
@@ -115,6 +123,14 @@ class ControlPlane:
         await synced(self.nc)
         self._heartbeat = asyncio.create_task(self._heartbeats())
 
+    def mark_ready(self) -> None:
+        """The node's state is restored: answer requests from now on."""
+        self._ready.set()
+
+    @property
+    def starting(self) -> bool:
+        return not self._ready.is_set()
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -141,7 +157,10 @@ class ControlPlane:
 
     async def _on_ping(self, msg: Msg) -> None:
         if msg.reply:
-            await self.nc.publish(msg.reply, protocol.ok(self.host.summary()))
+            summary = self.host.summary()
+            if self.starting:  # answered at once, so the node is seen; its counts are not final yet
+                summary["starting"] = True
+            await self._publish_reply(msg.reply, protocol.ok(summary), "ping")
 
     async def _on_node_request(self, msg: Msg) -> None:
         prefix = subjects.node_control(self.lattice, self.node, "")
@@ -158,19 +177,42 @@ class ControlPlane:
         try:
             if handler is None:
                 raise UnknownRequest(f"unknown request {verb!r} (known: {', '.join(sorted(self.node_verbs))})")
-            result = await handler(requests.parse(verb, protocol.parse_request(msg.data)))
-            reply = protocol.ok(result)
+            request = requests.parse(verb, protocol.parse_request(msg.data))
+            await self._wait_ready()
+            reply = protocol.ok(await handler(request))
         except DrupeletError as exc:
-            log.info("control %s refused: %s", verb, exc.message)
+            log.log(logging.DEBUG if exc.code in QUIET_CODES else logging.INFO, "control %s refused: %s", verb,
+                    exc.message)
             reply = protocol.error(exc.code, exc.message)
         except Exception as exc:  # a bug: answer, log the trace, keep serving
             log.exception("control %s failed", verb)
             reply = protocol.error("internal", f"{type(exc).__name__}: {exc}")
         if msg.reply:
-            try:
-                await self.nc.publish(msg.reply, reply)
-            except Exception as exc:
-                log.warning("cannot send the reply to %s: %s", verb, exc)
+            await self._publish_reply(msg.reply, reply, verb)
+
+    async def _wait_ready(self) -> None:
+        if self._ready.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._ready.wait(), STARTING_WAIT_S)
+        except asyncio.TimeoutError:
+            raise Starting(f"node {self.node} is starting: it is restoring its actors and links from its state; "
+                           "try again in a moment") from None
+
+    async def _publish_reply(self, reply_to: str, reply: bytes, verb: str) -> None:
+        """Send a reply; one past the server's max payload is replaced by an error that says so."""
+        limit = self.nc.max_payload
+        if limit and len(reply) > limit:
+            log.warning("the reply to %s is %d bytes, past the NATS server's max_payload of %d", verb, len(reply),
+                        limit)
+            reply = protocol.error("reply-too-large", f"the reply to {verb} on node {self.node} would be "
+                                                      f"{len(reply)} bytes, past the NATS server's max_payload of "
+                                                      f"{limit}: ask for less (an actor, fewer lines) or raise the "
+                                                      "server's max_payload")
+        try:
+            await self.nc.publish(reply_to, reply)
+        except Exception as exc:
+            log.warning("cannot send the reply to %s: %s", verb, exc)
 
     # -- events ---------------------------------------------------------------------
 
@@ -178,7 +220,18 @@ class ControlPlane:
         if self._closed or not self.nc.is_connected:
             return
         payload = protocol.event(self.lattice, self.node, kind, data)
-        self._spawn(self.nc.publish(subjects.events(self.lattice, self.node, kind), payload))
+        limit = self.nc.max_payload
+        if limit and len(payload) > limit:  # say so rather than go dark
+            log.warning("the %s event is %d bytes, past the NATS server's max_payload of %d; sending its size "
+                        "instead", kind, len(payload), limit)
+            payload = protocol.event(self.lattice, self.node, kind, {"node": self.node, "too_large_bytes": len(payload)})
+        self._spawn(self._publish_quietly(subjects.events(self.lattice, self.node, kind), payload))
+
+    async def _publish_quietly(self, subject: str, payload: bytes) -> None:
+        try:
+            await self.nc.publish(subject, payload)
+        except Exception as exc:  # the connection went: events are not queued for later
+            log.debug("event on %s not sent: %s", subject, exc)
 
     async def _heartbeats(self) -> None:
         """Heartbeats with the inventory, and provider health changes as they are seen.

@@ -71,6 +71,12 @@ class UnknownRequest(BadRequest):
     code = "unknown-request"
 
 
+class Starting(LatticeError):
+    """The node is restoring its state and cannot answer this request yet."""
+
+    code = "starting"
+
+
 class NoNode(LatticeError, LookupError):
     """No node answers (at all, or by that name, or with those labels)."""
 

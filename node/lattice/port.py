@@ -29,7 +29,7 @@ from drupelet.providers.base import HttpExchange, Message, Provider
 
 from drupelet.node.errors import DrupeletError
 from drupelet.node.host.api import HostApi
-from drupelet.node.host.errors import ActorNotFound
+from drupelet.node.host.errors import ActorNotFound, Overloaded, PayloadTooLarge
 from drupelet.node.host.links import HTTP_INCOMING
 from drupelet.node.lattice import http, subjects
 from drupelet.node.lattice.calls import RemoteProvider, ReplyInbox
@@ -42,6 +42,19 @@ log = logging.getLogger(__name__)
 HTTP_ANSWER_TIMEOUT_S = 120.0
 """How long the node that took an HTTP request waits for the actor's node to answer it;
 the http provider's own ``request_timeout_ms`` answers the client sooner."""
+PAUSE_LOAD = 0.5
+"""An actor whose queue is this full takes no more deliveries for a while (before its queue
+refuses them: the sooner the server stops sending, the less of a flood is on its way)."""
+RESUME_LOAD = 0.0
+"""A paused actor takes deliveries again once its queue is at most this full (empty)..."""
+PAUSE_MIN_S = 0.25
+PAUSE_MAX_S = 4.0
+"""...and it has been paused at least PAUSE_MIN_S; a pause that comes again soon after
+lasts twice as long as the last, up to PAUSE_MAX_S: a sustained flood gets in only in
+short bursts."""
+PAUSE_POLL_S = 0.02
+PAUSE_LOG_INTERVAL_S = 30.0
+"""At most one INFO line per this many seconds says an actor's deliveries paused."""
 
 
 class NatsPort:
@@ -60,6 +73,10 @@ class NatsPort:
         self._remotes: dict[tuple[str, str], RemoteProvider] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._paused: set[str] = set()
+        self._paused_logged_at = 0.0
+        self._pause_s: dict[str, tuple[float, float]] = {}
+        """Per actor: the length of its last pause and when it ended."""
 
     @property
     def nats(self) -> NatsClient:
@@ -97,19 +114,23 @@ class NatsPort:
     # -- deliveries ---------------------------------------------------------------------
 
     async def actor_added(self, actor: str) -> None:
-        subject = subjects.deliver(self.lattice, actor)
-
-        async def on_delivery(msg: Msg) -> None:
-            self._spawn(self._handle_delivery(actor, msg))
-
         async def on_http(msg: Msg) -> None:
             self._spawn(self._handle_http(actor, msg))
 
-        self._deliveries[actor] = await self._nc.subscribe(subject, queue=actor, cb=on_delivery)
+        await self._subscribe(actor)
         self._http[actor] = await self._nc.subscribe(subjects.http_to(self.lattice, actor), queue=actor, cb=on_http)
-        await synced(self._nc)  # the server knows the subscription before the start returns
+        await synced(self._nc)  # the server knows the subscriptions before the start returns
+
+    async def _subscribe(self, actor: str) -> None:
+        async def on_delivery(msg: Msg) -> None:
+            self._spawn(self._handle_delivery(actor, msg))
+
+        self._deliveries[actor] = await self._nc.subscribe(subjects.deliver(self.lattice, actor), queue=actor,
+                                                           cb=on_delivery)
 
     async def actor_removed(self, actor: str) -> None:
+        self._paused.discard(actor)
+        self._pause_s.pop(actor, None)
         subs = [s for s in (self._deliveries.pop(actor, None), self._http.pop(actor, None)) if s is not None]
         if subs:
             await unsubscribe_all(subs)
@@ -170,12 +191,49 @@ class NatsPort:
         except Exception as exc:
             log.warning("cannot send the answer to an HTTP request for %s: %s", actor, exc)
 
+    async def _pause(self, actor: str) -> None:
+        """Stop taking ``actor``'s deliveries until its queue has drained.
+
+        An actor's queue refuses what does not fit its budgets, but a client that sends
+        faster than the node reads would still fill the server's buffer for this
+        connection, and the server would cut the node off as a slow consumer, losing every
+        message and request in flight. Unsubscribed, the server sends the node none of the
+        flood (requesters get no-responders at once, or another node's instance answers)."""
+        sub = self._deliveries.get(actor)
+        if sub is None or actor in self._paused or self._closed:
+            return
+        self._paused.add(actor)
+        now = time.monotonic()
+        last, ended = self._pause_s.get(actor, (0.0, 0.0))
+        length = min(PAUSE_MAX_S, last * 2) if now - ended < max(1.0, 2 * last) else PAUSE_MIN_S
+        self._pause_s[actor] = (max(length, PAUSE_MIN_S), now)
+        level = logging.INFO if now - self._paused_logged_at >= PAUSE_LOG_INTERVAL_S else logging.DEBUG
+        self._paused_logged_at = now if level == logging.INFO else self._paused_logged_at
+        log.log(level, "actor %s is overloaded: this node takes none of its messages until its queue has drained",
+                actor)
+        await unsubscribe_all([sub])
+        self._spawn(self._resume_when_drained(actor, max(length, PAUSE_MIN_S)))
+
+    async def _resume_when_drained(self, actor: str, pause_s: float) -> None:
+        host = self._host
+        await asyncio.sleep(pause_s)
+        while host is not None and actor in self._paused and not self._closed and host.has_actor(actor):
+            if host.actor_load(actor) <= RESUME_LOAD:
+                self._paused.discard(actor)
+                self._pause_s[actor] = (pause_s, time.monotonic())
+                await self._subscribe(actor)
+                log.debug("actor %s takes messages again", actor)
+                return
+            await asyncio.sleep(PAUSE_POLL_S)
+
     async def _handle_delivery(self, actor: str, msg: Msg) -> None:
         host = self._host
         if host is None:
             return
         headers = msg.headers or {}
         subject = headers.get(subjects.HEADER_SUBJECT) or msg.subject
+        if host.actor_load(actor) >= PAUSE_LOAD and actor not in self._paused:
+            self._spawn(self._pause(actor))
         try:
             await host.deliver(actor, subject, msg.data, msg.reply or None)
         except NoReply as exc:
@@ -186,9 +244,14 @@ class NatsPort:
             if msg.reply:
                 await self.reply_error(msg.reply, exc.code, exc.message)
         except DrupeletError as exc:
-            log.info("delivery to actor %s failed: %s", actor, exc.message)
+            # a refusal for load (overloaded, payload-too-large) can come thousands of times a
+            # second: the sender gets it; the node's log does not repeat it
+            log.log(logging.DEBUG if isinstance(exc, (Overloaded, PayloadTooLarge)) else logging.INFO,
+                    "delivery to actor %s failed: %s", actor, exc.message)
             if msg.reply:
                 await self.reply_error(msg.reply, exc.code, exc.message)
+            if isinstance(exc, Overloaded):
+                await self._pause(actor)
 
     async def forward(self, actor: str, message: Message) -> None:
         await self._nc.publish(subjects.deliver(self.lattice, actor), message.body, reply=message.reply_to or "",
@@ -272,4 +335,10 @@ class NatsPort:
     def _publish_soon(self, subject: str, payload: bytes) -> None:
         if self._closed or not self._nc.is_connected:
             return
-        self._spawn(self._nc.publish(subject, payload))
+        self._spawn(self._publish_quietly(subject, payload))
+
+    async def _publish_quietly(self, subject: str, payload: bytes) -> None:
+        try:
+            await self._nc.publish(subject, payload)
+        except Exception as exc:  # too large for the server, or the connection went: the local log has the line
+            log.debug("log line not published on %s: %s", subject, exc)

@@ -93,13 +93,22 @@ def compile_bytes(wasm: bytes, target: str | None = None) -> bytes:
     return bytes(Component(engine, wasm).serialize())
 
 
+_OUT_OF_MEMORY_TEXT = "memory allocation of the compile failed"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drupelet.node.runtime.aot",
                                      description="Compile a wasm component for drupelet's engine.")
     parser.add_argument("src", type=Path)
     parser.add_argument("dst", type=Path)
     parser.add_argument("--target", default=None, help="target triple (default: this machine)")
+    parser.add_argument("--memory-limit", type=int, default=0, metavar="BYTES",
+                        help="address space this process may take (RLIMIT_AS); 0: no limit")
     args = parser.parse_args(argv)
+    if args.memory_limit > 0:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
     try:
         check_target(args.target)
         data = compile_bytes(args.src.read_bytes(), args.target)
@@ -109,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except wasmtime.WasmtimeError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
+    except MemoryError:
+        sys.stderr.write(f"{_OUT_OF_MEMORY_TEXT}: the compile went past --memory-limit {args.memory_limit}\n")
+        return 3
     except OSError as exc:
         sys.stderr.write(f"cannot read {args.src}: {exc.strerror}\n")
         return 2

@@ -98,6 +98,11 @@ class Imports(Protocol):
 
     def config_all(self) -> list[tuple[str, str]]: ...
 
+    def outbound(self, size: int) -> None:
+        """Account ``size`` bytes the actor is about to publish or send as a request: may
+        wait for the actor's send rate; ProviderError if it would wait too long."""
+        ...
+
     def resolve(self, interface: str) -> tuple[Provider, Link]:
         """The provider and link serving ``interface`` for this actor, or NotLinked."""
         ...
@@ -328,6 +333,7 @@ def _msg_publish(store: StoreContext, msg: Any) -> Ok | Err:
         body = bytes(msg.body)
         _check_payload(ctx.host, len(body))
         provider, link = ctx.host.resolve(MSG_CONSUMER)
+        ctx.host.outbound(len(body))
         provider.invoke(link, "publish", [str(msg.subject), body, getattr(msg, "reply-to")])
     except ProviderError as exc:
         return Err(msg_error(exc))
@@ -341,6 +347,7 @@ def _msg_request(store: StoreContext, subject: str, body: bytes, timeout_ms: int
     try:
         _check_payload(ctx.host, len(body))
         provider, link = ctx.host.resolve(MSG_CONSUMER)
+        ctx.host.outbound(len(body))
         reply = provider.invoke(link, "request", [str(subject), bytes(body), int(timeout_ms)])
     except ProviderError as exc:
         return Err(msg_error(exc))

@@ -29,6 +29,7 @@ from drupelet.node.runtime import handles, values
 from drupelet.node.runtime import wasi_http, wasi_io
 from drupelet.node.runtime.bindings import Imports, InstanceContext
 from drupelet.providers.base import HttpExchange
+from drupelet.node.runtime.sched import LongCalls, can_demote
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class RuntimeConfig:
     epoch_tick_ms: int = 10
     compile_in_subprocess: bool = True
     compile_timeout_s: float = 600.0
+    compile_memory_bytes: int = 1 << 30
+    """The compile child's address space (RLIMIT_AS); 0: no limit."""
+    compile_queue: int = 8
+    """Compiles that may wait while one runs; one more is refused."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +109,17 @@ class Runtime:
         bindings.define_all(self.linker)
         self._linker_lock = threading.Lock()
         self._stop = threading.Event()
+        self.long_calls = LongCalls(can_demote())
+        """Calls past LONG_CALL_MS go on at idle priority (sched.py); the ticker demotes them."""
         self._ticker = threading.Thread(target=self._tick, name="drupelet-epoch", daemon=True)
         self._ticker.start()
         self._loaded: dict[str, LoadedComponent] = {}
         self._http_linkers: dict[str, Linker] = {}
         self._load_lock = threading.Lock()
+        """Guards ``_loaded``; never held across a compile, so a cached start never waits for one."""
+        self._compile_turn = threading.Lock()
+        """One compile at a time; the others wait their turn (at most ``compile_queue`` of them)."""
+        self._compile_waiting = 0
         self._compile_lock = threading.Lock()
         self._compiling: subprocess.Popen[str] | None = None
         self._no_compiles = False
@@ -121,6 +132,7 @@ class Runtime:
         interval = self.config.epoch_tick_ms / 1000.0
         while not self._stop.wait(interval):
             self.engine.increment_epoch()
+            self.long_calls.sweep()
 
     def stop_compiling(self) -> None:
         """Kill a compile in progress and refuse new ones (the node is stopping). Idempotent."""
@@ -144,43 +156,74 @@ class Runtime:
         return self.config.cache_dir / f"{aot.cache_key(wasm)}.cwasm"
 
     def load(self, wasm: bytes) -> LoadedComponent:
-        """Compile ``wasm`` (or map it from the cache) and describe its imports and exports."""
+        """Compile ``wasm`` (or map it from the cache) and describe its imports and exports.
+
+        Compiles run one at a time, at most ``compile_queue`` waiting (one more is a
+        :class:`CompileError`); a component already in the cache, or mapped, never waits."""
         check_wasm_header(wasm)
         digest = hashlib.sha256(wasm).hexdigest()
         with self._load_lock:
             known = self._loaded.get(digest)
-            if known is not None:  # already mapped in this process: as good as the cache
-                return dataclasses.replace(known, from_cache=True, load_ms=0.0)
-            started = time.perf_counter()
-            path = self.cache_path(wasm)
-            from_cache = path.exists()
-            component = None
-            if from_cache:
-                try:
-                    component = Component.deserialize_file(self.engine, str(path))
-                except wasmtime.WasmtimeError as exc:
-                    log.warning("compile cache entry %s is unusable (%s); compiling again", path.name, exc)
-                    path.unlink(missing_ok=True)
-                    from_cache = False
-            if component is None:
-                self._compile(wasm, path)
-                component = Component.deserialize_file(self.engine, str(path))
-            ctype = component.type
-            imports = ctype.imports(self.engine)
-            loaded = LoadedComponent(
-                digest=digest,
-                component=component,
-                imports=sorted(imports),
-                exports=sorted(ctype.exports(self.engine)),
-                from_cache=from_cache,
-                load_ms=0.0,
-                size_bytes=len(wasm),
-            )
-            if loaded.speaks_http:
-                loaded.import_funcs = _python_wasi_imports(self.engine, imports)
-            loaded.load_ms = (time.perf_counter() - started) * 1000.0
-            self._loaded[digest] = loaded
-            return loaded
+        if known is not None:  # already mapped in this process: as good as the cache
+            return dataclasses.replace(known, from_cache=True, load_ms=0.0)
+        started = time.perf_counter()
+        path = self.cache_path(wasm)
+        component = self._from_cache(path)
+        from_cache = component is not None
+        if component is None:
+            self._compile_in_turn(wasm, path)
+            component = Component.deserialize_file(self.engine, str(path))
+        ctype = component.type
+        imports = ctype.imports(self.engine)
+        loaded = LoadedComponent(
+            digest=digest,
+            component=component,
+            imports=sorted(imports),
+            exports=sorted(ctype.exports(self.engine)),
+            from_cache=from_cache,
+            load_ms=0.0,
+            size_bytes=len(wasm),
+        )
+        if loaded.speaks_http:
+            loaded.import_funcs = _python_wasi_imports(self.engine, imports)
+        loaded.load_ms = (time.perf_counter() - started) * 1000.0
+        with self._load_lock:
+            return self._loaded.setdefault(digest, loaded)
+
+    def _from_cache(self, path: Path) -> Component | None:
+        if not path.exists():
+            return None
+        try:
+            component = Component.deserialize_file(self.engine, str(path))
+        except wasmtime.WasmtimeError as exc:
+            log.warning("compile cache entry %s is unusable (%s); compiling again", path.name, exc)
+            path.unlink(missing_ok=True)
+            return None
+        try:
+            os.utime(path)  # recently used: the cache's disk budget evicts the least recently used first
+        except OSError:
+            pass
+        return component
+
+    def _compile_in_turn(self, wasm: bytes, path: Path) -> None:
+        with self._compile_lock:
+            if self._compile_waiting > self.config.compile_queue:  # one compiling, compile_queue waiting
+                raise CompileError(f"{self._compile_waiting} compiles are running or waiting (one runs at a time, "
+                                   f"[runtime] compile_queue = {self.config.compile_queue} may wait); try again "
+                                   "later")
+            self._compile_waiting += 1
+        try:
+            with self._compile_turn:
+                if not path.exists():  # the same component may have been compiled while this one waited
+                    self._compile(wasm, path)
+        finally:
+            with self._compile_lock:
+                self._compile_waiting -= 1
+
+    def cached_digests(self) -> set[str]:
+        """Digests of the components mapped in this process."""
+        with self._load_lock:
+            return set(self._loaded)
 
     def forget(self, digest: str) -> None:
         with self._load_lock:
@@ -225,6 +268,11 @@ class Runtime:
             finally:
                 src.unlink(missing_ok=True)
             if returncode != 0:
+                limit = self.config.compile_memory_bytes
+                if limit and (_OUT_OF_MEMORY in stderr or returncode in (-6, 134)):
+                    raise CompileError(f"compiling needs more than the {limit >> 20} MiB of address space "
+                                       "[runtime] compile_memory_bytes allows the compile child; raise it to "
+                                       "compile this component here, or compile it elsewhere")
                 raise CompileError(f"wasmtime refused the component: {_first_line(stderr)}")
         log.info("compiled component to %s in %.1f s", dst.name, time.perf_counter() - started)
 
@@ -237,9 +285,9 @@ class Runtime:
                 # runpy warns that the package imported aot before running it: harmless, and
                 # it would stand first in the reason a refused start shows
                 [sys.executable, "-W", "ignore::RuntimeWarning:runpy", "-m", "drupelet.node.runtime.aot",
-                 str(src), str(dst)],
+                 "--memory-limit", str(self.config.compile_memory_bytes), str(src), str(dst)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "RUST_BACKTRACE": "0"},
             )
             self._compiling = proc
         try:
@@ -279,6 +327,10 @@ def _python_wasi_imports(engine: wasmtime.Engine, imports: dict[str, Any]) -> di
         if isinstance(ty, ComponentInstanceType):
             out[name] = sorted(n for n, e in ty.exports(engine).items() if isinstance(e.ty, FuncType))
     return out
+
+
+_OUT_OF_MEMORY = "memory allocation of"
+"""How the Rust allocator says it failed (then it aborts) in the compile child under its limit."""
 
 
 def _first_line(text: str) -> str:
@@ -388,6 +440,7 @@ class ActorInstance:
         self.ctx.call_deadline = time.monotonic() + deadline / 1000.0
         bindings.set_current(self.ctx)
         self.stats.calls += 1
+        tid = self.runtime.long_calls.started(deadline / 1000.0)
         try:
             result = func(self.store, *args)
             func.post_return(self.store)
@@ -401,6 +454,7 @@ class ActorInstance:
                                        actor=actor, trap="interrupt", deadline_ms=deadline) from exc
             raise Trapped(f"actor {actor!r} trapped: {_trap_reason(text)}", actor=actor, trap=text) from exc
         finally:
+            self.runtime.long_calls.ended(tid)
             bindings.set_current(None)
 
     def memory_bytes(self) -> int:

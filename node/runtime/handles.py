@@ -14,6 +14,7 @@ an owned handle passes to the host.
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from wasmtime.component._linker import FUNCTIONS
 from wasmtime.component._types import BorrowType, OwnType
 
 from drupelet.node.runtime import values
+from drupelet.node.runtime.sched import IN_IMPORT, import_box
 from drupelet.node.runtime.values import FUNC_CACHES, _types_of
 
 
@@ -101,16 +103,23 @@ FUNC_CACHES.append(_CONVERTERS)
 @ffi.wasmtime_component_func_callback_t  # type: ignore[untyped-decorator]
 def _func_impl(idx: Any, context: Any, ty_raw: Any, args: Any, nargs: int, results: Any, nresults: int) -> Any:
     def run(store: StoreContext) -> None:
-        key = idx or 0
-        params, result_ty = _types_of(key, ty_raw, store)
-        converters = _CONVERTERS.get(key)
-        if converters is None:
-            converters = [None if isinstance(ty, (BorrowType, OwnType)) else ty.convert_from_c for ty in params]
-            _CONVERTERS[key] = converters
-        pyargs = [_rep_of(store, args[i]) if conv is None else conv(args[i]) for i, conv in enumerate(converters)]
-        result = FUNCTIONS.get(key)(store, *pyargs)
-        if result_ty is not None:
-            result_ty.convert_to_c(store, result, results)
+        box = import_box()  # the call is in an import (a stream read may wait), not computing (sched.py)
+        if box is not None:
+            box[0] = IN_IMPORT
+        try:
+            key = idx or 0
+            params, result_ty = _types_of(key, ty_raw, store)
+            converters = _CONVERTERS.get(key)
+            if converters is None:
+                converters = [None if isinstance(ty, (BorrowType, OwnType)) else ty.convert_from_c for ty in params]
+                _CONVERTERS[key] = converters
+            pyargs = [_rep_of(store, args[i]) if conv is None else conv(args[i]) for i, conv in enumerate(converters)]
+            result = FUNCTIONS.get(key)(store, *pyargs)
+            if result_ty is not None:
+                result_ty.convert_to_c(store, result, results)
+        finally:
+            if box is not None:
+                box[0] = time.monotonic()
     return catch_exceptions(context, run)
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from collections.abc import Callable
 
 from drupelet.node.runtime.errors import WasmtimeVersionError
+from drupelet.node.runtime.sched import IN_IMPORT, import_box
 
 WASMTIME_SERIES = (50, 0)
 """The wasmtime-py release series whose internals this module relies on (pyproject pins
@@ -42,7 +44,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import LinkerInstance, Record
 from wasmtime.component._enter import catch_exceptions
 from wasmtime.component._linker import FUNCTIONS
-from wasmtime.component._types import FuncType, OptionType, ResultType, VariantLikeType, VariantType
+from wasmtime.component._types import FuncType, ListType, OptionType, ResultType, U8, VariantLikeType, VariantType
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,80 @@ def _cached_variant_cases(self: VariantType) -> Any:
     return found
 
 
+# -- list<u8> as bytes, in one copy ----------------------------------------------------
+#
+# The C API holds a ``list<u8>`` as an array of tagged values (``wasmtime_component_val_t``,
+# 32 bytes each: the kind in byte 0, the u8 at byte 8). wasmtime-py fills and reads that
+# array one Python call per byte, which made a 1 MB message cost a second of CPU with the
+# GIL held. Here the array is filled and read in chunks: a strided copy in a bytearray
+# (with the GIL) and a memmove to or from the C array (without it).
+
+_VAL_SIZE = ctypes.sizeof(ffi.wasmtime_component_val_t)
+_KIND_OFFSET = ffi.wasmtime_component_val_t.kind.offset
+_U8_OFFSET = ffi.wasmtime_component_val_t.of.offset
+_U8_KIND = bytes([ffi.WASMTIME_COMPONENT_U8.value])
+
+_original_list_to_c = ListType.convert_to_c
+_original_list_from_c = ListType.convert_from_c
+
+
+def _is_bytes(ty: ListType) -> bool:
+    known: bool | None = getattr(ty, "_drupelet_bytes", None)
+    if known is None:  # an element type is made anew on every read: read it once per list type
+        known = isinstance(ty.element, U8)
+        setattr(ty, "_drupelet_bytes", known)
+    return known
+
+
+_CHUNK = 32768
+"""Bytes handled per step: each step holds the GIL for a fraction of a millisecond, so the
+event loop's thread is not kept waiting behind a large message."""
+
+
+def _list_to_c(self: ListType, store: Any, val: Any, ptr: Any) -> None:
+    if not _is_bytes(self):
+        _original_list_to_c(self, store, val, ptr)
+        return
+    if isinstance(val, (bytearray, memoryview)):
+        val = bytes(val)
+    if not isinstance(val, bytes):
+        raise TypeError("expected bytes value")
+    count = len(val)
+    raw = ffi.wasmtime_component_vallist_t()
+    ffi.wasmtime_component_vallist_new_uninit(raw, count)
+    if count:
+        base = ctypes.addressof(raw.data.contents)
+        step = bytearray(min(count, _CHUNK) * _VAL_SIZE)
+        step[_KIND_OFFSET::_VAL_SIZE] = _U8_KIND * (len(step) // _VAL_SIZE)
+        for start in range(0, count, _CHUNK):
+            part = val[start:start + _CHUNK]
+            size = len(part) * _VAL_SIZE
+            step[_U8_OFFSET:size:_VAL_SIZE] = part
+            ctypes.memmove(base + start * _VAL_SIZE, (ctypes.c_char * size).from_buffer(step), size)
+    ptr.contents.kind = ffi.WASMTIME_COMPONENT_LIST
+    ptr.contents.of.list = raw
+
+
+def _list_from_c(self: ListType, c: Any) -> Any:
+    if not _is_bytes(self):
+        return _original_list_from_c(self, c)
+    try:
+        count = int(c.of.list.size)
+        if not count:
+            return b""
+        base = ctypes.addressof(c.of.list.data.contents)
+        out = bytearray(count)
+        step = bytearray(min(count, _CHUNK) * _VAL_SIZE)
+        for start in range(0, count, _CHUNK):
+            n = min(_CHUNK, count - start)
+            ctypes.memmove((ctypes.c_char * (n * _VAL_SIZE)).from_buffer(step), base + start * _VAL_SIZE,
+                           n * _VAL_SIZE)
+            out[start:start + n] = step[_U8_OFFSET:n * _VAL_SIZE:_VAL_SIZE]
+        return bytes(out)
+    finally:  # u8 values own nothing: the array goes as a whole
+        ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
+
+
 def install() -> None:
     global _installed
     if not _installed:
@@ -148,6 +224,8 @@ def install() -> None:
         VariantType._cases = _cached_variant_cases  # type: ignore[method-assign]
         ResultType.convert_to_c = _convert_to_c  # type: ignore[method-assign]
         OptionType.convert_to_c = _convert_option_to_c  # type: ignore[method-assign]
+        ListType.convert_to_c = _list_to_c  # type: ignore[method-assign]
+        ListType.convert_from_c = _list_from_c  # type: ignore[method-assign]
         _installed = True
 
 
@@ -183,12 +261,19 @@ def _types_of(idx: int, ty_raw: Any, store: Any) -> tuple[list[Any], Any]:
 @ffi.wasmtime_component_func_callback_t  # type: ignore[untyped-decorator]
 def _func_impl(idx: Any, context: Any, ty_raw: Any, args: Any, nargs: int, results: Any, nresults: int) -> Any:
     def run(store: StoreContext) -> None:
-        key = idx or 0
-        params, result_ty = _types_of(key, ty_raw, store)
-        pyargs = [ty.convert_from_c(args[i]) for i, ty in enumerate(params)]
-        result = FUNCTIONS.get(key)(store, *pyargs)
-        if result_ty is not None:
-            result_ty.convert_to_c(store, result, results)
+        box = import_box()  # the call is in an import, not computing (sched.py)
+        if box is not None:
+            box[0] = IN_IMPORT
+        try:
+            key = idx or 0
+            params, result_ty = _types_of(key, ty_raw, store)
+            pyargs = [ty.convert_from_c(args[i]) for i, ty in enumerate(params)]
+            result = FUNCTIONS.get(key)(store, *pyargs)
+            if result_ty is not None:
+                result_ty.convert_to_c(store, result, results)
+        finally:
+            if box is not None:
+                box[0] = time.monotonic()
     return catch_exceptions(context, run)
 
 

@@ -19,6 +19,9 @@ Each figure is taken in this process, against a baseline taken in the same run:
   No raw baseline: a figure to watch.
 - ``http_request_us``, ``http_ratio``, ``http_requests_per_s`` and the rest of the HTTP
   figures: :mod:`drupelet.node.tools.bench_http`.
+- ``p99_alone_ms``, ``p99_beside_hostile_ms`` (``spin``, ``log_flood``, ``publish_flood``,
+  ``inbound_flood``) and ``p99_hostile_ratio``: a normal actor's round trip through NATS,
+  alone and beside each kind of hostile actor or client (:mod:`drupelet.node.tools.bench_hostile`).
 - ``node_rss_mb``: a fresh node process, idle, with no actors (its embedded nats-server is
   a separate process and not counted); ``instance_rss_mb``: what each further instance of
   a small actor adds.
@@ -45,6 +48,7 @@ from drupelet.node.config import NodeConfig
 from drupelet.node.host.host import Host
 from drupelet.node.node import Node
 from drupelet.node.runtime import baseline, read_component
+from drupelet.node.tools.bench_hostile import KINDS, measure_hostile
 
 WAT_DIR = Path(__file__).resolve().parents[2] / "actors" / "wat"
 
@@ -56,6 +60,7 @@ TARGETS = {
     "node_rss_mb": 80.0,
     "instance_rss_mb": 3.0,
     "http_ratio": 3.0,
+    "p99_hostile_ratio": 5.0,
 }
 
 
@@ -135,6 +140,7 @@ async def _measure(iterations: int, workdir: Path, http_counter: Path | None = N
     results.update(await measure_http(iterations, workdir, wat_path("http-hello"), http_counter))
     results.update(await _measure_remote(max(50, iterations // 4), workdir, kvloop))
     results.update(await _measure_gpio_edge(max(20, iterations // 20), workdir / "gpio"))
+    results.update(await measure_hostile(max(100, iterations // 7), workdir, wat_path("hostile")))
     results.update(await asyncio.to_thread(_memory_in_child, workdir))
     return results
 
@@ -351,10 +357,16 @@ def run_bench(*, iterations: int = 2000, http_counter: Path | None = None) -> di
     finally:
         for handler in handlers:
             handler.removeFilter(once)
-    results = {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()}
+    results = {k: _rounded(v) for k, v in results.items()}
     results["targets"] = TARGETS
     results["missed"] = missed(results)
     return results
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 3) if isinstance(value, float) else value
 
 
 def missed(results: dict[str, Any]) -> list[str]:
@@ -369,6 +381,9 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
 
     def mark(key: str) -> str:
         return "MISSED" if key in over else ""
+
+    beside = results["p99_beside_hostile_ms"]
+    worst = max(beside, key=beside.__getitem__)  # p99_hostile_ratio is the worst kind's: its row carries the mark
 
     return [
         ["import call (node / raw wasmtime-py)", f"{results['import_call_us']:.1f} µs / {results['import_call_raw_us']:.1f} µs",
@@ -399,4 +414,8 @@ def report_rows(results: dict[str, Any]) -> list[list[str]]:
          mark("node_rss_mb")],
         ["per small actor instance", f"{results['instance_rss_mb']:.2f} MB", "", f"≤ {TARGETS['instance_rss_mb']:.0f} MB",
          mark("instance_rss_mb")],
+        ["p99 of a normal actor's round trip, alone", f"{results['p99_alone_ms']:.2f} ms", "", "", ""],
+        *[[f"  beside {kind.replace('_', ' ')}", f"{beside[kind]:.2f} ms", f"{beside[kind] / results['p99_alone_ms']:.2f}×",
+           f"≤ {TARGETS['p99_hostile_ratio']:.0f}×", mark("p99_hostile_ratio") if kind == worst else ""]
+          for kind in KINDS],
     ]
