@@ -40,9 +40,11 @@ ACTOR = "e1"
 SOURCE = "a"
 """The actor whose links to every provider of the node the provider calls claim to come from."""
 
-READ_ONLY = frozenset({"inventory", "actor.list", "link.list", "display.snapshot", "gpio.read", "logs.recent",
-                       "config.get", "revocation.list"})
+READ_ONLY = frozenset(requests.read_verbs(requests.REQUESTS))
 """Control verbs that change nothing even when they parse: sent with any body."""
+LATTICE_ANSWERED = sorted(requests.read_verbs(requests.LATTICE_REQUESTS))
+"""The lattice verbs a node answers: the others (``link.put``…) an admin's client writes into
+the lattice state itself, and no node subscribes to them."""
 
 PROVIDER_OPS: dict[str, tuple[str, list[str]]] = {
     "keyvalue": ("wasi:keyvalue/store", ["open", "handle.get", "handle.set", "handle.delete", "handle.exists",
@@ -114,7 +116,7 @@ def control_requests(draw: st.DrawFn) -> tuple[str, bytes]:
     if kind == "unknown":
         verb = draw(st.sampled_from(["nope", "actor", "actor.start.x", "ping", "inventory.x"]))
         return subjects.node_control(LATTICE, NODE, verb), draw(bodies_for([]))
-    verbs = sorted(requests.NODE_REQUESTS if kind == "node" else requests.LATTICE_REQUESTS)
+    verbs = sorted(requests.NODE_REQUESTS) if kind == "node" else LATTICE_ANSWERED
     verb = draw(st.sampled_from(verbs))
     body = draw(bodies_for(_field_names(verb)))
     if verb not in READ_ONLY:
@@ -159,9 +161,10 @@ def provider_calls(draw: st.DrawFn) -> tuple[str, bytes]:
 
     provider = draw(st.sampled_from(sorted(PROVIDER_OPS)))
     interface, ops = PROVIDER_OPS[provider]
-    subject = subjects.provider_calls(LATTICE, NODE, provider)
+    caller = draw(st.sampled_from(["x", "y", NODE]))  # the calling node, as the subject names it
+    subject = subjects.provider_calls(LATTICE, NODE, provider, caller)
     call: dict[str, Any] = {
-        "caller": mostly(st.just("x"), st.sampled_from([NODE, "", "a b", "y"]) | json_values),
+        "caller": mostly(st.just(caller), st.sampled_from([NODE, "", "a b", "y"]) | json_values),
         "source": mostly(st.just(SOURCE), st.sampled_from(["other", ACTOR]) | json_values),
         "interface": mostly(st.just(interface), st.sampled_from(["wasi:keyvalue/batch", "x"]) | json_values),
         "op": mostly(st.sampled_from(ops), json_values),

@@ -67,7 +67,8 @@ async def test_a_publish_past_the_nats_servers_max_payload_is_refused_not_a_cras
     from drupelet.providers.base import Link, PayloadTooLarge
 
     messaging: Any = node.host.providers["messaging"]
-    link = Link(source="h", interface="wasmcloud:messaging/consumer", target="local/messaging", config={})
+    link = Link(source="h", interface="wasmcloud:messaging/consumer", target="local/messaging",
+                config={"publish": "some.subject"})
     assert node.nats is not None and node.nats.max_payload == MIB  # the server's default, below the node's 2 MiB
     with pytest.raises(PayloadTooLarge, match="exceeds"):
         await asyncio.to_thread(messaging.publish, link, "some.subject", b"x" * MIB, None)
@@ -306,7 +307,7 @@ async def test_an_actor_publishing_in_a_loop_is_held_to_its_send_rate(
     await n.start()
     try:
         await n.host.start_actor("h", wat("hostile"))
-        await n.host.put_link("h", "wasmcloud:messaging", "local/messaging")
+        await n.host.put_link("h", "wasmcloud:messaging", "local/messaging", {"publish": "hostile.flood"})
         seen: list[int] = []
 
         async def on_flood(msg: Any) -> None:

@@ -25,6 +25,7 @@ from drupelet.providers.base import Link
 
 from fuzzing import ACTOR, NODE, SOURCE, Tally, campaign, examples_per_target, seconds
 from test_host import node_config, wat
+from waiting import wait_for_async
 
 
 def snapshot(node: Node) -> dict[str, Any]:
@@ -62,8 +63,11 @@ async def test_hostile_payloads_on_every_subject_are_answered_and_change_nothing
         keeper = kv.open(Link(source="keeper", interface="wasi:keyvalue/store", target="local/keyvalue"), "kept")
         keeper.set("k", b"kept value")
         client = LatticeClient(nats_client, "test")
-        await client.lattice_request("config.put", {"name": "kept", "values": {"a": "1"}})
-        await node.state.flush() if node.state else None
+        await client.lattice_request("config.put", {"name": "kept", "values": {"a": "1"}})  # the admin writes it
+        state = node.state
+        assert state is not None
+        await wait_for_async(lambda: state.get("config.kept") is not None, 10, "the node to see the named config")
+        await state.flush()
         before = snapshot(node)
 
         caplog.clear()

@@ -34,6 +34,8 @@ from drupelet.node.node import Node
 from drupelet.node.runtime import read_component
 
 KINDS = ("spin", "log_flood", "publish_flood", "inbound_flood")
+FLOOD_SUBJECT = "hostile.flood"
+"""Where actors/wat/hostile.wat's ``publ`` publishes."""
 FLOOD_BYTES = 512 << 10
 
 _FLOODER = r"""
@@ -107,7 +109,8 @@ async def measure_hostile(samples: int, workdir: Path, hostile_wasm: Path) -> di
                 alone.append(_p99(await _round_trips(nc, cfg.lattice, samples)))
                 actor, instances, prefix, size, interval = HOSTILE[kind]
                 await host.start_actor(actor, wasm, instances=instances)
-                await host.put_link(actor, "wasmcloud:messaging", "local/messaging")
+                # the publisher's grant: the subject it floods (the others only answer their messages)
+                await host.put_link(actor, "wasmcloud:messaging", "local/messaging", {"publish": FLOOD_SUBJECT})
                 seconds = 3.0 + samples * 0.02
                 flooder = subprocess.Popen(
                     [sys.executable, "-c", _FLOODER, url, subjects.deliver(cfg.lattice, actor), prefix, str(size),
